@@ -1,0 +1,45 @@
+//! pgup: upgrade the PostgreSQL major version of a database running in Docker, and go back.
+//! This file parses the command line and dispatches; each command lives in its own module.
+
+mod backup;
+mod cli;
+mod cluster;
+mod docker;
+mod space;
+mod status;
+mod target;
+mod ui;
+
+use std::process::ExitCode;
+
+use anyhow::bail;
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::ui::Printer;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let printer = Printer::new(cli.json);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a single-threaded runtime always builds");
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Status(args) => status::run(args, &printer).await,
+            Command::Check(_) => bail!("pgup check is not implemented yet"),
+            Command::Upgrade(_) => bail!("pgup upgrade is not implemented yet"),
+            Command::Rollback(_) => bail!("pgup rollback is not implemented yet"),
+            Command::Cleanup(_) => bail!("pgup cleanup is not implemented yet"),
+            Command::Image(_) => bail!("pgup image is not implemented yet"),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            printer.error(&err);
+            ExitCode::FAILURE
+        }
+    }
+}

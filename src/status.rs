@@ -1,0 +1,110 @@
+//! `pgup status`: what is on disk and running for a target, derived afresh every time.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use indicatif::HumanBytes;
+use serde::Serialize;
+
+use crate::backup::{self, Backup};
+use crate::cli::StatusArgs;
+use crate::cluster::Cluster;
+use crate::docker::Docker;
+use crate::space;
+use crate::target::Target;
+use crate::ui::Printer;
+
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub target: String,
+    /// The named volume holding the data; null for a bind mount or host directory.
+    pub volume: Option<String>,
+    pub data_dir: PathBuf,
+    pub pg_version: String,
+    pub data_bytes: u64,
+    pub free_bytes: u64,
+    pub owner: String,
+    pub server_running: bool,
+    /// Containers that mount this data, running or not.
+    pub containers: Vec<String>,
+    /// The image of the target container, or of the one container using the data.
+    pub image: Option<String>,
+    /// postmaster.pid exists: a server runs, or was not shut down cleanly.
+    pub postmaster_pid: bool,
+    pub backups: Vec<Backup>,
+}
+
+pub async fn run(args: StatusArgs, printer: &Printer) -> Result<()> {
+    let docker = Docker::connect().await?;
+    let target = Target::resolve(&args.target, &docker).await?;
+    let status = Status::read(&target, &docker).await?;
+    printer.report(&status)
+}
+
+impl Status {
+    pub async fn read(target: &Target, docker: &Docker) -> Result<Self> {
+        let cluster = Cluster::open(&target.data_dir)?;
+        let users = docker.containers_using(&target.data_dir).await?;
+        let image = match (&target.container, users.as_slice()) {
+            (Some(c), _) => Some(c.image.clone()),
+            (None, [only]) => Some(only.image.clone()),
+            _ => None,
+        };
+        let mut dirs = vec![target.mount_root.as_path()];
+        if target.data_dir != target.mount_root {
+            dirs.push(&target.data_dir);
+        }
+        Ok(Self {
+            target: target.label.clone(),
+            volume: target.volume.clone(),
+            data_dir: target.data_dir.clone(),
+            pg_version: cluster.major.clone(),
+            data_bytes: cluster.bytes()?,
+            free_bytes: space::free_bytes(&target.data_dir)
+                .with_context(|| format!("cannot measure free space at {}", target.data_dir.display()))?,
+            owner: format!("{}:{}", cluster.uid, cluster.gid),
+            server_running: users.iter().any(|c| c.running),
+            containers: users.iter().map(|c| c.name.clone()).collect(),
+            image,
+            postmaster_pid: cluster.postmaster_pid,
+            backups: backup::find(&dirs)
+                .with_context(|| format!("cannot list backups in {}", target.mount_root.display()))?,
+        })
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let row = |f: &mut fmt::Formatter<'_>, k: &str, v: &dyn fmt::Display| writeln!(f, "{k:<12} {v}");
+        row(f, "target", &self.target)?;
+        row(f, "data", &self.data_dir.display())?;
+        row(f, "postgresql", &self.pg_version)?;
+        row(f, "size", &HumanBytes(self.data_bytes))?;
+        row(f, "free", &HumanBytes(self.free_bytes))?;
+        row(f, "owner", &self.owner)?;
+        let server = match (self.server_running, self.postmaster_pid) {
+            (true, _) => "running".to_owned(),
+            (false, true) => "stopped, but postmaster.pid is present: it was not shut down cleanly".to_owned(),
+            (false, false) => "stopped".to_owned(),
+        };
+        row(f, "server", &server)?;
+        if !self.containers.is_empty() {
+            row(f, "containers", &self.containers.join(", "))?;
+        }
+        row(f, "image", &self.image.as_deref().unwrap_or("-"))?;
+        if self.backups.is_empty() {
+            row(f, "backups", &"none")?;
+        }
+        for (i, b) in self.backups.iter().enumerate() {
+            let line = format!(
+                "{}  {:>10}  {}",
+                b.name,
+                HumanBytes(b.bytes).to_string(),
+                b.created.format("%Y-%m-%d %H:%M:%S UTC")
+            );
+            row(f, if i == 0 { "backups" } else { "" }, &line)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,265 @@
+//! Resolves the target flags (--container, --volume, --data-dir) to where the cluster lives on
+//! this host: the mount root (a volume's or bind mount's host directory, where backups are
+//! kept), PGDATA below it, and the container that runs on it, if any.
+//!
+//! pgup works on the Docker host's files directly, so it must run on the Docker host with the
+//! right to read them (as root, usually).
+
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+use crate::cli::TargetArgs;
+use crate::docker::{Container, Docker, DockerError, MountKind};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+    #[error("--pgdata-subdir {0:?} must be a relative path inside the mount, without `..`")]
+    BadSubdir(PathBuf),
+    #[error("cannot read {} ({err}); {hint}", path.display())]
+    Unreachable {
+        path: PathBuf,
+        err: io::Error,
+        hint: &'static str,
+    },
+    #[error(
+        "{what} holds no PostgreSQL data directory (no PG_VERSION in {path}); point pgup at the volume or directory holding PGDATA, or pass --pgdata-subdir"
+    )]
+    NotADataDir { what: String, path: PathBuf },
+    #[error(
+        "{what} holds several data directories ({}); pass --pgdata-subdir to choose one",
+        .found.join(", ")
+    )]
+    Ambiguous { what: String, found: Vec<String> },
+    #[error(
+        "container {container} keeps PGDATA ({pgdata}) in its own filesystem, not in a volume or bind mount; pgup upgrades data kept in volumes: copy it into a volume first"
+    )]
+    NotMounted { container: String, pgdata: PathBuf },
+    #[error(
+        "container {container} mounts PGDATA ({pgdata}) from a {kind} mount; pgup upgrades data kept in volumes or bind mounts"
+    )]
+    UnsupportedMount {
+        container: String,
+        pgdata: PathBuf,
+        kind: String,
+    },
+    #[error(
+        "volume {name} uses the {driver:?} driver; pgup works on volumes of the \"local\" driver, whose files are on this host"
+    )]
+    RemoteVolume { name: String, driver: String },
+}
+
+const ON_DOCKER_HOST: &str = "run pgup on the Docker host, as a user that can read the data (root, usually)";
+
+/// Where a cluster lives.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// How the user named it, for messages: `container db`, `volume db_data`, `directory /srv/pg`.
+    pub label: String,
+    /// The host directory of the volume or bind mount: the unit pgup works in.
+    pub mount_root: PathBuf,
+    /// PGDATA on this host: the mount root or a directory below it.
+    pub data_dir: PathBuf,
+    /// The container named by --container.
+    pub container: Option<Container>,
+    /// The name of the volume holding the data, if it is a named volume.
+    pub volume: Option<String>,
+}
+
+impl Target {
+    pub async fn resolve(args: &TargetArgs, docker: &Docker) -> Result<Self, TargetError> {
+        let subdir = args.pgdata_subdir.as_deref().map(checked_subdir).transpose()?;
+        if let Some(name) = &args.container {
+            return Self::from_container(docker.container(name).await?);
+        }
+        let (label, root, volume) = if let Some(name) = &args.volume {
+            let v = docker.volume(name).await?;
+            if v.driver != "local" {
+                return Err(TargetError::RemoteVolume {
+                    name: v.name,
+                    driver: v.driver,
+                });
+            }
+            (format!("volume {}", v.name), v.mountpoint, Some(v.name))
+        } else {
+            let dir = args.data_dir.clone().expect("clap requires one target");
+            let dir = std::path::absolute(&dir).unwrap_or(dir);
+            (format!("directory {}", dir.display()), dir, None)
+        };
+        readable(&root)?;
+        let data_dir = locate_pgdata(&label, &root, subdir)?;
+        Ok(Self {
+            label,
+            mount_root: root,
+            data_dir,
+            container: None,
+            volume,
+        })
+    }
+
+    fn from_container(c: Container) -> Result<Self, TargetError> {
+        let label = format!("container {}", c.name);
+        let pgdata = container_pgdata(&c);
+        let mount = c
+            .mounts
+            .iter()
+            .filter(|m| pgdata.starts_with(&m.destination))
+            .max_by_key(|m| m.destination.components().count())
+            .ok_or_else(|| TargetError::NotMounted {
+                container: c.name.clone(),
+                pgdata: pgdata.clone(),
+            })?;
+        let volume = match &mount.kind {
+            MountKind::Volume(name) => Some(name.clone()),
+            MountKind::Bind => None,
+            MountKind::Other(kind) => {
+                return Err(TargetError::UnsupportedMount {
+                    container: c.name.clone(),
+                    pgdata,
+                    kind: kind.clone(),
+                });
+            }
+        };
+        let below = pgdata.strip_prefix(&mount.destination).expect("filtered by prefix");
+        let mount_root = mount.source.clone();
+        readable(&mount_root)?;
+        let data_dir = locate_pgdata(&label, &mount_root, Some(below))?;
+        Ok(Self {
+            label,
+            mount_root,
+            data_dir,
+            volume,
+            container: Some(c),
+        })
+    }
+}
+
+/// PGDATA as the container sees it: its environment, else the image family's default layout.
+fn container_pgdata(c: &Container) -> PathBuf {
+    if let Some(p) = c.env.get("PGDATA") {
+        return PathBuf::from(p);
+    }
+    match c.env.get("PG_MAJOR").and_then(|m| m.parse::<u32>().ok()) {
+        Some(major) if major >= 18 => format!("/var/lib/postgresql/{major}/docker").into(),
+        _ => "/var/lib/postgresql/data".into(),
+    }
+}
+
+fn checked_subdir(p: &Path) -> Result<&Path, TargetError> {
+    let ok = p.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+    if ok && p.components().next().is_some() {
+        Ok(p)
+    } else {
+        Err(TargetError::BadSubdir(p.to_owned()))
+    }
+}
+
+fn readable(root: &Path) -> Result<(), TargetError> {
+    let unreachable = |err| TargetError::Unreachable {
+        path: root.to_owned(),
+        err,
+        hint: ON_DOCKER_HOST,
+    };
+    std::fs::read_dir(root).map(drop).map_err(unreachable)
+}
+
+/// PGDATA below a mount root: the given subdirectory, the root itself, or the one
+/// `<major>/docker` directory that the official 18+ images use.
+fn locate_pgdata(label: &str, root: &Path, subdir: Option<&Path>) -> Result<PathBuf, TargetError> {
+    let is_cluster = |dir: &Path| dir.join("PG_VERSION").is_file();
+    let not_a_cluster = |path: PathBuf| TargetError::NotADataDir {
+        what: label.to_owned(),
+        path,
+    };
+    if let Some(sub) = subdir.filter(|s| !s.as_os_str().is_empty()) {
+        let dir = root.join(sub);
+        return if is_cluster(&dir) { Ok(dir) } else { Err(not_a_cluster(dir)) };
+    }
+    if is_cluster(root) {
+        return Ok(root.to_owned());
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.parse::<u32>().is_ok()))
+        .map(|e| e.path().join("docker"))
+        .filter(|d| is_cluster(d))
+        .collect();
+    match found.len() {
+        0 => Err(not_a_cluster(root.to_owned())),
+        1 => Ok(found.remove(0)),
+        _ => Err(TargetError::Ambiguous {
+            what: label.to_owned(),
+            found: found
+                .iter()
+                .filter_map(|d| d.strip_prefix(root).ok())
+                .map(|d| d.display().to_string())
+                .collect(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn container(env: &[(&str, &str)]) -> Container {
+        Container {
+            name: "db".into(),
+            image: "img".into(),
+            running: false,
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<HashMap<_, _>>(),
+            mounts: vec![],
+        }
+    }
+
+    #[test]
+    fn pgdata_from_env_then_layout() {
+        assert_eq!(container_pgdata(&container(&[("PGDATA", "/x")])), Path::new("/x"));
+        assert_eq!(
+            container_pgdata(&container(&[("PG_MAJOR", "18")])),
+            Path::new("/var/lib/postgresql/18/docker")
+        );
+        assert_eq!(
+            container_pgdata(&container(&[("PG_MAJOR", "13")])),
+            Path::new("/var/lib/postgresql/data")
+        );
+    }
+
+    #[test]
+    fn subdir_must_stay_inside() {
+        assert!(checked_subdir(Path::new("18/docker")).is_ok());
+        assert!(checked_subdir(Path::new("../x")).is_err());
+        assert!(checked_subdir(Path::new("/abs")).is_err());
+        assert!(checked_subdir(Path::new("")).is_err());
+    }
+
+    #[test]
+    fn finds_the_18_layout() {
+        let root = tempfile::tempdir().unwrap();
+        let label = "volume v";
+        assert!(matches!(
+            locate_pgdata(label, root.path(), None),
+            Err(TargetError::NotADataDir { .. })
+        ));
+        std::fs::create_dir_all(root.path().join("18/docker")).unwrap();
+        std::fs::write(root.path().join("18/docker/PG_VERSION"), "18\n").unwrap();
+        assert_eq!(
+            locate_pgdata(label, root.path(), None).unwrap(),
+            root.path().join("18/docker")
+        );
+        std::fs::create_dir_all(root.path().join("19/docker")).unwrap();
+        std::fs::write(root.path().join("19/docker/PG_VERSION"), "19\n").unwrap();
+        assert!(matches!(
+            locate_pgdata(label, root.path(), None),
+            Err(TargetError::Ambiguous { .. })
+        ));
+        assert_eq!(
+            locate_pgdata(label, root.path(), Some(Path::new("19/docker"))).unwrap(),
+            root.path().join("19/docker")
+        );
+    }
+}
