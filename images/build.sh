@@ -114,7 +114,6 @@ make_base() {
 		path-exclude=/usr/share/man/*
 		path-exclude=/usr/share/info/*
 		path-exclude=/usr/share/locale/*
-		path-include=/usr/share/locale/locale.alias
 	EOF
 	printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
 	chmod 755 "$root/usr/sbin/policy-rc.d"
@@ -122,9 +121,12 @@ make_base() {
 	echo 'create_main_cluster = false' >"$root/etc/postgresql-common/createcluster.conf"
 	rm -rf "$root/usr/share/doc" "$root/usr/share/man" "$root/usr/share/info"
 	in_root "$root" apt-get -q update >"$work/apt-update.log" 2>&1 || { tail -20 "$work/apt-update.log" >&2; return 1; }
-	in_root "$root" apt-get -qy install locales >/dev/null
+	# postgresql-18 from forky needs forky's glibc; every image gets it first, so that all
+	# share one glibc (one collation behaviour) and the locale below stays valid.
+	in_root "$root" apt-get -qy -t forky install libc6 libc-bin locales >"$work/glibc.log" 2>&1 ||
+		{ tail -20 "$work/glibc.log" >&2; return 1; }
 	# As the official images: en_US.UTF-8 is the default locale of new clusters.
-	in_root "$root" localedef -i en_US -c -f UTF-8 -A /usr/share/locale/locale.alias en_US.UTF-8
+	in_root "$root" localedef -i en_US -c -f UTF-8 en_US.UTF-8
 }
 
 # make_root NAME "MAJORS" UID: a copy of the base with those majors installed.
@@ -135,13 +137,19 @@ make_root() {
 	# Fixed ids before postgresql-common would pick one of its own.
 	in_root "$root" groupadd -r -g "$uid" postgres
 	in_root "$root" useradd -r -u "$uid" -g postgres -d /var/lib/postgresql -s /bin/bash postgres
-	in_root "$root" apt-get -qy install postgresql-common >/dev/null
+	in_root "$root" apt-get -qy install postgresql-common >"$work/common.log" 2>&1 ||
+		{ tail -20 "$work/common.log" >&2; return 1; }
+	# ssl-cert made a snakeoil key pair: no image ships a private key everyone has.
+	rm -f "$root/etc/ssl/private/ssl-cert-snakeoil.key" "$root/etc/ssl/certs/ssl-cert-snakeoil.pem"
 	for m in $want; do
 		log "$name: installing postgresql-$m from $(suite_of "$m")"
 		in_root "$root" apt-get -qy -t "$(suite_of "$m")" install "postgresql-$m" >"$work/install-$m.log" 2>&1 ||
 			{ tail -30 "$work/install-$m.log" >&2; return 1; }
 		[ -x "$root/usr/lib/postgresql/$m/bin/pg_upgrade" ] || { log "postgresql-$m has no pg_upgrade"; return 1; }
 	done
+	# A package must not have moved glibc away from the base's, or the locale would break.
+	[ "$(in_root "$root" env LC_ALL=en_US.UTF-8 locale charmap 2>/dev/null)" = UTF-8 ] ||
+		{ log "$name: the en_US.UTF-8 locale does not work"; return 1; }
 	in_root "$root" apt-get -q clean
 	rm -rf "$root"/var/lib/apt/lists/* "$root"/var/log/* "$root"/tmp/* "$root/etc/resolv.conf"
 	mkdir -p "$root/var/run/postgresql" "$root/var/lib/postgresql" "$root/docker-entrypoint-initdb.d"

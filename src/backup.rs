@@ -29,7 +29,9 @@ pub struct Backup {
 /// The timestamp a backup's name carries.
 fn stamp_of(name: &str) -> Option<DateTime<Utc>> {
     let stamp = name.strip_prefix(PREFIX)?;
-    NaiveDateTime::parse_from_str(stamp, STAMP).ok().map(|t| t.and_utc())
+    NaiveDateTime::parse_from_str(stamp, STAMP)
+        .ok()
+        .map(|t| t.and_utc())
 }
 
 /// Backups directly inside any of `dirs` (the mount root, and PGDATA when that differs),
@@ -43,10 +45,14 @@ pub fn find(dirs: &[&Path]) -> std::io::Result<Vec<Backup>> {
                 continue;
             };
             let meta = entry.metadata()?;
-            if !is_backup_name(&name) || !meta.is_dir() || found.iter().any(|b| b.path == entry.path()) {
+            if !is_backup_name(&name)
+                || !meta.is_dir()
+                || found.iter().any(|b| b.path == entry.path())
+            {
                 continue;
             }
-            let created = stamp_of(&name).unwrap_or_else(|| meta.modified().map(Into::into).unwrap_or_default());
+            let created = stamp_of(&name)
+                .unwrap_or_else(|| meta.modified().map(Into::into).unwrap_or_default());
             found.push(Backup {
                 bytes: tree_bytes(&entry.path(), |_| false)?,
                 path: entry.path(),

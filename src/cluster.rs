@@ -12,9 +12,13 @@ use crate::backup::is_backup_name;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
-    #[error("cannot read {path}: {err}; run pgup as a user that can read the data directory (root, usually)")]
+    #[error(
+        "cannot read {path}: {err}; run pgup as a user that can read the data directory (root, usually)"
+    )]
     Read { path: PathBuf, err: io::Error },
-    #[error("{path} does not hold a PostgreSQL major version ({content:?}); is this a PostgreSQL data directory?")]
+    #[error(
+        "{path} does not hold a PostgreSQL major version ({content:?}); is this a PostgreSQL data directory?"
+    )]
     BadVersion { path: PathBuf, content: String },
 }
 
@@ -34,7 +38,8 @@ impl Cluster {
     pub fn open(dir: &Path) -> Result<Self, ClusterError> {
         let read_err = |path: PathBuf| move |err| ClusterError::Read { path, err };
         let version_file = dir.join("PG_VERSION");
-        let content = std::fs::read_to_string(&version_file).map_err(read_err(version_file.clone()))?;
+        let content =
+            std::fs::read_to_string(&version_file).map_err(read_err(version_file.clone()))?;
         let major = content.trim().to_owned();
         if !is_major(&major) {
             return Err(ClusterError::BadVersion {
@@ -54,14 +59,17 @@ impl Cluster {
 
     /// Bytes of the cluster, leaving out backups that the seed's convention keeps inside PGDATA.
     pub fn bytes(&self) -> Result<u64, ClusterError> {
-        tree_bytes(&self.dir, |name| is_backup_name(name))
-            .map_err(|err| ClusterError::Read { path: self.dir.clone(), err })
+        tree_bytes(&self.dir, is_backup_name).map_err(|err| ClusterError::Read {
+            path: self.dir.clone(),
+            err,
+        })
     }
 }
 
 fn is_major(s: &str) -> bool {
     let mut parts = s.split('.');
-    let whole = |p: Option<&str>| p.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    let whole =
+        |p: Option<&str>| p.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
     match (parts.next(), parts.next(), parts.next()) {
         (a, None, None) => whole(a),
         (a, b, None) => whole(a) && whole(b),
@@ -75,9 +83,9 @@ fn is_major(s: &str) -> bool {
 pub fn tree_bytes(root: &Path, skip: impl Fn(&str) -> bool) -> io::Result<u64> {
     let mut seen = HashSet::new();
     let mut total = 0;
-    let walk = WalkDir::new(root).into_iter().filter_entry(|e| {
-        e.depth() != 1 || !e.file_name().to_str().is_some_and(&skip)
-    });
+    let walk = WalkDir::new(root)
+        .into_iter()
+        .filter_entry(|e| e.depth() != 1 || !e.file_name().to_str().is_some_and(&skip));
     for entry in walk {
         let meta = entry?.metadata()?;
         if meta.nlink() > 1 && !meta.is_dir() && !seen.insert((meta.dev(), meta.ino())) {
@@ -109,7 +117,11 @@ mod tests {
         std::fs::write(root.join("a"), vec![0u8; 1000]).unwrap();
         std::fs::hard_link(root.join("a"), root.join("b")).unwrap();
         std::fs::create_dir(root.join("upgrade_backup_20261121T101530Z")).unwrap();
-        std::fs::write(root.join("upgrade_backup_20261121T101530Z/big"), vec![0u8; 5000]).unwrap();
+        std::fs::write(
+            root.join("upgrade_backup_20261121T101530Z/big"),
+            vec![0u8; 5000],
+        )
+        .unwrap();
         let dir_len = std::fs::metadata(root).unwrap().len();
         assert_eq!(tree_bytes(root, is_backup_name).unwrap(), dir_len + 1000);
         assert!(tree_bytes(root, |_| false).unwrap() >= dir_len + 6000);

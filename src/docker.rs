@@ -84,7 +84,10 @@ impl Docker {
             .env
             .unwrap_or_default()
             .into_iter()
-            .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+            .filter_map(|kv| {
+                kv.split_once('=')
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            })
             .collect();
         let mounts = c
             .mounts
@@ -102,9 +105,26 @@ impl Docker {
                     destination: m.destination.unwrap_or_default().into(),
                 }
             })
+            .chain(
+                c.host_config
+                    .and_then(|h| h.tmpfs)
+                    .into_iter()
+                    .flat_map(|t| {
+                        // `--tmpfs` mounts are not listed with the others.
+                        t.into_keys().map(|dest| Mount {
+                            kind: MountKind::Other("tmpfs".to_owned()),
+                            source: PathBuf::new(),
+                            destination: dest.into(),
+                        })
+                    }),
+            )
             .collect();
         Ok(Container {
-            name: c.name.unwrap_or_default().trim_start_matches('/').to_owned(),
+            name: c
+                .name
+                .unwrap_or_default()
+                .trim_start_matches('/')
+                .to_owned(),
             image: config.image.unwrap_or_default(),
             running: c.state.and_then(|s| s.running).unwrap_or(false),
             env,

@@ -61,22 +61,25 @@ impl Status {
             data_dir: target.data_dir.clone(),
             pg_version: cluster.major.clone(),
             data_bytes: cluster.bytes()?,
-            free_bytes: space::free_bytes(&target.data_dir)
-                .with_context(|| format!("cannot measure free space at {}", target.data_dir.display()))?,
+            free_bytes: space::free_bytes(&target.data_dir).with_context(|| {
+                format!("cannot measure free space at {}", target.data_dir.display())
+            })?,
             owner: format!("{}:{}", cluster.uid, cluster.gid),
             server_running: users.iter().any(|c| c.running),
             containers: users.iter().map(|c| c.name.clone()).collect(),
             image,
             postmaster_pid: cluster.postmaster_pid,
-            backups: backup::find(&dirs)
-                .with_context(|| format!("cannot list backups in {}", target.mount_root.display()))?,
+            backups: backup::find(&dirs).with_context(|| {
+                format!("cannot list backups in {}", target.mount_root.display())
+            })?,
         })
     }
 }
 
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let row = |f: &mut fmt::Formatter<'_>, k: &str, v: &dyn fmt::Display| writeln!(f, "{k:<12} {v}");
+        let row =
+            |f: &mut fmt::Formatter<'_>, k: &str, v: &dyn fmt::Display| writeln!(f, "{k:<12} {v}");
         row(f, "target", &self.target)?;
         row(f, "data", &self.data_dir.display())?;
         row(f, "postgresql", &self.pg_version)?;
@@ -85,7 +88,9 @@ impl fmt::Display for Status {
         row(f, "owner", &self.owner)?;
         let server = match (self.server_running, self.postmaster_pid) {
             (true, _) => "running".to_owned(),
-            (false, true) => "stopped, but postmaster.pid is present: it was not shut down cleanly".to_owned(),
+            (false, true) => {
+                "stopped, but postmaster.pid is present: it was not shut down cleanly".to_owned()
+            }
             (false, false) => "stopped".to_owned(),
         };
         row(f, "server", &server)?;

@@ -50,7 +50,8 @@ pub enum TargetError {
     RemoteVolume { name: String, driver: String },
 }
 
-const ON_DOCKER_HOST: &str = "run pgup on the Docker host, as a user that can read the data (root, usually)";
+const ON_DOCKER_HOST: &str =
+    "run pgup on the Docker host, as a user that can read the data (root, usually)";
 
 /// Where a cluster lives.
 #[derive(Debug, Clone)]
@@ -69,7 +70,11 @@ pub struct Target {
 
 impl Target {
     pub async fn resolve(args: &TargetArgs, docker: &Docker) -> Result<Self, TargetError> {
-        let subdir = args.pgdata_subdir.as_deref().map(checked_subdir).transpose()?;
+        let subdir = args
+            .pgdata_subdir
+            .as_deref()
+            .map(checked_subdir)
+            .transpose()?;
         if let Some(name) = &args.container {
             return Self::from_container(docker.container(name).await?);
         }
@@ -121,7 +126,9 @@ impl Target {
                 });
             }
         };
-        let below = pgdata.strip_prefix(&mount.destination).expect("filtered by prefix");
+        let below = pgdata
+            .strip_prefix(&mount.destination)
+            .expect("filtered by prefix");
         let mount_root = mount.source.clone();
         readable(&mount_root)?;
         let data_dir = locate_pgdata(&label, &mount_root, Some(below))?;
@@ -147,7 +154,9 @@ fn container_pgdata(c: &Container) -> PathBuf {
 }
 
 fn checked_subdir(p: &Path) -> Result<&Path, TargetError> {
-    let ok = p.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+    let ok = p
+        .components()
+        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
     if ok && p.components().next().is_some() {
         Ok(p)
     } else {
@@ -174,7 +183,11 @@ fn locate_pgdata(label: &str, root: &Path, subdir: Option<&Path>) -> Result<Path
     };
     if let Some(sub) = subdir.filter(|s| !s.as_os_str().is_empty()) {
         let dir = root.join(sub);
-        return if is_cluster(&dir) { Ok(dir) } else { Err(not_a_cluster(dir)) };
+        return if is_cluster(&dir) {
+            Ok(dir)
+        } else {
+            Err(not_a_cluster(dir))
+        };
     }
     if is_cluster(root) {
         return Ok(root.to_owned());
@@ -183,7 +196,11 @@ fn locate_pgdata(label: &str, root: &Path, subdir: Option<&Path>) -> Result<Path
         .into_iter()
         .flatten()
         .flatten()
-        .filter(|e| e.file_name().to_str().is_some_and(|n| n.parse::<u32>().is_ok()))
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.parse::<u32>().is_ok())
+        })
         .map(|e| e.path().join("docker"))
         .filter(|d| is_cluster(d))
         .collect();
@@ -211,14 +228,20 @@ mod tests {
             name: "db".into(),
             image: "img".into(),
             running: false,
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<HashMap<_, _>>(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<HashMap<_, _>>(),
             mounts: vec![],
         }
     }
 
     #[test]
     fn pgdata_from_env_then_layout() {
-        assert_eq!(container_pgdata(&container(&[("PGDATA", "/x")])), Path::new("/x"));
+        assert_eq!(
+            container_pgdata(&container(&[("PGDATA", "/x")])),
+            Path::new("/x")
+        );
         assert_eq!(
             container_pgdata(&container(&[("PG_MAJOR", "18")])),
             Path::new("/var/lib/postgresql/18/docker")

@@ -1,0 +1,305 @@
+//! Fixtures for the integration tests: real server containers from the project's images, on
+//! fresh volumes or bind-mounted directories, removed on drop even when a test fails.
+//! Docker is driven through its CLI, independently of the code under test. A test that needs
+//! Docker fails loudly when it is missing.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio_postgres::{Client, NoTls};
+
+pub const PASSWORD: &str = "pgup-test-secret";
+
+/// Runs docker with `args`, panicking with its stderr when it fails.
+pub fn docker(args: &[&str]) -> String {
+    let out = docker_output(args);
+    assert!(
+        out.status.success(),
+        "docker {} failed (is Docker running? these tests need it): {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+pub fn docker_output(args: &[&str]) -> Output {
+    Command::new("docker")
+        .args(args)
+        .env("POSTGRES_PASSWORD", PASSWORD)
+        .output()
+        .expect("the docker CLI must be installed for these tests")
+}
+
+/// A name no other test or run uses.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "pgup-test-{prefix}-{}-{}-{nanos:x}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Where a server keeps its data.
+pub enum Storage {
+    /// A fresh named volume mounted at the image's volume path.
+    Volume,
+    /// A fresh host directory, bind-mounted.
+    Bind,
+}
+
+pub struct ServerSpec {
+    pub image: &'static str,
+    pub storage: Storage,
+    pub user: &'static str,
+    pub extra_env: Vec<(&'static str, &'static str)>,
+}
+
+impl ServerSpec {
+    pub fn new(image: &'static str) -> Self {
+        Self {
+            image,
+            storage: Storage::Volume,
+            user: "postgres",
+            extra_env: vec![],
+        }
+    }
+    pub fn bind(mut self) -> Self {
+        self.storage = Storage::Bind;
+        self
+    }
+}
+
+pub struct Server {
+    pub name: String,
+    pub volume: Option<String>,
+    /// The bind-mounted host directory (removed on drop).
+    pub bind_dir: Option<PathBuf>,
+    pub user: String,
+    pub port: u16,
+}
+
+/// The volume path the image declares (PGDATA up to 17; its parent from 18 on).
+fn mount_path(image: &str) -> String {
+    docker(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{range $k, $v := .Config.Volumes}}{{$k}}{{end}}",
+        image,
+    ])
+}
+
+impl Server {
+    /// Starts a server and waits until it accepts password logins over TCP.
+    pub async fn start(spec: ServerSpec) -> Self {
+        let name = unique("db");
+        let mount = mount_path(spec.image);
+        let (volume, bind_dir, source) = match spec.storage {
+            Storage::Volume => {
+                let v = unique("vol");
+                docker(&["volume", "create", "--label", "org.pgup.test=1", &v]);
+                (Some(v.clone()), None, v)
+            }
+            Storage::Bind => {
+                let dir = std::env::temp_dir().join(unique("bind"));
+                std::fs::create_dir_all(&dir).unwrap();
+                (None, Some(dir.clone()), dir.display().to_string())
+            }
+        };
+        let mut server = Self {
+            name,
+            volume,
+            bind_dir,
+            user: spec.user.to_owned(),
+            port: 0,
+        };
+        let user_env = format!("POSTGRES_USER={}", spec.user);
+        let vol_arg = format!("{source}:{mount}");
+        let mut args = vec![
+            "run",
+            "-d",
+            "--name",
+            &server.name,
+            "--label",
+            "org.pgup.test=1",
+            "-e",
+            "POSTGRES_PASSWORD",
+            "-e",
+            &user_env,
+            "-p",
+            "127.0.0.1::5432",
+            "-v",
+            &vol_arg,
+        ];
+        let extra: Vec<String> = spec
+            .extra_env
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        for e in &extra {
+            args.extend(["-e", e]);
+        }
+        args.push(spec.image);
+        docker(&args);
+        let port = docker(&["port", &server.name, "5432/tcp"]);
+        server.port = port
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .expect("a published port");
+        server.client("postgres").await;
+        server
+    }
+
+    /// A connection as the bootstrap superuser, retried while the server starts up.
+    pub async fn client(&self, db: &str) -> Client {
+        let conn = format!(
+            "host=127.0.0.1 port={} user={} password={PASSWORD} dbname={db} connect_timeout=5",
+            self.port, self.user
+        );
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            match tokio_postgres::connect(&conn, NoTls).await {
+                Ok((client, connection)) => {
+                    tokio::spawn(connection);
+                    return client;
+                }
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(e) => panic!(
+                    "{} did not accept connections: {e}; logs:\n{}",
+                    self.name,
+                    self.logs()
+                ),
+            }
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        let out = docker_output(&["logs", "--tail", "40", &self.name]);
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+
+    pub fn stop(&self) {
+        docker(&["stop", "-t", "60", &self.name]);
+    }
+
+    /// The host directory of the mount holding the data.
+    pub fn mount_root(&self) -> PathBuf {
+        match (&self.volume, &self.bind_dir) {
+            (Some(v), _) => docker(&["volume", "inspect", "--format", "{{.Mountpoint}}", v]).into(),
+            (None, Some(d)) => d.clone(),
+            _ => unreachable!(),
+        }
+    }
+
+    /// Creates tables with a few thousand rows, a sequence and an index in `db`.
+    pub async fn seed(&self, db: &str) {
+        let c = self.client(db).await;
+        c.batch_execute(
+            "CREATE TABLE items (id serial PRIMARY KEY, name text NOT NULL, price numeric(10,2), tags text[], created timestamptz DEFAULT '2026-01-01');
+             INSERT INTO items (name, price, tags) SELECT 'item ' || g, g * 1.5, ARRAY['t' || (g % 7)] FROM generate_series(1, 5000) g;
+             CREATE INDEX items_name ON items (name);
+             CREATE TABLE events (id bigint GENERATED ALWAYS AS IDENTITY, payload jsonb);
+             INSERT INTO events (payload) SELECT jsonb_build_object('n', g, 'even', g % 2 = 0) FROM generate_series(1, 2000) g;",
+        )
+        .await
+        .expect("seeding");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = docker_output(&["rm", "-f", "-v", &self.name]);
+        if let Some(v) = &self.volume {
+            let _ = docker_output(&["volume", "rm", "-f", v]);
+        }
+        if let Some(d) = &self.bind_dir {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+/// `du -sb` of a path, as an operator would measure it.
+pub fn du_bytes(path: &Path) -> u64 {
+    let out = Command::new("du").arg("-sb").arg(path).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Available bytes as `df -B1` shows them.
+pub fn df_avail(path: &Path) -> u64 {
+    let out = Command::new("df")
+        .args(["-B1", "--output=avail"])
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+pub fn within(actual: u64, expected: u64, fraction: f64) -> bool {
+    (actual as f64 - expected as f64).abs() <= expected as f64 * fraction
+}
+
+/// What a run of the pgup binary printed, and how it exited.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn pgup(args: &[&str]) -> Run {
+    run(Command::new(env!("CARGO_BIN_EXE_pgup")).args(args))
+}
+
+pub fn run(cmd: &mut Command) -> Run {
+    let out = cmd.output().expect("pgup runs");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs pgup with --json, asserting success, and parses its document.
+pub fn pgup_json(args: &[&str]) -> serde_json::Value {
+    let r = pgup(&[args, &["--json"]].concat());
+    assert_eq!(r.code, 0, "pgup {args:?} failed: {}{}", r.stdout, r.stderr);
+    serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", r.stdout))
+}
+
+impl Run {
+    /// A user error: exit 1 and one line on stderr that contains `text`; no panic, no trace.
+    pub fn assert_user_error(&self, text: &str) {
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(self.code, 1, "exit code; stderr: {}", self.stderr);
+        assert_eq!(lines.len(), 1, "one line expected: {}", self.stderr);
+        assert!(lines[0].starts_with("error: "), "{}", self.stderr);
+        assert!(lines[0].contains(text), "{:?} not in {}", text, self.stderr);
+        assert!(!self.stderr.contains("panicked") && !self.stderr.contains("backtrace"));
+    }
+}

@@ -1,0 +1,5 @@
+//! Integration tests: the pgup binary against real containers built by images/build.sh.
+//! They need Docker and the images; without them they fail, they never skip.
+
+mod common;
+mod status;
