@@ -208,4 +208,6 @@ for spec in "${todo[@]}"; do
 	fi
 done
 docker tag pgup/upgrade:13-15-17-18 pgup/upgrade:latest
+# Images of earlier builds lost their tags to these; free their space.
+docker image prune -f --filter label=org.pgup.build-hash >/dev/null
 log "done in $(($(date +%s) - started)) s (build hash $build_hash)"
