@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::Serialize;
 
-use crate::cluster::tree_bytes;
+use crate::tree::tree_bytes;
 
 pub const PREFIX: &str = "upgrade_backup_";
 const STAMP: &str = "%Y%m%dT%H%M%SZ";

@@ -82,16 +82,16 @@ pub struct StatusArgs {
     pub target: TargetArgs,
 }
 
-/// How pg_upgrade moves the data files into the new cluster.
+/// How the old cluster is kept (pg_upgrade itself always links the files it moves).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
     /// clone where the filesystem supports reflinks, else copy
     Auto,
-    /// copy every file: needs free space for the whole data
+    /// back up with a full copy: needs free space for the whole data
     Copy,
-    /// reflink copies: fast, little space, the old cluster stays usable
+    /// back up with reflinks: fast, little space (XFS, btrfs)
     Clone,
-    /// hard links: fastest; the old cluster is unusable once the new server has started
+    /// keep no backup (needs --no-backup): fastest, no rollback
     Link,
 }
 
@@ -105,9 +105,13 @@ pub struct UpgradePlanArgs {
     #[arg(long, value_name = "IMAGE")]
     pub image: Option<String>,
 
-    /// How pg_upgrade transfers the data files.
+    /// How the old cluster is kept: a full copy, a reflink copy, or (link) not at all.
     #[arg(long, value_enum, default_value_t = Mode::Auto)]
     pub mode: Mode,
+
+    /// The server image of the new major to run the container on afterwards.
+    #[arg(long, value_name = "IMAGE")]
+    pub new_image: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -124,10 +128,6 @@ pub struct UpgradeArgs {
     pub target: TargetArgs,
     #[command(flatten)]
     pub plan: UpgradePlanArgs,
-
-    /// Re-create the container on this server image once the upgrade is verified.
-    #[arg(long, value_name = "IMAGE")]
-    pub new_image: Option<String>,
 
     /// Parallel jobs for pg_upgrade (default: the number of CPUs).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]

@@ -1,14 +1,12 @@
 //! Facts about a PostgreSQL data directory that its files tell without a server: the major
 //! version (PG_VERSION), the owner, the size, and whether `postmaster.pid` is present.
 
-use std::collections::HashSet;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use walkdir::WalkDir;
-
 use crate::backup::is_backup_name;
+use crate::tree::tree_bytes;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -66,6 +64,57 @@ impl Cluster {
     }
 }
 
+/// What `pg_controldata` tells that pg_upgrade needs to match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlData {
+    /// "shut down", "shut down in recovery", "in production", ...
+    pub state: String,
+    pub checksums: bool,
+    pub wal_segment_bytes: u64,
+    pub block_size: u64,
+}
+
+impl ControlData {
+    /// Parses `pg_controldata` output (run with LC_ALL=C).
+    pub fn parse(text: &str) -> Option<Self> {
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':').map(str::trim))
+        };
+        Some(Self {
+            state: field("Database cluster state")?.to_owned(),
+            checksums: field("Data page checksum version")?.parse::<u32>().ok()? != 0,
+            wal_segment_bytes: field("Bytes per WAL segment")?.parse().ok()?,
+            block_size: field("Database block size")?.parse().ok()?,
+        })
+    }
+
+    pub fn shut_down_cleanly(&self) -> bool {
+        self.state == "shut down"
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "provider", content = "locale", rename_all = "lowercase")]
+pub enum LocaleProvider {
+    Libc,
+    Icu(String),
+    Builtin(String),
+}
+
+/// The old cluster's settings a new cluster must be initialised with for pg_upgrade.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct InitSettings {
+    /// The bootstrap superuser (the role with OID 10): POSTGRES_USER in Docker.
+    pub superuser: String,
+    pub encoding: String,
+    pub collate: String,
+    pub ctype: String,
+    pub provider: LocaleProvider,
+    pub checksums: bool,
+    pub wal_segment_bytes: u64,
+}
+
 fn is_major(s: &str) -> bool {
     let mut parts = s.split('.');
     let whole =
@@ -77,28 +126,34 @@ fn is_major(s: &str) -> bool {
     }
 }
 
-/// The apparent size of a tree as `du -sb` counts it: every entry (directories and symlinks
-/// too), hard links once, symlinks not followed. Top-level entries named as `skip` says are
-/// left out.
-pub fn tree_bytes(root: &Path, skip: impl Fn(&str) -> bool) -> io::Result<u64> {
-    let mut seen = HashSet::new();
-    let mut total = 0;
-    let walk = WalkDir::new(root)
-        .into_iter()
-        .filter_entry(|e| e.depth() != 1 || !e.file_name().to_str().is_some_and(&skip));
-    for entry in walk {
-        let meta = entry?.metadata()?;
-        if meta.nlink() > 1 && !meta.is_dir() && !seen.insert((meta.dev(), meta.ino())) {
-            continue;
-        }
-        total += meta.len();
-    }
-    Ok(total)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const CONTROLDATA: &str = "pg_control version number:            1300
+Catalog version number:               202007201
+Database cluster state:               shut down
+pg_control last modified:             Sat Nov 21 10:26:20 2026
+Database block size:                  8192
+Bytes per WAL segment:                16777216
+Data page checksum version:           0
+";
+
+    #[test]
+    fn controldata() {
+        let c = ControlData::parse(CONTROLDATA).unwrap();
+        assert!(c.shut_down_cleanly());
+        assert!(!c.checksums);
+        assert_eq!(c.wal_segment_bytes, 16 * 1024 * 1024);
+        assert_eq!(c.block_size, 8192);
+        let running = CONTROLDATA
+            .replace("shut down", "in production")
+            .replace("version:           0", "version:           1");
+        let c = ControlData::parse(&running).unwrap();
+        assert!(!c.shut_down_cleanly());
+        assert!(c.checksums);
+        assert!(ControlData::parse("garbage").is_none());
+    }
 
     #[test]
     fn majors() {
@@ -108,22 +163,5 @@ mod tests {
         for bad in ["", "x", "9.", "9.6.1", "13\n14"] {
             assert!(!is_major(bad), "{bad}");
         }
-    }
-
-    #[test]
-    fn sizes_count_hard_links_once_and_skip_backups() {
-        let d = tempfile::tempdir().unwrap();
-        let root = d.path();
-        std::fs::write(root.join("a"), vec![0u8; 1000]).unwrap();
-        std::fs::hard_link(root.join("a"), root.join("b")).unwrap();
-        std::fs::create_dir(root.join("upgrade_backup_20261121T101530Z")).unwrap();
-        std::fs::write(
-            root.join("upgrade_backup_20261121T101530Z/big"),
-            vec![0u8; 5000],
-        )
-        .unwrap();
-        let dir_len = std::fs::metadata(root).unwrap().len();
-        assert_eq!(tree_bytes(root, is_backup_name).unwrap(), dir_len + 1000);
-        assert!(tree_bytes(root, |_| false).unwrap() >= dir_len + 6000);
     }
 }

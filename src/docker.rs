@@ -6,7 +6,16 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use bollard::errors::Error as ApiError;
-use bollard::query_parameters::ListContainersOptionsBuilder;
+use bollard::exec::{CreateExecOptions, StartExecResults};
+use bollard::models::{
+    ContainerCreateBody, HostConfig, Mount as ApiMount, MountType, VolumeCreateRequest,
+};
+use bollard::query_parameters::{
+    ContainerArchiveInfoOptionsBuilder, CreateContainerOptionsBuilder,
+    ListContainersOptionsBuilder, ListImagesOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveVolumeOptionsBuilder, StopContainerOptionsBuilder,
+};
+use futures_util::StreamExt;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
@@ -58,6 +67,50 @@ pub struct Volume {
     pub driver: String,
     pub mountpoint: PathBuf,
 }
+
+/// A local image and the labels pgup reads.
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub id: String,
+    pub tags: Vec<String>,
+    pub labels: HashMap<String, String>,
+}
+
+impl Image {
+    /// The PostgreSQL major a server image runs: pgup's label, else the official images' PG_MAJOR.
+    pub fn pg_major(&self, env: &HashMap<String, String>) -> Option<u32> {
+        self.labels
+            .get("org.pgup.pg-major")
+            .or_else(|| env.get("PG_MAJOR"))
+            .and_then(|m| m.parse().ok())
+    }
+}
+
+/// A temporary container for PostgreSQL's programs: no network, no capabilities, running as
+/// the data owner, labelled so that `cleanup` can find it if pgup dies.
+pub struct TempContainer<'a> {
+    pub image: &'a str,
+    /// What it is for: `org.pgup.role`.
+    pub role: &'a str,
+    /// The host data directory it works on: `org.pgup.data`.
+    pub data: &'a Path,
+    /// `uid:gid` every process in it runs as.
+    pub user: String,
+    /// Host directories mounted into it: (host path, container path, read-only).
+    pub binds: Vec<(PathBuf, String, bool)>,
+    /// Volumes mounted into it: (volume name, container path).
+    pub volumes: Vec<(String, String)>,
+}
+
+/// The exit code and the combined output of a program run in a container.
+pub struct ExecResult {
+    pub code: i64,
+    pub output: String,
+}
+
+pub const LABEL_ROLE: &str = "org.pgup.role";
+pub const LABEL_PID: &str = "org.pgup.pid";
+pub const LABEL_DATA: &str = "org.pgup.data";
 
 pub struct Docker {
     api: bollard::Docker,
@@ -162,6 +215,252 @@ impl Docker {
         }
         Ok(found)
     }
+}
+
+impl Docker {
+    /// Local images carrying `label` (any value).
+    pub async fn images_labelled(&self, label: &str) -> Result<Vec<Image>> {
+        let filters = HashMap::from([("label".to_owned(), vec![label.to_owned()])]);
+        let options = ListImagesOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        Ok(self
+            .api
+            .list_images(Some(options))
+            .await?
+            .into_iter()
+            .map(|i| Image {
+                id: i.id,
+                tags: i.repo_tags,
+                labels: i.labels,
+            })
+            .collect())
+    }
+
+    /// The image named `name` and its environment, or None when there is no such local image.
+    pub async fn image(&self, name: &str) -> Result<Option<(Image, HashMap<String, String>)>> {
+        match self.api.inspect_image(name).await {
+            Ok(i) => {
+                let config = i.config.unwrap_or_default();
+                let env = env_map(config.env.unwrap_or_default());
+                let image = Image {
+                    id: i.id.unwrap_or_default(),
+                    tags: i.repo_tags.unwrap_or_default(),
+                    labels: config.labels.unwrap_or_default(),
+                };
+                Ok(Some((image, env)))
+            }
+            Err(ApiError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Creates and starts a temporary container that idles until removed; programs run in it
+    /// through [`Docker::exec`].
+    pub async fn start_temp(&self, spec: &TempContainer<'_>) -> Result<String> {
+        let mount = |source: String, target: &str, typ, read_only| ApiMount {
+            source: Some(source),
+            target: Some(target.to_owned()),
+            typ: Some(typ),
+            read_only: Some(read_only),
+            ..Default::default()
+        };
+        let mut mounts: Vec<ApiMount> = spec
+            .binds
+            .iter()
+            .map(|(host, inside, ro)| {
+                mount(host.display().to_string(), inside, MountType::BIND, *ro)
+            })
+            .collect();
+        mounts.extend(
+            spec.volumes
+                .iter()
+                .map(|(name, inside)| mount(name.clone(), inside, MountType::VOLUME, false)),
+        );
+        let labels = HashMap::from([
+            (LABEL_ROLE.to_owned(), spec.role.to_owned()),
+            (LABEL_PID.to_owned(), std::process::id().to_string()),
+            (LABEL_DATA.to_owned(), spec.data.display().to_string()),
+        ]);
+        let body = ContainerCreateBody {
+            image: Some(spec.image.to_owned()),
+            entrypoint: Some(vec!["sleep".to_owned()]),
+            cmd: Some(vec!["infinity".to_owned()]),
+            user: Some(spec.user.clone()),
+            env: Some(vec!["HOME=/tmp".to_owned(), "LC_ALL=C.UTF-8".to_owned()]),
+            labels: Some(labels),
+            network_disabled: Some(true),
+            host_config: Some(HostConfig {
+                network_mode: Some("none".to_owned()),
+                mounts: Some(mounts),
+                init: Some(true),
+                cap_drop: Some(vec!["ALL".to_owned()]),
+                security_opt: Some(vec!["no-new-privileges".to_owned()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let id = self
+            .api
+            .create_container(Some(CreateContainerOptionsBuilder::default().build()), body)
+            .await?
+            .id;
+        if let Err(e) = self.api.start_container(&id, None).await {
+            self.remove(&id).await;
+            return Err(e.into());
+        }
+        Ok(id)
+    }
+
+    /// Runs `argv` in a running container; `on_line` sees each line of output as it comes.
+    pub async fn exec(
+        &self,
+        container: &str,
+        argv: &[String],
+        on_line: &mut dyn FnMut(&str),
+    ) -> Result<ExecResult> {
+        let options = CreateExecOptions {
+            cmd: Some(argv.to_vec()),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            ..Default::default()
+        };
+        let exec = self.api.create_exec(container, options).await?.id;
+        let mut output = String::new();
+        if let StartExecResults::Attached {
+            output: mut stream, ..
+        } = self.api.start_exec(&exec, None).await?
+        {
+            let mut pending = String::new();
+            while let Some(chunk) = stream.next().await {
+                pending.push_str(&String::from_utf8_lossy(&chunk?.into_bytes()));
+                while let Some(end) = pending.find('\n') {
+                    let line: String = pending.drain(..=end).collect();
+                    on_line(line.trim_end());
+                    output.push_str(&line);
+                }
+            }
+            if !pending.is_empty() {
+                on_line(&pending);
+                output.push_str(&pending);
+            }
+        }
+        let code = self.api.inspect_exec(&exec).await?.exit_code.unwrap_or(-1);
+        Ok(ExecResult { code, output })
+    }
+
+    /// Removes a container and its anonymous volumes, whatever its state. Failures are
+    /// ignored: this runs on every exit path, and `cleanup` catches what it leaves.
+    pub async fn remove(&self, id: &str) {
+        let options = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        let _ = self.api.remove_container(id, Some(options)).await;
+    }
+
+    /// Stops a container, giving the server `timeout` seconds to shut down.
+    pub async fn stop(&self, id: &str, timeout: i32) -> Result<()> {
+        let options = StopContainerOptionsBuilder::default().t(timeout).build();
+        Ok(self.api.stop_container(id, Some(options)).await?)
+    }
+
+    pub async fn start(&self, id: &str) -> Result<()> {
+        Ok(self.api.start_container(id, None).await?)
+    }
+
+    /// An overlay volume: `lower` read-only below, writes going to `upper` (with `work`, on
+    /// one filesystem). Programs can then change what they see without changing `lower`.
+    pub async fn create_overlay(
+        &self,
+        name: &str,
+        lower: &Path,
+        upper: &Path,
+        work: &Path,
+    ) -> Result<()> {
+        let o = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lower.display(),
+            upper.display(),
+            work.display()
+        );
+        let request = VolumeCreateRequest {
+            name: Some(name.to_owned()),
+            driver: Some("local".to_owned()),
+            driver_opts: Some(HashMap::from([
+                ("type".to_owned(), "overlay".to_owned()),
+                ("device".to_owned(), "overlay".to_owned()),
+                ("o".to_owned(), o),
+            ])),
+            labels: Some(HashMap::from([(
+                LABEL_PID.to_owned(),
+                std::process::id().to_string(),
+            )])),
+            ..Default::default()
+        };
+        self.api.create_volume(request).await?;
+        Ok(())
+    }
+
+    /// Removes a volume; failures are ignored, as for [`Docker::remove`].
+    pub async fn remove_volume(&self, name: &str) {
+        let options = RemoveVolumeOptionsBuilder::default().force(true).build();
+        let _ = self.api.remove_volume(name, Some(options)).await;
+    }
+}
+
+impl Docker {
+    /// Whether an image's C library is musl (Alpine) rather than glibc: text indexes built
+    /// under one sort differently under the other. Looks into a container that never starts.
+    pub async fn image_is_musl(&self, image: &str) -> Result<bool> {
+        let body = ContainerCreateBody {
+            image: Some(image.to_owned()),
+            entrypoint: Some(vec!["true".to_owned()]),
+            network_disabled: Some(true),
+            labels: Some(HashMap::from([(
+                LABEL_PID.to_owned(),
+                std::process::id().to_string(),
+            )])),
+            ..Default::default()
+        };
+        let id = self
+            .api
+            .create_container(Some(CreateContainerOptionsBuilder::default().build()), body)
+            .await?
+            .id;
+        let mut musl = false;
+        for path in [
+            "/etc/alpine-release",
+            "/lib/ld-musl-x86_64.so.1",
+            "/lib/ld-musl-aarch64.so.1",
+        ] {
+            let options = ContainerArchiveInfoOptionsBuilder::default()
+                .path(path)
+                .build();
+            if self
+                .api
+                .get_container_archive_info(&id, Some(options))
+                .await
+                .is_ok()
+            {
+                musl = true;
+                break;
+            }
+        }
+        self.remove(&id).await;
+        Ok(musl)
+    }
+}
+
+fn env_map(env: Vec<String>) -> HashMap<String, String> {
+    env.into_iter()
+        .filter_map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        })
+        .collect()
 }
 
 fn not_found(e: ApiError, missing: impl FnOnce() -> DockerError) -> DockerError {

@@ -2,13 +2,20 @@
 //! This file parses the command line and dispatches; each command lives in its own module.
 
 mod backup;
+mod check;
 mod cli;
 mod cluster;
+mod config;
 mod docker;
+mod pgcmd;
+mod plan;
 mod space;
 mod status;
 mod target;
+mod toolbox;
+mod tree;
 mod ui;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -27,8 +34,8 @@ fn main() -> ExitCode {
         .expect("a single-threaded runtime always builds");
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Status(args) => status::run(args, &printer).await,
-            Command::Check(_) => bail!("pgup check is not implemented yet"),
+            Command::Status(args) => status::run(args, &printer).await.map(|()| true),
+            Command::Check(args) => check::run(args, &printer).await,
             Command::Upgrade(_) => bail!("pgup upgrade is not implemented yet"),
             Command::Rollback(_) => bail!("pgup rollback is not implemented yet"),
             Command::Cleanup(_) => bail!("pgup cleanup is not implemented yet"),
@@ -36,7 +43,8 @@ fn main() -> ExitCode {
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
         Err(err) => {
             printer.error(&err);
             ExitCode::FAILURE

@@ -1,9 +1,12 @@
-//! The one printer: everything pgup shows goes through here, as text or as one JSON document.
+//! The one printer: everything pgup shows goes through here. Results go to stdout as text or
+//! as one JSON document; steps, progress and questions go to stderr, progress bars only when
+//! stderr is a terminal and the output is not JSON.
 
 use std::fmt::Display;
-use std::io::Write;
+use std::io::{BufRead, IsTerminal, Write};
 
-use anyhow::Result;
+use anyhow::{Result, bail};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 pub struct Printer {
@@ -25,6 +28,39 @@ impl Printer {
             write!(out, "{value}")?;
         }
         Ok(())
+    }
+
+    /// One line about what is happening now (stderr, also with --json: stdout stays a document).
+    pub fn step(&self, message: impl Display) {
+        eprintln!("==> {message}");
+    }
+
+    pub fn warn(&self, message: impl Display) {
+        eprintln!("warning: {message}");
+    }
+
+    /// A bytes/ETA bar for a long transfer; hidden unless a person watches stderr.
+    pub fn bytes_bar(&self, total: u64) -> ProgressBar {
+        if self.json || !std::io::stderr().is_terminal() {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template("    {bar:40} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}")
+                .expect("a valid template"),
+        );
+        bar
+    }
+
+    /// Asks a yes/no question on the terminal; refuses when there is none to ask on.
+    pub fn confirm(&self, question: &str) -> Result<bool> {
+        if !std::io::stdin().is_terminal() {
+            bail!("{question} — no terminal to ask on; pass --yes to proceed without asking");
+        }
+        eprint!("{question} [y/N] ");
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
     }
 
     /// The one line of a failure on stderr (the whole cause chain); with --json also

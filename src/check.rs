@@ -1,0 +1,697 @@
+//! `pgup check`: every precondition of an upgrade, verified without changing anything on
+//! disk or in Docker. `upgrade` runs the same checks first and builds its plan from what they
+//! learned ([`Preflight`]).
+//!
+//! Checks that need the old server running (the bootstrap superuser, the databases' locales,
+//! `pg_upgrade --check`) run against an overlay of PGDATA: the data directory is the read-only
+//! lower layer and every write goes to a scratch directory, so the data stays byte-identical.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::os::unix::fs::PermissionsExt;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::cli::{CheckArgs, UpgradePlanArgs};
+use crate::cluster::{Cluster, ControlData, InitSettings, LocaleProvider};
+use crate::config::{self, Change};
+use crate::docker::{Container, Docker};
+use crate::pgcmd::{self, PgUpgrade, Transfer};
+use crate::plan::{self, Backup};
+use crate::space;
+use crate::target::Target;
+use crate::toolbox::{RUN, ToolMount, Toolbox, ToolboxSpec};
+use crate::tree;
+use crate::ui::Printer;
+use crate::verify;
+
+/// Where the old cluster is mounted in toolboxes.
+pub const OLD: &str = "/pgup/old";
+/// The label listing the majors an upgrade image holds.
+const MAJORS_LABEL: &str = "org.pgup.majors";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Ok,
+    Warn,
+    Fail,
+    Skip,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Item {
+    pub check: &'static str,
+    pub outcome: Outcome,
+    pub detail: String,
+}
+
+/// What the checks learned; `upgrade` acts on it.
+pub struct Preflight {
+    pub target: Target,
+    pub cluster: Cluster,
+    pub old_major: u32,
+    pub new_major: u32,
+    pub image: String,
+    pub data_bytes: u64,
+    pub free_bytes: u64,
+    pub reflinks: bool,
+    pub control: Option<ControlData>,
+    /// Settings the new major accepts (`postgres --describe-config`).
+    pub accepted: BTreeSet<String>,
+    pub config_changes: Vec<Change>,
+    /// Running containers that use the data.
+    pub running: Vec<Container>,
+    pub items: Vec<Item>,
+}
+
+impl Preflight {
+    fn push(&mut self, check: &'static str, outcome: Outcome, detail: impl Into<String>) {
+        self.items.push(Item {
+            check,
+            outcome,
+            detail: detail.into(),
+        });
+    }
+
+    pub fn failed(&self) -> bool {
+        self.items.iter().any(|i| i.outcome == Outcome::Fail)
+    }
+
+    /// The failures, one per line, for an error message.
+    pub fn failures(&self) -> String {
+        let fails: Vec<String> = self
+            .items
+            .iter()
+            .filter(|i| i.outcome == Outcome::Fail)
+            .map(|i| format!("{}: {}", i.check, i.detail))
+            .collect();
+        fails.join("; ")
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct CheckReport {
+    pub target: String,
+    pub from: Option<u32>,
+    pub to: u32,
+    pub ok: bool,
+    pub items: Vec<Item>,
+}
+
+impl fmt::Display for CheckReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for item in &self.items {
+            let outcome = match item.outcome {
+                Outcome::Ok => "ok",
+                Outcome::Warn => "warn",
+                Outcome::Fail => "FAIL",
+                Outcome::Skip => "skip",
+            };
+            writeln!(f, "{outcome:<5} {:<12} {}", item.check, item.detail)?;
+        }
+        if self.ok {
+            writeln!(
+                f,
+                "{} can be upgraded to PostgreSQL {}.",
+                self.target, self.to
+            )
+        } else {
+            writeln!(
+                f,
+                "{} cannot be upgraded as it is: fix what failed above.",
+                self.target
+            )
+        }
+    }
+}
+
+pub async fn run(args: CheckArgs, printer: &Printer) -> Result<bool> {
+    let docker = Docker::connect().await?;
+    let target = Target::resolve(&args.target, &docker).await?;
+    let mut pre = static_checks(&docker, target, &args.plan, None).await?;
+    if !pre.failed() {
+        if pre.running.is_empty() {
+            cluster_checks(&docker, &mut pre, false).await?;
+        } else {
+            let names: Vec<&str> = pre.running.iter().map(|c| c.name.as_str()).collect();
+            pre.push(
+                "pg_upgrade",
+                Outcome::Skip,
+                format!(
+                    "needs the server stopped (`docker stop {}`); `pgup upgrade` stops it and runs this first",
+                    names.join(" ")
+                ),
+            );
+        }
+    }
+    let report = CheckReport {
+        target: pre.target.label.clone(),
+        from: Some(pre.old_major),
+        to: pre.new_major,
+        ok: !pre.failed(),
+        items: pre.items,
+    };
+    printer.report(&report)?;
+    Ok(report.ok)
+}
+
+/// The checks that need no server: versions, image, space, settings files, server state.
+/// `no_backup` is the upgrade's --no-backup (None for `check`, which only warns about link).
+pub async fn static_checks(
+    docker: &Docker,
+    target: Target,
+    args: &UpgradePlanArgs,
+    no_backup: Option<bool>,
+) -> Result<Preflight> {
+    let cluster = Cluster::open(&target.data_dir)?;
+    let data_bytes = cluster.bytes()?;
+    let free_bytes = space::free_bytes(&target.data_dir)
+        .with_context(|| format!("cannot measure free space at {}", target.data_dir.display()))?;
+    let running: Vec<Container> = docker
+        .containers_using(&target.data_dir)
+        .await?
+        .into_iter()
+        .filter(|c| c.running)
+        .collect();
+    let reflinks = tree::supports_reflink(&target.mount_root, &target.data_dir.join("PG_VERSION"));
+    let mut pre = Preflight {
+        old_major: cluster.major.parse().unwrap_or(0),
+        new_major: args.to,
+        target,
+        cluster,
+        image: String::new(),
+        data_bytes,
+        free_bytes,
+        reflinks,
+        control: None,
+        accepted: BTreeSet::new(),
+        config_changes: Vec::new(),
+        running,
+        items: Vec::new(),
+    };
+
+    // Versions.
+    let (old, new) = (pre.old_major, pre.new_major);
+    if old < 10 {
+        pre.push(
+            "versions",
+            Outcome::Fail,
+            format!(
+                "the cluster is PostgreSQL {}; pgup upgrades from 10 or later",
+                pre.cluster.major
+            ),
+        );
+        return Ok(pre);
+    }
+    if new <= old {
+        pre.push(
+            "versions",
+            Outcome::Fail,
+            format!(
+                "--to {new} is not newer than the cluster's PostgreSQL {old}; give a higher major"
+            ),
+        );
+        return Ok(pre);
+    }
+    pre.push("versions", Outcome::Ok, format!("PostgreSQL {old} → {new}"));
+
+    // The upgrade image, and the new server image.
+    match pick_image(docker, args.image.as_deref(), old, new).await? {
+        Ok(image) => pre.image = image,
+        Err(why) => {
+            pre.push("image", Outcome::Fail, why);
+            return Ok(pre);
+        }
+    }
+    if let Some(new_image) = &args.new_image {
+        match docker.image(new_image).await? {
+            None => pre.push(
+                "new image",
+                Outcome::Fail,
+                format!("{new_image} is not here; build or load it first (see images/README.md)"),
+            ),
+            Some((img, env)) => match img.pg_major(&env) {
+                Some(m) if m == new => pre.push("new image", Outcome::Ok, format!("{new_image} runs PostgreSQL {m}")),
+                Some(m) => pre.push(
+                    "new image",
+                    Outcome::Fail,
+                    format!("{new_image} runs PostgreSQL {m}, not {new}; pass a PostgreSQL {new} server image"),
+                ),
+                None => pre.push(
+                    "new image",
+                    Outcome::Warn,
+                    format!("cannot tell which major {new_image} runs (no PG_MAJOR); make sure it is {new}"),
+                ),
+            },
+        }
+    }
+
+    // What PostgreSQL's own programs say, read through a toolbox with the data read-only.
+    let mut tb = Toolbox::start(
+        docker,
+        ToolboxSpec {
+            image: &pre.image,
+            role: "check",
+            data: &pre.target.data_dir,
+            uid: pre.cluster.uid,
+            gid: pre.cluster.gid,
+            mounts: vec![ToolMount::Bind {
+                host: pre.target.data_dir.clone(),
+                target: OLD.into(),
+                read_only: true,
+            }],
+        },
+    )
+    .await?;
+    let probed = probe(&mut tb, &mut pre).await;
+    tb.close().await;
+    probed?;
+    if pre.failed() {
+        return Ok(pre);
+    }
+
+    // Server state.
+    let control = pre.control.clone().expect("probe read pg_controldata");
+    if let Some(names) = (!pre.running.is_empty()).then(|| {
+        pre.running
+            .iter()
+            .map(|c| c.name.clone())
+            .collect::<Vec<_>>()
+    }) {
+        pre.push(
+            "server",
+            Outcome::Warn,
+            format!(
+                "running in {}; upgrade stops it gracefully first",
+                names.join(", ")
+            ),
+        );
+    } else if !control.shut_down_cleanly() {
+        let hint = pre
+            .target
+            .container
+            .as_ref()
+            .map(|c| format!("`docker start {0}` then `docker stop {0}`", c.name))
+            .unwrap_or_else(|| "start and stop its server once".into());
+        pre.push(
+            "server",
+            Outcome::Fail,
+            format!(
+                "the cluster was not shut down cleanly (state: {}); {hint}, so that PostgreSQL recovers, then try again",
+                control.state
+            ),
+        );
+    } else {
+        pre.push("server", Outcome::Ok, "stopped, shut down cleanly");
+    }
+    if pre.cluster.uid == 0 {
+        pre.push(
+            "owner",
+            Outcome::Fail,
+            "the data directory belongs to root; PostgreSQL refuses to run as root: chown it to the server's user",
+        );
+    }
+
+    // Space for the chosen mode.
+    match plan::backup_kind(
+        args.mode,
+        no_backup.unwrap_or(false),
+        reflinks,
+        &pre.target.mount_root,
+    ) {
+        Err(plan::ModeError::LinkNeedsNoBackup) if no_backup.is_none() => pre.push(
+            "mode",
+            Outcome::Warn,
+            "link keeps no independent backup; `pgup upgrade --mode link` needs --no-backup --yes",
+        ),
+        Err(e) => pre.push("mode", Outcome::Fail, e.to_string()),
+        Ok(kind) => {
+            let need = plan::need_bytes(kind, data_bytes);
+            let what = match kind {
+                Backup::Copy => "a full copy of the data as backup",
+                Backup::Clone => "a reflink copy as backup",
+                Backup::None => "no backup",
+            };
+            let detail = format!(
+                "{} free on {}, {} needed ({what}, data {})",
+                indicatif::HumanBytes(free_bytes),
+                pre.target.mount_root.display(),
+                indicatif::HumanBytes(need),
+                indicatif::HumanBytes(data_bytes)
+            );
+            if free_bytes >= need {
+                pre.push("space", Outcome::Ok, detail);
+            } else {
+                pre.push("space", Outcome::Fail, format!("{detail}: free space first, or use --mode clone on a filesystem with reflinks"));
+            }
+        }
+    }
+
+    // Settings the new major no longer accepts.
+    for file in ["postgresql.conf", "postgresql.auto.conf"] {
+        let path = pre.target.data_dir.join(file);
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let adjusted = config::adjust(file, &text, &pre.accepted, new, control.wal_segment_bytes);
+        for include in &adjusted.includes {
+            pre.push(
+                "settings",
+                Outcome::Warn,
+                format!("{file} has `{include}`: pgup does not check included files; make sure they suit PostgreSQL {new}"),
+            );
+        }
+        pre.config_changes.extend(adjusted.changes);
+    }
+    if pre.config_changes.is_empty() {
+        pre.push(
+            "settings",
+            Outcome::Ok,
+            format!("every setting is accepted by PostgreSQL {new}"),
+        );
+    }
+    let changes: Vec<String> = pre.config_changes.iter().map(ToString::to_string).collect();
+    for change in changes {
+        pre.push(
+            "settings",
+            Outcome::Warn,
+            format!("{change} (upgrade adjusts it)"),
+        );
+    }
+
+    // C library: text indexes sort differently under musl and glibc.
+    if let Some(c) = &pre.target.container {
+        let to = args.new_image.as_deref().unwrap_or(&pre.image);
+        let (from_musl, to_musl) = (
+            docker.image_is_musl(&c.image).await?,
+            docker.image_is_musl(to).await?,
+        );
+        if from_musl != to_musl {
+            let libc = |musl| {
+                if musl {
+                    "musl (Alpine)"
+                } else {
+                    "glibc (Debian)"
+                }
+            };
+            pre.push(
+                "libc",
+                Outcome::Warn,
+                format!(
+                    "{} uses {} but {to} uses {}: text indexes may sort differently; REINDEX them after the upgrade",
+                    c.image,
+                    libc(from_musl),
+                    libc(to_musl)
+                ),
+            );
+        } else {
+            pre.push(
+                "libc",
+                Outcome::Ok,
+                format!("{} and {to} use the same C library", c.image),
+            );
+        }
+    }
+    Ok(pre)
+}
+
+/// Reads, in the toolbox: both bin directories exist, pg_controldata, the settings the new
+/// major accepts.
+async fn probe(tb: &mut Toolbox<'_>, pre: &mut Preflight) -> Result<()> {
+    for major in [pre.old_major, pre.new_major] {
+        let pg_upgrade = format!("{}/pg_upgrade", pgcmd::bindir(major));
+        if tb
+            .run(&["test".into(), "-x".into(), pg_upgrade])
+            .await
+            .is_err()
+        {
+            pre.push(
+                "image",
+                Outcome::Fail,
+                format!(
+                    "{} has no {}: use an upgrade image holding PostgreSQL {major}",
+                    pre.image,
+                    pgcmd::bindir(major)
+                ),
+            );
+        }
+    }
+    if pre.failed() {
+        return Ok(());
+    }
+    pre.push(
+        "image",
+        Outcome::Ok,
+        format!(
+            "{} holds PostgreSQL {} and {}",
+            pre.image, pre.old_major, pre.new_major
+        ),
+    );
+    let text = tb.run(&pgcmd::controldata(pre.old_major, OLD)).await?;
+    let control = ControlData::parse(&text)
+        .with_context(|| format!("cannot read pg_controldata's output: {text}"))?;
+    pre.control = Some(control);
+    pre.accepted =
+        config::parse_describe_config(&tb.run(&pgcmd::describe_config(pre.new_major)).await?);
+    Ok(())
+}
+
+/// Picks the upgrade image: `--image`, else a local image labelled with both majors.
+/// The inner error says which image to build or load.
+async fn pick_image(
+    docker: &Docker,
+    explicit: Option<&str>,
+    old: u32,
+    new: u32,
+) -> Result<Result<String, String>> {
+    if let Some(name) = explicit {
+        return Ok(match docker.image(name).await? {
+            Some(_) => Ok(name.to_owned()),
+            None => Err(format!(
+                "image {name} is not here; build it (`sudo images/build.sh`) or load it (`pgup image load FILE`)"
+            )),
+        });
+    }
+    let holds = |label: &str, m: u32| label.split(',').any(|x| x.trim() == m.to_string());
+    let mut candidates: Vec<String> = docker
+        .images_labelled(MAJORS_LABEL)
+        .await?
+        .into_iter()
+        .filter(|i| {
+            i.labels
+                .get(MAJORS_LABEL)
+                .is_some_and(|l| holds(l, old) && holds(l, new))
+        })
+        .flat_map(|i| i.tags.into_iter().filter(|t| !t.ends_with(":<none>")))
+        .collect();
+    candidates.sort();
+    Ok(candidates.into_iter().next().ok_or_else(|| {
+        format!(
+            "no local upgrade image holds PostgreSQL {old} and {new}; build one with `sudo images/build.sh` (13, 15, 17, 18), or load one with `pgup image load FILE`"
+        )
+    }))
+}
+
+/// What the old server tells about itself, learned on an overlay.
+pub struct ClusterFacts {
+    pub settings: InitSettings,
+    /// Data before the upgrade, when asked for.
+    pub snapshot: Option<verify::Snapshot>,
+}
+
+/// The checks that start the old server, on an overlay of PGDATA. With `snapshot`, also
+/// records the data for verification after the upgrade.
+pub async fn cluster_checks(
+    docker: &Docker,
+    pre: &mut Preflight,
+    snapshot: bool,
+) -> Result<Option<ClusterFacts>> {
+    let scratch = tempfile::Builder::new()
+        .prefix("pgup-overlay-")
+        .tempdir_in("/var/tmp")
+        .context("cannot create a scratch directory in /var/tmp")?;
+    let (upper, work) = (scratch.path().join("upper"), scratch.path().join("work"));
+    for dir in [&upper, &work] {
+        std::fs::create_dir(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    // The merged view's root takes the upper directory's owner and mode.
+    std::os::unix::fs::chown(&upper, Some(pre.cluster.uid), Some(pre.cluster.gid))?;
+    std::fs::set_permissions(&upper, std::fs::Permissions::from_mode(0o700))?;
+    let volume = format!(
+        "pgup-overlay-{}-{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_micros()
+    );
+    docker
+        .create_overlay(&volume, &pre.target.data_dir, &upper, &work)
+        .await?;
+    let started = Toolbox::start(
+        docker,
+        ToolboxSpec {
+            image: &pre.image,
+            role: "check",
+            data: &pre.target.data_dir,
+            uid: pre.cluster.uid,
+            gid: pre.cluster.gid,
+            mounts: vec![ToolMount::Volume {
+                name: volume.clone(),
+                target: OLD.into(),
+            }],
+        },
+    )
+    .await;
+    let result = match started {
+        Ok(mut tb) => {
+            let r = on_overlay(&mut tb, pre, snapshot).await;
+            tb.close().await;
+            r
+        }
+        Err(e) => Err(e.into()),
+    };
+    docker.remove_volume(&volume).await;
+    result
+}
+
+async fn on_overlay(
+    tb: &mut Toolbox<'_>,
+    pre: &mut Preflight,
+    snapshot: bool,
+) -> Result<Option<ClusterFacts>> {
+    let (old, new) = (pre.old_major, pre.new_major);
+    let control = pre
+        .control
+        .clone()
+        .expect("static checks read pg_controldata");
+    // Single-user mode always runs as the bootstrap superuser, whatever it is called.
+    let single = format!(
+        "echo 'SELECT current_user AS pgup_superuser;' | {}/postgres --single -D {OLD} -c archive_mode=off template1",
+        pgcmd::bindir(old)
+    );
+    let out = tb.run(&["sh".into(), "-c".into(), single]).await?;
+    let superuser = out
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("1: pgup_superuser = \"")?
+                .split('"')
+                .next()
+        })
+        .context("cannot learn the bootstrap superuser from single-user mode")?
+        .to_owned();
+
+    tb.run(&pgcmd::start_server(old, OLD, RUN)).await?;
+    let facts = verify::server_facts(tb.socket_dir(), &superuser, old, snapshot).await;
+    tb.run(&pgcmd::stop_server(old, OLD)).await?;
+    let facts = facts?;
+    let settings = InitSettings {
+        superuser,
+        encoding: facts.encoding,
+        collate: facts.collate,
+        ctype: facts.ctype,
+        provider: facts.provider,
+        checksums: control.checksums,
+        wal_segment_bytes: control.wal_segment_bytes,
+    };
+    pre.push(
+        "cluster",
+        Outcome::Ok,
+        format!(
+            "superuser {}, {} {}/{}{}, checksums {}, WAL segments {} MB",
+            settings.superuser,
+            settings.encoding,
+            settings.collate,
+            settings.ctype,
+            match &settings.provider {
+                LocaleProvider::Libc => String::new(),
+                LocaleProvider::Icu(l) => format!(", ICU {l}"),
+                LocaleProvider::Builtin(l) => format!(", builtin {l}"),
+            },
+            if settings.checksums { "on" } else { "off" },
+            settings.wal_segment_bytes / (1024 * 1024)
+        ),
+    );
+
+    // Every database's locale must exist where the new cluster runs.
+    let available = tb.run(&["locale".into(), "-a".into()]).await?;
+    let available: BTreeSet<String> = available.lines().map(normalize_locale).collect();
+    let missing: Vec<&String> = facts
+        .locales
+        .iter()
+        .filter(|l| !available.contains(&normalize_locale(l)))
+        .collect();
+    if missing.is_empty() {
+        pre.push(
+            "locales",
+            Outcome::Ok,
+            format!("{} available in {}", join(&facts.locales), pre.image),
+        );
+    } else {
+        pre.push(
+            "locales",
+            Outcome::Fail,
+            format!(
+                "{} missing in {}: use an upgrade image that has them",
+                join(&missing),
+                pre.image
+            ),
+        );
+        return Ok(None);
+    }
+
+    // pg_upgrade --check against a scratch new cluster in the toolbox's own filesystem.
+    let scratch_new = "/tmp/pgup-check-new";
+    tb.run(&pgcmd::initdb(new, scratch_new, &settings)).await?;
+    let check = PgUpgrade {
+        old_major: old,
+        new_major: new,
+        old_datadir: OLD,
+        new_datadir: scratch_new,
+        superuser: &settings.superuser,
+        run_dir: RUN,
+        // The scratch cluster is on another filesystem, so links cannot be tried here.
+        transfer: Transfer::Copy,
+        jobs: 1,
+        check_only: true,
+    };
+    match tb.run(&check.argv()).await {
+        Ok(_) => pre.push("pg_upgrade", Outcome::Ok, "pg_upgrade --check passed"),
+        Err(e) => pre.push(
+            "pg_upgrade",
+            Outcome::Fail,
+            format!("pg_upgrade --check: {e}"),
+        ),
+    }
+    Ok(Some(ClusterFacts {
+        settings,
+        snapshot: facts.snapshot,
+    }))
+}
+
+fn join<T: fmt::Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `en_US.UTF-8` and `en_US.utf8` name the same locale.
+fn normalize_locale(name: &str) -> String {
+    name.trim().to_lowercase().replace("utf-8", "utf8")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locale_names_normalize() {
+        assert_eq!(
+            normalize_locale("en_US.UTF-8"),
+            normalize_locale("en_US.utf8")
+        );
+        assert_eq!(normalize_locale("C"), "c");
+    }
+}

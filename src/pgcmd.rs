@@ -1,0 +1,292 @@
+//! Typed command lines for PostgreSQL's programs as pgup runs them in the upgrade image
+//! (`/usr/lib/postgresql/<major>/bin`). Rendering is pure, so each is tested by its argv.
+
+use std::fmt::Write;
+
+use crate::cluster::{InitSettings, LocaleProvider};
+
+/// Where a major's programs live in upgrade images (Debian and apt.postgresql.org layout).
+pub fn bindir(major: u32) -> String {
+    format!("/usr/lib/postgresql/{major}/bin")
+}
+
+fn program(major: u32, name: &str) -> String {
+    format!("{}/{name}", bindir(major))
+}
+
+/// Server options for every server pgup starts: reachable only through the private socket
+/// directory, authenticated by a private hba file there, and archiving nothing (a temporary
+/// server must not ship WAL to the production archive).
+pub fn private_server_options(run_dir: &str) -> String {
+    format!(
+        "-c listen_addresses= -c unix_socket_directories={run_dir} -c unix_socket_permissions=0700 \
+         -c hba_file={run_dir}/pg_hba.conf -c archive_mode=off"
+    )
+}
+
+/// The hba file of temporary servers: trust, but only over the owner-only socket directory.
+pub const PRIVATE_HBA: &str = "local all all trust\n";
+
+pub fn controldata(major: u32, datadir: &str) -> Vec<String> {
+    vec![
+        program(major, "pg_controldata"),
+        "-D".into(),
+        datadir.into(),
+    ]
+}
+
+/// `postgres --describe-config`: the settings a major accepts.
+pub fn describe_config(major: u32) -> Vec<String> {
+    vec![program(major, "postgres"), "--describe-config".into()]
+}
+
+/// initdb with the old cluster's settings, so pg_upgrade finds the two compatible.
+pub fn initdb(major: u32, datadir: &str, s: &InitSettings) -> Vec<String> {
+    let mut argv = vec![
+        program(major, "initdb"),
+        format!("--pgdata={datadir}"),
+        format!("--username={}", s.superuser),
+        format!("--encoding={}", s.encoding),
+        format!("--lc-collate={}", s.collate),
+        format!("--lc-ctype={}", s.ctype),
+        format!("--wal-segsize={}", s.wal_segment_bytes / (1024 * 1024)),
+        "--auth=trust".into(),
+        "--no-instructions".into(),
+    ];
+    match &s.provider {
+        LocaleProvider::Libc => {
+            if major >= 15 {
+                argv.push("--locale-provider=libc".into());
+            }
+        }
+        LocaleProvider::Icu(locale) => {
+            argv.push("--locale-provider=icu".into());
+            argv.push(format!("--icu-locale={locale}"));
+        }
+        LocaleProvider::Builtin(locale) => {
+            argv.push("--locale-provider=builtin".into());
+            argv.push(format!("--builtin-locale={locale}"));
+        }
+    }
+    if s.checksums {
+        argv.push("--data-checksums".into());
+    } else if major >= 18 {
+        // 18 turns checksums on by default; pg_upgrade needs both clusters alike.
+        argv.push("--no-data-checksums".into());
+    }
+    argv
+}
+
+/// How pg_upgrade moves relation files into the new cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transfer {
+    Copy,
+    Clone,
+    Link,
+}
+
+pub struct PgUpgrade<'a> {
+    pub old_major: u32,
+    pub new_major: u32,
+    pub old_datadir: &'a str,
+    pub new_datadir: &'a str,
+    pub superuser: &'a str,
+    pub run_dir: &'a str,
+    pub transfer: Transfer,
+    pub jobs: u32,
+    pub check_only: bool,
+}
+
+impl PgUpgrade<'_> {
+    pub fn argv(&self) -> Vec<String> {
+        let options = private_server_options(self.run_dir);
+        let mut argv = vec![
+            program(self.new_major, "pg_upgrade"),
+            format!("--old-bindir={}", bindir(self.old_major)),
+            format!("--new-bindir={}", bindir(self.new_major)),
+            format!("--old-datadir={}", self.old_datadir),
+            format!("--new-datadir={}", self.new_datadir),
+            format!("--username={}", self.superuser),
+            format!("--socketdir={}", self.run_dir),
+            format!("--jobs={}", self.jobs),
+            format!("--old-options={options}"),
+            format!("--new-options={options}"),
+        ];
+        argv.push(
+            match self.transfer {
+                Transfer::Copy => "--copy",
+                Transfer::Clone => "--clone",
+                Transfer::Link => "--link",
+            }
+            .into(),
+        );
+        if self.check_only {
+            argv.push("--check".into());
+        }
+        argv
+    }
+}
+
+/// pg_ctl start of a private server (see [`private_server_options`]), waiting until it runs.
+pub fn start_server(major: u32, datadir: &str, run_dir: &str) -> Vec<String> {
+    vec![
+        program(major, "pg_ctl"),
+        "start".into(),
+        "--wait".into(),
+        "--timeout=600".into(),
+        format!("--pgdata={datadir}"),
+        format!("--log={run_dir}/server.log"),
+        format!("--options={}", private_server_options(run_dir)),
+    ]
+}
+
+pub fn stop_server(major: u32, datadir: &str) -> Vec<String> {
+    vec![
+        program(major, "pg_ctl"),
+        "stop".into(),
+        "--wait".into(),
+        "--timeout=600".into(),
+        "--mode=fast".into(),
+        format!("--pgdata={datadir}"),
+    ]
+}
+
+/// Planner statistics for the new cluster. 18 carries statistics over, so only what is
+/// missing is gathered.
+pub fn vacuumdb(major: u32, run_dir: &str, superuser: &str, jobs: u32) -> Vec<String> {
+    let mut argv = vec![
+        program(major, "vacuumdb"),
+        "--all".into(),
+        "--analyze-in-stages".into(),
+        format!("--jobs={jobs}"),
+        format!("--host={run_dir}"),
+        format!("--username={superuser}"),
+    ];
+    if major >= 18 {
+        argv.push("--missing-stats-only".into());
+    }
+    argv
+}
+
+/// psql running a file as the superuser over the private socket, stopping at the first error.
+pub fn psql_file(major: u32, run_dir: &str, superuser: &str, file: &str) -> Vec<String> {
+    vec![
+        program(major, "psql"),
+        "--no-psqlrc".into(),
+        "--set=ON_ERROR_STOP=1".into(),
+        format!("--host={run_dir}"),
+        format!("--username={superuser}"),
+        "--dbname=postgres".into(),
+        format!("--file={file}"),
+    ]
+}
+
+/// Renders an argv for logs: shell-quoted where needed. Never holds a password: pgup puts none
+/// on a command line.
+pub fn display(argv: &[String]) -> String {
+    let mut out = String::new();
+    for (i, arg) in argv.iter().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        if arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_=/.,:".contains(c))
+        {
+            out.push_str(arg);
+        } else {
+            let _ = write!(out, "'{}'", arg.replace('\'', r"'\''"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(provider: LocaleProvider, checksums: bool) -> InitSettings {
+        InitSettings {
+            superuser: "app".into(),
+            encoding: "UTF8".into(),
+            collate: "en_US.utf8".into(),
+            ctype: "en_US.utf8".into(),
+            provider,
+            checksums,
+            wal_segment_bytes: 16 * 1024 * 1024,
+        }
+    }
+
+    #[test]
+    fn initdb_copies_the_old_settings() {
+        let argv = initdb(17, "/d", &settings(LocaleProvider::Libc, true));
+        assert_eq!(
+            display(&argv),
+            "/usr/lib/postgresql/17/bin/initdb --pgdata=/d --username=app --encoding=UTF8 \
+             --lc-collate=en_US.utf8 --lc-ctype=en_US.utf8 --wal-segsize=16 --auth=trust \
+             --no-instructions --locale-provider=libc --data-checksums"
+        );
+    }
+
+    #[test]
+    fn initdb_18_turns_default_checksums_off_when_the_old_had_none() {
+        let argv = initdb(18, "/d", &settings(LocaleProvider::Libc, false));
+        assert!(argv.contains(&"--no-data-checksums".to_owned()));
+        let argv = initdb(17, "/d", &settings(LocaleProvider::Libc, false));
+        assert!(!argv.iter().any(|a| a.contains("checksums")));
+    }
+
+    #[test]
+    fn initdb_icu_and_builtin() {
+        let argv = initdb(
+            17,
+            "/d",
+            &settings(LocaleProvider::Icu("und".into()), false),
+        );
+        assert!(argv.ends_with(&["--locale-provider=icu".into(), "--icu-locale=und".into()]));
+        let argv = initdb(
+            18,
+            "/d",
+            &settings(LocaleProvider::Builtin("C.UTF-8".into()), true),
+        );
+        assert!(argv.contains(&"--builtin-locale=C.UTF-8".to_owned()));
+    }
+
+    #[test]
+    fn pg_upgrade_argv() {
+        let up = PgUpgrade {
+            old_major: 13,
+            new_major: 17,
+            old_datadir: "/pgup/vol",
+            new_datadir: "/pgup/vol/.pgup/new",
+            superuser: "app",
+            run_dir: "/pgup/run",
+            transfer: Transfer::Link,
+            jobs: 2,
+            check_only: true,
+        };
+        let argv = up.argv();
+        assert_eq!(argv[0], "/usr/lib/postgresql/17/bin/pg_upgrade");
+        assert!(argv.contains(&"--old-bindir=/usr/lib/postgresql/13/bin".to_owned()));
+        assert!(argv.contains(&"--link".to_owned()));
+        assert!(argv.contains(&"--check".to_owned()));
+        assert!(argv.contains(&"--jobs=2".to_owned()));
+        let old = argv
+            .iter()
+            .find(|a| a.starts_with("--old-options="))
+            .unwrap();
+        assert!(old.contains("hba_file=/pgup/run/pg_hba.conf") && old.contains("archive_mode=off"));
+    }
+
+    #[test]
+    fn vacuumdb_18_only_fills_missing_stats() {
+        assert!(vacuumdb(18, "/r", "u", 2).contains(&"--missing-stats-only".to_owned()));
+        assert!(!vacuumdb(17, "/r", "u", 2).contains(&"--missing-stats-only".to_owned()));
+    }
+
+    #[test]
+    fn display_quotes() {
+        let argv = vec!["a".to_owned(), "-c x=''".to_owned(), "it's".to_owned()];
+        assert_eq!(display(&argv), r#"a '-c x='\'''\''' 'it'\''s'"#);
+    }
+}

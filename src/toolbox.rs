@@ -1,0 +1,193 @@
+//! A temporary container of the upgrade image in which PostgreSQL's own programs run: as the
+//! data owner, with no network and no capabilities. Its run directory is a host directory only
+//! the data owner can read (mode 0700), mounted at `/pgup/run`: it holds the servers' sockets,
+//! the private hba file, and passwd/group entries naming the owner's uid (initdb and
+//! pg_upgrade refuse to run as a uid without one).
+
+use std::fmt::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use tempfile::TempDir;
+
+use crate::docker::{Docker, DockerError, TempContainer};
+use crate::pgcmd;
+
+/// Where the run directory is mounted inside the container.
+pub const RUN: &str = "/pgup/run";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+    #[error("cannot prepare the run directory {}: {err}", path.display())]
+    RunDir { path: PathBuf, err: std::io::Error },
+    #[error("{program} failed (exit code {code}): {tail}")]
+    Failed {
+        program: String,
+        code: i64,
+        tail: String,
+    },
+}
+
+pub struct Toolbox<'a> {
+    docker: &'a Docker,
+    id: String,
+    run_dir: TempDir,
+    /// Every command and its output, for the log kept with the backup.
+    pub transcript: String,
+}
+
+/// What a toolbox works on.
+pub struct ToolboxSpec<'a> {
+    pub image: &'a str,
+    pub role: &'a str,
+    pub data: &'a Path,
+    pub uid: u32,
+    pub gid: u32,
+    /// What is mounted in besides the run directory.
+    pub mounts: Vec<ToolMount>,
+}
+
+pub enum ToolMount {
+    Bind {
+        host: PathBuf,
+        target: String,
+        read_only: bool,
+    },
+    Volume {
+        name: String,
+        target: String,
+    },
+}
+
+impl<'a> Toolbox<'a> {
+    pub async fn start(docker: &'a Docker, spec: ToolboxSpec<'_>) -> Result<Self, ToolError> {
+        let run_dir = prepare_run_dir(spec.uid, spec.gid)?;
+        let mut binds = vec![
+            (run_dir.path().to_owned(), RUN.to_owned(), false),
+            (
+                run_dir.path().join("passwd"),
+                "/etc/passwd".to_owned(),
+                true,
+            ),
+            (run_dir.path().join("group"), "/etc/group".to_owned(), true),
+        ];
+        let mut volumes = Vec::new();
+        for m in spec.mounts {
+            match m {
+                ToolMount::Bind {
+                    host,
+                    target,
+                    read_only,
+                } => binds.push((host, target, read_only)),
+                ToolMount::Volume { name, target } => volumes.push((name, target)),
+            }
+        }
+        let id = docker
+            .start_temp(&TempContainer {
+                image: spec.image,
+                role: spec.role,
+                data: spec.data,
+                user: format!("{}:{}", spec.uid, spec.gid),
+                binds,
+                volumes,
+            })
+            .await?;
+        Ok(Self {
+            docker,
+            id,
+            run_dir,
+            transcript: String::new(),
+        })
+    }
+
+    /// The run directory on the host: servers started here have their socket in it.
+    pub fn socket_dir(&self) -> &Path {
+        self.run_dir.path()
+    }
+
+    /// Runs `argv`; fails with the end of its output when it exits non-zero.
+    pub async fn run(&mut self, argv: &[String]) -> Result<String, ToolError> {
+        self.run_watching(argv, &mut |_| {}).await
+    }
+
+    /// As [`Toolbox::run`], showing each output line to `on_line` as it comes.
+    pub async fn run_watching(
+        &mut self,
+        argv: &[String],
+        on_line: &mut dyn FnMut(&str),
+    ) -> Result<String, ToolError> {
+        let _ = writeln!(self.transcript, "$ {}", pgcmd::display(argv));
+        let result = self.docker.exec(&self.id, argv, on_line).await?;
+        self.transcript.push_str(&result.output);
+        if result.code != 0 {
+            return Err(ToolError::Failed {
+                program: argv[0].rsplit('/').next().unwrap_or_default().to_owned(),
+                code: result.code,
+                tail: tail(&result.output),
+            });
+        }
+        Ok(result.output)
+    }
+
+    /// Removes the container and the run directory. Call on every path; what a killed pgup
+    /// leaves is found by its labels.
+    pub async fn close(self) {
+        self.docker.remove(&self.id).await;
+    }
+}
+
+/// The last lines of a program's output that say what went wrong, on one line.
+fn tail(output: &str) -> String {
+    let lines: Vec<&str> = output
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let start = lines.len().saturating_sub(3);
+    lines[start..].join(" / ")
+}
+
+fn prepare_run_dir(uid: u32, gid: u32) -> Result<TempDir, ToolError> {
+    let dir = tempfile::Builder::new()
+        .prefix("pgup-run-")
+        .tempdir()
+        .map_err(|err| ToolError::RunDir {
+            path: std::env::temp_dir(),
+            err,
+        })?;
+    let path = dir.path().to_owned();
+    let fail = |err| ToolError::RunDir {
+        path: path.clone(),
+        err,
+    };
+    let write = |name: &str, text: String, mode: u32| -> std::io::Result<()> {
+        let file = path.join(name);
+        std::fs::write(&file, text)?;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode))?;
+        std::os::unix::fs::chown(&file, Some(uid), Some(gid))
+    };
+    write(
+        "passwd",
+        format!("root:x:0:0:root:/root:/bin/sh\npostgres:x:{uid}:{gid}:PostgreSQL administrator:/tmp:/bin/sh\n"),
+        0o644,
+    )
+    .map_err(fail)?;
+    write("group", format!("root:x:0:\npostgres:x:{gid}:\n"), 0o644).map_err(fail)?;
+    write("pg_hba.conf", pgcmd::PRIVATE_HBA.to_owned(), 0o600).map_err(fail)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700)).map_err(fail)?;
+    std::os::unix::fs::chown(&path, Some(uid), Some(gid)).map_err(fail)?;
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        assert_eq!(tail("a\n\nb\nc\nd\n"), "b / c / d");
+        assert_eq!(tail(""), "");
+    }
+}

@@ -1,0 +1,487 @@
+//! Faithful copies of a PostgreSQL data directory, and the sizes of trees. A copy has to be
+//! something PostgreSQL and the user can go back to as if it were the original, so it keeps
+//! types, owners, modes, symlinks, hard links and times. std has no tree copy, and fs_extra's
+//! follows symlinks, loses owners, modes and hard links, and creates directories 0755, which
+//! PostgreSQL refuses as a data directory; hence the walk here.
+
+// Nothing outside the tests calls the copy yet; the upgrade command will.
+#![cfg_attr(not(test), allow(dead_code))]
+
+use std::collections::HashSet;
+use std::collections::hash_map::{Entry, HashMap};
+use std::fs::{self, DirBuilder, File, Metadata, OpenOptions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, CWD, Gid, Mode, OFlags, Timespec, Timestamps, Uid};
+use rustix::io::Errno;
+use walkdir::WalkDir;
+
+/// How file contents reach the copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transfer {
+    /// Copy the bytes.
+    Copy,
+    /// Share the source's extents (reflink, FICLONE): instant and takes no space until written.
+    Clone,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TreeError {
+    #[error("cannot read {path}: {err}")]
+    Read { path: PathBuf, err: io::Error },
+    #[error("cannot copy {src} to {dst}: {err}")]
+    Copy {
+        src: PathBuf,
+        dst: PathBuf,
+        err: io::Error,
+    },
+    #[error("cannot flush {path} to disk: {err}")]
+    Sync { path: PathBuf, err: io::Error },
+    #[error("the filesystem holding {path} does not support reflinks (clone); use --mode copy")]
+    NoReflink { path: PathBuf },
+    #[error("unexpected special file {path} in the data directory; move it away and try again")]
+    Special { path: PathBuf },
+}
+
+pub struct CopyOptions<'a> {
+    pub transfer: Transfer,
+    /// Top-level entry names (directly under src) to leave out.
+    pub skip: &'a dyn Fn(&str) -> bool,
+    /// Called with the number of bytes of file data just copied (for a progress bar).
+    pub progress: &'a dyn Fn(u64),
+}
+
+/// A directory of the copy whose contents are still being written.
+struct OpenDir {
+    depth: usize,
+    src: PathBuf,
+    dst: PathBuf,
+    meta: Metadata,
+}
+
+/// Copies `src` to `dst` (which must not exist) keeping, for every entry: type, content,
+/// permission bits (setuid, setgid and sticky too), owner and group, symlinks as symlinks,
+/// hard links as hard links within the copy, and access and modification times to the
+/// nanosecond (of symlinks too). `dst` itself gets `src`'s owner, mode and times. Returns the
+/// bytes of file data copied (cloned bytes count as copied).
+///
+/// Each directory gets its owner, mode and times only once its contents are written: writing
+/// them would move its mtime, and until then it stays 0700 so nobody sees a half copy.
+/// On error, `dst` is left as far as it got; removing it is the caller's call.
+///
+/// Before returning it syncs the filesystem holding `dst`, so that a caller renaming `dst`
+/// into place after a crash finds either no copy or a complete one.
+pub fn copy_tree(src: &Path, dst: &Path, opts: &CopyOptions) -> Result<u64, TreeError> {
+    let mut copied = 0;
+    // The first copy of each inode with several names, for the later names to link to.
+    let mut links = HashMap::new();
+    let mut open_dirs: Vec<OpenDir> = Vec::new();
+    let walk = WalkDir::new(src)
+        .follow_links(false)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| e.depth() != 1 || !e.file_name().to_str().is_some_and(opts.skip));
+    for entry in walk {
+        let entry = entry.map_err(|err| walk_error(src, err))?;
+        let meta = entry.metadata().map_err(|err| walk_error(src, err))?;
+        while let Some(dir) = open_dirs.pop_if(|dir| dir.depth >= entry.depth()) {
+            finish_dir(dir)?;
+        }
+        let to = match entry.path().strip_prefix(src) {
+            Ok(rel) if entry.depth() > 0 => dst.join(rel),
+            _ => dst.to_owned(),
+        };
+        let bytes = copy_entry(entry.path(), &to, &meta, opts.transfer, &mut links, dst)?;
+        if meta.is_dir() {
+            open_dirs.push(OpenDir {
+                depth: entry.depth(),
+                src: entry.into_path(),
+                dst: to,
+                meta,
+            });
+        } else if bytes > 0 {
+            copied += bytes;
+            (opts.progress)(bytes);
+        }
+    }
+    while let Some(dir) = open_dirs.pop() {
+        finish_dir(dir)?;
+    }
+    let sync_error = |err| TreeError::Sync {
+        path: dst.to_owned(),
+        err,
+    };
+    let root = File::open(dst).map_err(sync_error)?;
+    rustix::fs::syncfs(&root).map_err(|err| sync_error(err.into()))?;
+    Ok(copied)
+}
+
+/// Creates `to` as a copy of `from` and returns the bytes of file data copied. Everything but
+/// a directory also gets its metadata here; directories get theirs in `finish_dir`.
+fn copy_entry(
+    from: &Path,
+    to: &Path,
+    meta: &Metadata,
+    transfer: Transfer,
+    links: &mut HashMap<(u64, u64), PathBuf>,
+    root: &Path,
+) -> Result<u64, TreeError> {
+    let fail = |err: io::Error| TreeError::Copy {
+        src: from.to_owned(),
+        dst: to.to_owned(),
+        err,
+    };
+    let kind = meta.file_type();
+    if kind.is_dir() {
+        return DirBuilder::new()
+            .mode(0o700)
+            .create(to)
+            .map(|()| 0)
+            .map_err(fail);
+    }
+    // PostgreSQL keeps none; copying a socket or a device by content would be wrong anyway.
+    if !kind.is_file() && !kind.is_symlink() {
+        return Err(TreeError::Special {
+            path: from.to_owned(),
+        });
+    }
+    if meta.nlink() > 1 {
+        match links.entry((meta.dev(), meta.ino())) {
+            // The inode already has its metadata, and a link does not change it.
+            Entry::Occupied(first) => {
+                return fs::hard_link(first.get(), to).map(|()| 0).map_err(fail);
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(to.to_owned());
+            }
+        }
+    }
+    let bytes = if kind.is_symlink() {
+        std::os::unix::fs::symlink(fs::read_link(from).map_err(fail)?, to).map_err(fail)?;
+        0
+    } else {
+        match transfer {
+            Transfer::Copy => fs::copy(from, to).map_err(fail)?,
+            Transfer::Clone => {
+                let input = File::open(from).map_err(fail)?;
+                let output = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(to)
+                    .map_err(fail)?;
+                match rustix::fs::ioctl_ficlone(&output, &input) {
+                    Ok(()) => {}
+                    // What filesystems without reflinks (or across two filesystems) answer.
+                    // No quiet fallback to copying: that takes the space and time clone
+                    // promised not to, so the caller decides.
+                    Err(Errno::OPNOTSUPP | Errno::XDEV | Errno::INVAL | Errno::NOTTY) => {
+                        return Err(TreeError::NoReflink {
+                            path: root.to_owned(),
+                        });
+                    }
+                    Err(err) => return Err(fail(err.into())),
+                }
+                output.metadata().map_err(fail)?.len()
+            }
+        }
+    };
+    set_metadata(to, meta).map_err(fail)?;
+    Ok(bytes)
+}
+
+fn finish_dir(dir: OpenDir) -> Result<(), TreeError> {
+    set_metadata(&dir.dst, &dir.meta).map_err(|err| TreeError::Copy {
+        src: dir.src,
+        dst: dir.dst,
+        err,
+    })
+}
+
+/// Gives `path` (not followed if a symlink) the owner, mode and times in `meta`.
+fn set_metadata(path: &Path, meta: &Metadata) -> io::Result<()> {
+    let (uid, gid) = (Uid::from_raw(meta.uid()), Gid::from_raw(meta.gid()));
+    rustix::fs::chownat(CWD, path, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)?;
+    // After chown, which clears setuid and setgid. Symlinks have no mode of their own.
+    if !meta.is_symlink() {
+        rustix::fs::chmodat(
+            CWD,
+            path,
+            Mode::from_raw_mode(meta.mode()),
+            AtFlags::empty(),
+        )?;
+    }
+    let times = Timestamps {
+        last_access: Timespec {
+            tv_sec: meta.atime(),
+            tv_nsec: meta.atime_nsec(),
+        },
+        last_modification: Timespec {
+            tv_sec: meta.mtime(),
+            tv_nsec: meta.mtime_nsec(),
+        },
+    };
+    rustix::fs::utimensat(CWD, path, &times, AtFlags::SYMLINK_NOFOLLOW)?;
+    Ok(())
+}
+
+fn walk_error(root: &Path, err: walkdir::Error) -> TreeError {
+    TreeError::Read {
+        path: err.path().unwrap_or(root).to_owned(),
+        err: err.into(),
+    }
+}
+
+/// Whether files in `dir` can be reflink-cloned from `sample`, a regular file on the same
+/// filesystem. The probe is an unnamed O_TMPFILE file: a check run on a data directory must
+/// leave it byte-identical, so no entry may appear or vanish and the directory's mtime must
+/// not move; the kernel frees the file when it is closed. Any failure, including a filesystem
+/// without O_TMPFILE, answers false.
+pub fn supports_reflink(dir: &Path, sample: &Path) -> bool {
+    let probe = || -> rustix::io::Result<()> {
+        let flags = OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC;
+        let tmp = rustix::fs::openat(CWD, dir, flags, Mode::RUSR | Mode::WUSR)?;
+        let input = rustix::fs::open(sample, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
+        rustix::fs::ioctl_ficlone(&tmp, &input)
+    };
+    probe().is_ok()
+}
+
+/// The apparent size of a tree as `du -sb` counts it: every entry (directories and symlinks
+/// too), hard links once, symlinks not followed. Top-level entries named as `skip` says are
+/// left out.
+pub fn tree_bytes(root: &Path, skip: impl Fn(&str) -> bool) -> io::Result<u64> {
+    let mut seen = HashSet::new();
+    let mut total = 0;
+    let walk = WalkDir::new(root)
+        .into_iter()
+        .filter_entry(|e| e.depth() != 1 || !e.file_name().to_str().is_some_and(&skip));
+    for entry in walk {
+        let meta = entry?.metadata()?;
+        if meta.nlink() > 1 && !meta.is_dir() && !seen.insert((meta.dev(), meta.ino())) {
+            continue;
+        }
+        total += meta.len();
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::os::unix::fs::{PermissionsExt, chown, symlink};
+
+    use super::*;
+    use crate::backup::is_backup_name;
+
+    #[test]
+    fn sizes_count_hard_links_once_and_skip_backups() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        std::fs::write(root.join("a"), vec![0u8; 1000]).unwrap();
+        std::fs::hard_link(root.join("a"), root.join("b")).unwrap();
+        std::fs::create_dir(root.join("upgrade_backup_20261121T101530Z")).unwrap();
+        std::fs::write(
+            root.join("upgrade_backup_20261121T101530Z/big"),
+            vec![0u8; 5000],
+        )
+        .unwrap();
+        let dir_len = std::fs::metadata(root).unwrap().len();
+        assert_eq!(tree_bytes(root, is_backup_name).unwrap(), dir_len + 1000);
+        assert!(tree_bytes(root, |_| false).unwrap() >= dir_len + 6000);
+    }
+
+    /// 2020-01-02 03:04:05 UTC; each entry gets a few seconds more so that mixups show.
+    const PAST: i64 = 1_577_934_245;
+    const NSEC: i64 = 123_456_789;
+
+    fn set_times(path: &Path, sec: i64) {
+        let at = Timespec {
+            tv_sec: sec,
+            tv_nsec: NSEC,
+        };
+        let times = Timestamps {
+            last_access: at,
+            last_modification: at,
+        };
+        rustix::fs::utimensat(CWD, path, &times, AtFlags::SYMLINK_NOFOLLOW).unwrap();
+    }
+
+    fn dir(path: &Path, mode: u32) {
+        fs::create_dir(path).unwrap();
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    fn file(path: &Path, content: &str, mode: u32, owner: Option<u32>) {
+        fs::write(path, content).unwrap();
+        if let Some(id) = owner {
+            chown(path, Some(id), Some(id)).unwrap();
+        }
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    /// A data directory with one of everything a copy must keep. Times go on last, deepest
+    /// first, since writing into a directory moves its mtime.
+    fn source_tree(src: &Path) {
+        dir(src, 0o700);
+        file(&src.join("PG_VERSION"), "17\n", 0o600, None);
+        dir(&src.join("base"), 0o700);
+        dir(&src.join("base/1"), 0o750);
+        file(&src.join("base/1/data"), "rows", 0o640, Some(999));
+        // chown clears setuid and setgid: this one shows the mode goes on after the owner.
+        file(&src.join("base/1/setid"), "#!/bin/sh\n", 0o6750, Some(999));
+        file(&src.join("base/1/skipme"), "nested, so kept", 0o600, None);
+        dir(&src.join("global"), 0o700);
+        file(&src.join("global/a"), "linked", 0o600, None);
+        fs::hard_link(src.join("global/a"), src.join("global/b")).unwrap();
+        dir(&src.join("shared"), 0o3770);
+        dir(&src.join("empty"), 0o700);
+        symlink("base/1", src.join("pg_wal")).unwrap();
+        symlink("nowhere", src.join("dangling")).unwrap();
+        dir(&src.join("skipme"), 0o700);
+        file(&src.join("skipme/big"), "left out", 0o600, None);
+        let entries = [
+            "PG_VERSION",
+            "base/1/data",
+            "base/1/setid",
+            "base/1/skipme",
+            "global/a",
+            "pg_wal",
+            "dangling",
+            "skipme/big",
+            "base/1",
+            "base",
+            "global",
+            "shared",
+            "empty",
+            "skipme",
+            "",
+        ];
+        for (i, rel) in (0..).zip(entries) {
+            set_times(&src.join(rel), PAST + i);
+        }
+    }
+
+    fn entries(root: &Path, skip: &str) -> Vec<(PathBuf, Metadata)> {
+        WalkDir::new(root)
+            .sort_by_file_name()
+            .into_iter()
+            .filter_entry(|e| e.depth() != 1 || e.file_name() != skip)
+            .map(|e| {
+                let e = e.unwrap();
+                let rel = e.path().strip_prefix(root).unwrap().to_owned();
+                (rel, e.metadata().unwrap())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn copies_keep_everything() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (src, dst) = (tmp.path().join("src"), tmp.path().join("copy"));
+        source_tree(&src);
+        let before = entries(&src, "skipme");
+        let reported = Cell::new(0);
+        let opts = CopyOptions {
+            transfer: Transfer::Copy,
+            skip: &|name| name == "skipme",
+            progress: &|n| reported.set(reported.get() + n),
+        };
+        let copied = copy_tree(&src, &dst, &opts).unwrap();
+
+        assert_eq!(reported.get(), copied);
+        let mut inodes = HashSet::new();
+        let data: u64 = (before.iter())
+            .filter(|(_, m)| m.is_file() && inodes.insert(m.ino()))
+            .map(|(_, m)| m.len())
+            .sum();
+        assert_eq!(copied, data);
+
+        let after = entries(&dst, "");
+        let names =
+            |list: &[(PathBuf, Metadata)]| list.iter().map(|e| e.0.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&before), names(&after));
+        assert!(after.iter().any(|e| e.0 == Path::new("base/1/skipme")));
+        for ((rel, s), (_, d)) in before.iter().zip(&after) {
+            let what = rel.display();
+            assert_eq!(s.mode(), d.mode(), "{what}: type and mode");
+            assert_eq!((s.uid(), s.gid()), (d.uid(), d.gid()), "{what}");
+            assert_eq!(s.len(), d.len(), "{what}");
+            assert_eq!(s.mtime(), d.mtime(), "{what}");
+            assert_eq!(s.mtime_nsec(), d.mtime_nsec(), "{what}");
+            // Listing a directory moves its atime, so only the others' still match.
+            if !s.is_dir() {
+                assert_eq!((s.atime(), s.atime_nsec()), (d.atime(), d.atime_nsec()));
+            }
+            if s.is_file() {
+                let content = |root: &Path| fs::read(root.join(rel)).unwrap();
+                assert_eq!(content(&src), content(&dst), "{what}");
+            }
+            if s.is_symlink() {
+                let target = |root: &Path| fs::read_link(root.join(rel)).unwrap();
+                assert_eq!(target(&src), target(&dst), "{what}");
+            }
+        }
+        assert_eq!(after[0].1.mode() & 0o7777, 0o700);
+        assert_eq!(after[0].1.mtime(), PAST + 14);
+
+        let ino = |root: &Path, rel| fs::metadata(root.join(rel)).unwrap().ino();
+        assert_eq!(ino(&dst, "global/a"), ino(&dst, "global/b"));
+        assert_ne!(ino(&dst, "global/a"), ino(&src, "global/a"));
+
+        let err = copy_tree(&src, &dst, &opts).unwrap_err();
+        assert!(
+            matches!(&err, TreeError::Copy { err, .. } if err.kind() == io::ErrorKind::AlreadyExists),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn special_files_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        fs::create_dir(&src).unwrap();
+        std::os::unix::net::UnixListener::bind(src.join("socket")).unwrap();
+        let opts = CopyOptions {
+            transfer: Transfer::Copy,
+            skip: &|_| false,
+            progress: &|_| {},
+        };
+        let err = copy_tree(&src, &tmp.path().join("copy"), &opts).unwrap_err();
+        assert!(matches!(err, TreeError::Special { .. }), "{err}");
+    }
+
+    #[test]
+    fn reflink_probe_leaves_the_directory_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (src, dst) = (tmp.path().join("src"), tmp.path().join("copy"));
+        source_tree(&src);
+        let sample = src.join("PG_VERSION");
+        let mtime = |p: &Path| {
+            let m = fs::metadata(p).unwrap();
+            (m.mtime(), m.mtime_nsec())
+        };
+        let listing = |p: &Path| fs::read_dir(p).unwrap().count();
+        let (was, count) = (mtime(&src), listing(&src));
+        let clones = supports_reflink(&src, &sample);
+        assert_eq!((mtime(&src), listing(&src)), (was, count));
+
+        // ext2/3/4 and tmpfs have no reflinks; elsewhere (btrfs, XFS) either answer is fine.
+        let fs_type = rustix::fs::statfs(tmp.path()).unwrap().f_type;
+        if matches!(fs_type, 0xEF53 | 0x0102_1994) {
+            assert!(!clones);
+        }
+        let opts = CopyOptions {
+            transfer: Transfer::Clone,
+            skip: &|_| false,
+            progress: &|_| {},
+        };
+        match copy_tree(&src, &dst, &opts) {
+            Err(TreeError::NoReflink { path }) if !clones => assert_eq!(path, dst),
+            Ok(_) if clones => {}
+            other => panic!("reflinks: {clones}, yet a clone copy gave {other:?}"),
+        }
+    }
+}
