@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, NaiveDateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::tree::tree_bytes;
 
@@ -24,6 +24,63 @@ pub struct Backup {
     pub bytes: u64,
     /// From the name's timestamp; the directory's mtime when the name has none.
     pub created: DateTime<Utc>,
+}
+
+/// What pgup records beside a backup (`<name>.json`): what is needed to go back.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    pub name: String,
+    /// The old cluster's PG_VERSION.
+    pub old_major: u32,
+    pub new_major: u32,
+    /// The image the container ran before the upgrade.
+    pub old_image: Option<String>,
+    pub container: Option<String>,
+    /// PGDATA's path below the mount root ("" when it is the root).
+    pub pgdata_below_root: PathBuf,
+    pub mode: crate::plan::Backup,
+    pub created: DateTime<Utc>,
+}
+
+impl Record {
+    pub fn path(root: &Path, name: &str) -> PathBuf {
+        root.join(format!("{name}.json"))
+    }
+
+    /// Writes the record durably (temporary file, fsync, rename), readable only by the data
+    /// owner.
+    pub fn write(&self, root: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+        let path = Self::path(root, &self.name);
+        let tmp = path.with_extension("json.tmp");
+        private_file(
+            &tmp,
+            serde_json::to_string_pretty(self)?.as_bytes(),
+            uid,
+            gid,
+        )?;
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(root)?.sync_all()
+    }
+}
+
+/// The log of the upgrade that made backup `name`.
+pub fn log_path(root: &Path, name: &str) -> PathBuf {
+    root.join(format!("{name}.log"))
+}
+
+/// Writes a file only its owner (the data owner) can read, synced to disk.
+pub fn private_file(path: &Path, content: &[u8], uid: u32, gid: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(content)?;
+    f.sync_all()?;
+    std::os::unix::fs::chown(path, Some(uid), Some(gid))
 }
 
 /// The timestamp a backup's name carries.

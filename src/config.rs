@@ -2,9 +2,6 @@
 //! cluster's `postgresql.conf` / `postgresql.auto.conf` text and rewrites that text (replaced
 //! or commented out). It is pure: the caller does the I/O and passes the text in.
 
-// Used by check/upgrade, which land next.
-#![allow(dead_code)]
-
 use std::collections::BTreeSet;
 use std::fmt;
 

@@ -8,12 +8,14 @@ use std::path::{Path, PathBuf};
 use bollard::errors::Error as ApiError;
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{
-    ContainerCreateBody, HostConfig, Mount as ApiMount, MountType, VolumeCreateRequest,
+    ContainerCreateBody, ContainerUpdateBody, EndpointSettings, HostConfig, Mount as ApiMount,
+    MountType, NetworkConnectRequest, NetworkingConfig, RestartPolicy, RestartPolicyNameEnum,
+    VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     ContainerArchiveInfoOptionsBuilder, CreateContainerOptionsBuilder,
     ListContainersOptionsBuilder, ListImagesOptionsBuilder, RemoveContainerOptionsBuilder,
-    RemoveVolumeOptionsBuilder, StopContainerOptionsBuilder,
+    RemoveVolumeOptionsBuilder, RenameContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 
@@ -40,7 +42,10 @@ pub struct Container {
     /// The image as the container names it, e.g. `pgup/postgres:13`.
     pub image: String,
     pub running: bool,
+    /// The process id of its main process on this host, while it runs.
+    pub pid: Option<i64>,
     pub env: HashMap<String, String>,
+    pub labels: HashMap<String, String>,
     pub mounts: Vec<Mount>,
 }
 
@@ -71,7 +76,6 @@ pub struct Volume {
 /// A local image and the labels pgup reads.
 #[derive(Debug, Clone)]
 pub struct Image {
-    pub id: String,
     pub tags: Vec<String>,
     pub labels: HashMap<String, String>,
 }
@@ -179,8 +183,10 @@ impl Docker {
                 .trim_start_matches('/')
                 .to_owned(),
             image: config.image.unwrap_or_default(),
-            running: c.state.and_then(|s| s.running).unwrap_or(false),
+            running: c.state.as_ref().and_then(|s| s.running).unwrap_or(false),
+            pid: c.state.and_then(|s| s.pid).filter(|p| *p > 0),
             env,
+            labels: config.labels.unwrap_or_default(),
             mounts,
         })
     }
@@ -230,7 +236,6 @@ impl Docker {
             .await?
             .into_iter()
             .map(|i| Image {
-                id: i.id,
                 tags: i.repo_tags,
                 labels: i.labels,
             })
@@ -244,7 +249,6 @@ impl Docker {
                 let config = i.config.unwrap_or_default();
                 let env = env_map(config.env.unwrap_or_default());
                 let image = Image {
-                    id: i.id.unwrap_or_default(),
                     tags: i.repo_tags.unwrap_or_default(),
                     labels: config.labels.unwrap_or_default(),
                 };
@@ -451,6 +455,160 @@ impl Docker {
         }
         self.remove(&id).await;
         Ok(musl)
+    }
+}
+
+impl Docker {
+    /// Re-creates container `name` on `image` with the same configuration (environment,
+    /// mounts, ports, networks, restart policy, labels, command), PGDATA set to `pgdata`, and
+    /// starts it. The old container is kept, stopped and renamed `keep_old_as`, with its
+    /// restart policy cleared so a daemon restart cannot start it on the new data.
+    pub async fn recreate_on(
+        &self,
+        name: &str,
+        image: &str,
+        pgdata: &str,
+        keep_old_as: &str,
+    ) -> Result<()> {
+        let old = self
+            .api
+            .inspect_container(name, None)
+            .await
+            .map_err(|e| not_found(e, || DockerError::NoSuchContainer(name.to_owned())))?;
+        let config = old.config.clone().unwrap_or_default();
+        // What came from the old image is left for the new image to give.
+        let old_image = self
+            .api
+            .inspect_image(old.image.as_deref().unwrap_or_default())
+            .await?;
+        let image_config = old_image.config.unwrap_or_default();
+        let from_image =
+            |v: &Option<Vec<String>>, img: &Option<Vec<String>>| v.is_some() && v == img;
+        let image_env: Vec<String> = image_config.env.clone().unwrap_or_default();
+        let mut env: Vec<String> = config
+            .env
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| !image_env.contains(e) && !e.starts_with("PGDATA="))
+            .collect();
+        env.push(format!("PGDATA={pgdata}"));
+        let image_labels = image_config.labels.clone().unwrap_or_default();
+        let labels: HashMap<String, String> = config
+            .labels
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(k, v)| image_labels.get(k) != Some(v))
+            .collect();
+        // Mounts as they are, anonymous volumes included, so the data stays attached.
+        let mounts: Vec<ApiMount> = old
+            .mounts
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|m| {
+                let typ = match m.typ.map(|t| t.to_string()).as_deref() {
+                    Some("volume") => MountType::VOLUME,
+                    Some("bind") => MountType::BIND,
+                    _ => return None,
+                };
+                Some(ApiMount {
+                    source: if typ == MountType::VOLUME {
+                        m.name
+                    } else {
+                        m.source
+                    },
+                    target: m.destination,
+                    typ: Some(typ),
+                    read_only: m.rw.map(|rw| !rw),
+                    ..Default::default()
+                })
+            })
+            .collect();
+        let mut host_config = old.host_config.clone().unwrap_or_default();
+        host_config.binds = None;
+        host_config.mounts = Some(mounts);
+        let endpoint = |e: &EndpointSettings| EndpointSettings {
+            aliases: e.aliases.clone(),
+            links: e.links.clone(),
+            ipam_config: e.ipam_config.clone(),
+            driver_opts: e.driver_opts.clone(),
+            ..Default::default()
+        };
+        let networks = old
+            .network_settings
+            .and_then(|n| n.networks)
+            .unwrap_or_default();
+        let mode = host_config.network_mode.clone().unwrap_or_default();
+        // Older engines take one network at creation; the others are connected after.
+        let (first, others): (Vec<_>, Vec<_>) = networks.iter().partition(|(n, _)| **n == mode);
+        let body = ContainerCreateBody {
+            hostname: config.hostname,
+            domainname: config.domainname,
+            user: config.user,
+            exposed_ports: config.exposed_ports,
+            tty: config.tty,
+            open_stdin: config.open_stdin,
+            env: Some(env),
+            cmd: config.cmd.filter(|_| {
+                !from_image(
+                    &old.config.as_ref().and_then(|c| c.cmd.clone()),
+                    &image_config.cmd,
+                )
+            }),
+            entrypoint: config.entrypoint.filter(|_| {
+                !from_image(
+                    &old.config.as_ref().and_then(|c| c.entrypoint.clone()),
+                    &image_config.entrypoint,
+                )
+            }),
+            healthcheck: config.healthcheck,
+            working_dir: config
+                .working_dir
+                .filter(|w| Some(w) != image_config.working_dir.as_ref()),
+            image: Some(image.to_owned()),
+            labels: Some(labels),
+            stop_signal: config
+                .stop_signal
+                .filter(|s| Some(s) != image_config.stop_signal.as_ref()),
+            stop_timeout: config.stop_timeout,
+            host_config: Some(host_config),
+            networking_config: Some(NetworkingConfig {
+                endpoints_config: Some(
+                    first
+                        .iter()
+                        .map(|(n, e)| ((*n).clone(), endpoint(e)))
+                        .collect(),
+                ),
+            }),
+            ..Default::default()
+        };
+        self.api
+            .rename_container(
+                name,
+                RenameContainerOptionsBuilder::default()
+                    .name(keep_old_as)
+                    .build(),
+            )
+            .await?;
+        let never = ContainerUpdateBody {
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::NO),
+                maximum_retry_count: None,
+            }),
+            ..Default::default()
+        };
+        self.api.update_container(keep_old_as, never).await?;
+        let options = CreateContainerOptionsBuilder::default().name(name).build();
+        self.api.create_container(Some(options), body).await?;
+        for (network, e) in others {
+            let request = NetworkConnectRequest {
+                container: name.to_owned(),
+                endpoint_config: Some(endpoint(e)),
+            };
+            self.api.connect_network(network, request).await?;
+        }
+        self.api.start_container(name, None).await?;
+        Ok(())
     }
 }
 

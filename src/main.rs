@@ -9,12 +9,14 @@ mod config;
 mod docker;
 mod pgcmd;
 mod plan;
+mod recreate;
 mod space;
 mod status;
 mod target;
 mod toolbox;
 mod tree;
 mod ui;
+mod upgrade;
 mod verify;
 
 use std::process::ExitCode;
@@ -36,7 +38,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Status(args) => status::run(args, &printer).await.map(|()| true),
             Command::Check(args) => check::run(args, &printer).await,
-            Command::Upgrade(_) => bail!("pgup upgrade is not implemented yet"),
+            Command::Upgrade(args) => upgrade::run(args, &printer).await,
             Command::Rollback(_) => bail!("pgup rollback is not implemented yet"),
             Command::Cleanup(_) => bail!("pgup cleanup is not implemented yet"),
             Command::Image(_) => bail!("pgup image is not implemented yet"),

@@ -81,7 +81,6 @@ pub fn initdb(major: u32, datadir: &str, s: &InitSettings) -> Vec<String> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transfer {
     Copy,
-    Clone,
     Link,
 }
 
@@ -115,7 +114,6 @@ impl PgUpgrade<'_> {
         argv.push(
             match self.transfer {
                 Transfer::Copy => "--copy",
-                Transfer::Clone => "--clone",
                 Transfer::Link => "--link",
             }
             .into(),

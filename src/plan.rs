@@ -7,12 +7,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use indicatif::HumanBytes;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cli::Mode;
 
 /// How the old cluster is kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backup {
     /// A full copy of every byte.

@@ -228,6 +228,8 @@ mod tests {
             name: "db".into(),
             image: "img".into(),
             running: false,
+            pid: None,
+            labels: HashMap::new(),
             env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))

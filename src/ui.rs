@@ -35,10 +35,6 @@ impl Printer {
         eprintln!("==> {message}");
     }
 
-    pub fn warn(&self, message: impl Display) {
-        eprintln!("warning: {message}");
-    }
-
     /// A bytes/ETA bar for a long transfer; hidden unless a person watches stderr.
     pub fn bytes_bar(&self, total: u64) -> ProgressBar {
         if self.json || !std::io::stderr().is_terminal() {
@@ -46,8 +42,10 @@ impl Printer {
         }
         let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
         bar.set_style(
-            ProgressStyle::with_template("    {bar:40} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}")
-                .expect("a valid template"),
+            ProgressStyle::with_template(
+                "    {bar:40} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+            )
+            .expect("a valid template"),
         );
         bar
     }

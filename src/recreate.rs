@@ -1,0 +1,106 @@
+//! Moving a container to the new major's image once its data is upgraded: the same name and
+//! configuration, PGDATA pointing where the data is (so a volume at /var/lib/postgresql/data
+//! keeps working on the 18 images), the old container kept stopped and renamed for rollback,
+//! and the running server's version checked through its own socket.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::docker::Docker;
+use crate::plan::Plan;
+use crate::verify;
+
+pub struct Moved {
+    pub server_version_num: i32,
+    /// For a Compose-managed container: the change to make in the compose file.
+    pub compose_hint: Option<String>,
+}
+
+/// The name the old container is kept under.
+pub fn kept_name(name: &str, stamp: &str) -> String {
+    format!("{name}-pgup-{stamp}")
+}
+
+pub async fn recreate(
+    docker: &Docker,
+    name: &str,
+    image: &str,
+    plan: &Plan,
+    root: &Path,
+    stamp: &str,
+    superuser: &str,
+) -> Result<Moved> {
+    let (data, new_major) = (&plan.data_dir, plan.new_major);
+    let old = docker.container(name).await?;
+    let mount = old
+        .mounts
+        .iter()
+        .find(|m| m.source == root)
+        .with_context(|| format!("container {name} no longer mounts {}", root.display()))?;
+    let pgdata = mount
+        .destination
+        .join(data.strip_prefix(root).unwrap_or(Path::new("")));
+    docker
+        .recreate_on(
+            name,
+            image,
+            &pgdata.display().to_string(),
+            &kept_name(name, stamp),
+        )
+        .await?;
+    let version = server_version(docker, name, superuser).await?;
+    if version / 10000 != new_major as i32 {
+        bail!("container {name} runs server_version_num {version}, not PostgreSQL {new_major}");
+    }
+    let hint = match (
+        old.labels.get("com.docker.compose.service"),
+        old.labels.get("com.docker.compose.project.config_files"),
+    ) {
+        (Some(service), files) => Some(format!(
+            "Compose: in {}, set `image: {image}` for service {service} and add `PGDATA: {}` to its environment; otherwise `docker compose up` re-creates it on the old image.",
+            files.map_or("the compose file", |f| f.as_str()),
+            pgdata.display()
+        )),
+        (None, _) => None,
+    };
+    Ok(Moved {
+        server_version_num: version,
+        compose_hint: hint,
+    })
+}
+
+/// server_version_num of the server in a running container, through its Unix socket seen
+/// from the host (/proc/<pid>/root): no network and no password needed.
+async fn server_version(docker: &Docker, name: &str, superuser: &str) -> Result<i32> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let attempt = async {
+            let c = docker.container(name).await?;
+            let pid = c.pid.context("the container is not running")?;
+            // /var/run is an absolute link to /run in Debian images, which /proc/<pid>/root
+            // would resolve on the host: look in the real directory first.
+            let root = Path::new("/proc").join(pid.to_string()).join("root");
+            let socket = ["run/postgresql", "var/run/postgresql"]
+                .iter()
+                .map(|d| root.join(d))
+                .find(|d| d.join(".s.PGSQL.5432").exists())
+                .context("no server socket yet")?;
+            let client = verify::connect(&socket, superuser, "template1").await?;
+            let row = client
+                .query_one("SELECT current_setting('server_version_num')::int", &[])
+                .await?;
+            anyhow::Ok(row.get::<_, i32>(0))
+        };
+        match attempt.await {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() > deadline => {
+                return Err(e).context(format!(
+                    "container {name} on the new image did not answer; see `docker logs {name}`"
+                ));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
