@@ -274,19 +274,28 @@ pub async fn static_checks(
 
     // Server state.
     let control = pre.control.clone().expect("probe read pg_controldata");
-    if let Some(names) = (!pre.running.is_empty()).then(|| {
-        pre.running
-            .iter()
-            .map(|c| c.name.clone())
-            .collect::<Vec<_>>()
-    }) {
+    let target_name = pre.target.container.as_ref().map(|c| c.name.clone());
+    let others: Vec<String> = pre
+        .running
+        .iter()
+        .map(|c| c.name.clone())
+        .filter(|n| Some(n) != target_name.as_ref())
+        .collect();
+    if !others.is_empty() {
+        // pgup stops only the container it was pointed at.
+        pre.push(
+            "server",
+            Outcome::Fail,
+            format!(
+                "a server still holds the data: container {} is running on it; stop it, or name it with --container so pgup stops it",
+                others.join(", ")
+            ),
+        );
+    } else if !pre.running.is_empty() {
         pre.push(
             "server",
             Outcome::Warn,
-            format!(
-                "running in {}; upgrade stops it gracefully first",
-                names.join(", ")
-            ),
+            "running; upgrade stops it gracefully first",
         );
     } else if !control.shut_down_cleanly() {
         let hint = pre

@@ -327,6 +327,8 @@ impl Docker {
     ) -> Result<ExecResult> {
         let options = CreateExecOptions {
             cmd: Some(argv.to_vec()),
+            // Writable for any uid; pg_upgrade writes its scripts into its working directory.
+            working_dir: Some("/tmp".to_owned()),
             attach_stdout: Some(true),
             attach_stderr: Some(true),
             ..Default::default()

@@ -111,13 +111,12 @@ impl PgUpgrade<'_> {
             format!("--old-options={options}"),
             format!("--new-options={options}"),
         ];
-        argv.push(
-            match self.transfer {
-                Transfer::Copy => "--copy",
-                Transfer::Link => "--link",
-            }
-            .into(),
-        );
+        match self.transfer {
+            Transfer::Link => argv.push("--link".into()),
+            // Copying is the default; the flag itself only exists from 16 on.
+            Transfer::Copy if self.new_major >= 16 => argv.push("--copy".into()),
+            Transfer::Copy => {}
+        }
         if self.check_only {
             argv.push("--check".into());
         }
@@ -274,6 +273,23 @@ mod tests {
             .find(|a| a.starts_with("--old-options="))
             .unwrap();
         assert!(old.contains("hba_file=/pgup/run/pg_hba.conf") && old.contains("archive_mode=off"));
+    }
+
+    #[test]
+    fn copy_flag_only_from_16() {
+        let up = |new_major| PgUpgrade {
+            old_major: 13,
+            new_major,
+            old_datadir: "/o",
+            new_datadir: "/n",
+            superuser: "postgres",
+            run_dir: "/r",
+            transfer: Transfer::Copy,
+            jobs: 1,
+            check_only: true,
+        };
+        assert!(!up(15).argv().contains(&"--copy".to_owned()));
+        assert!(up(17).argv().contains(&"--copy".to_owned()));
     }
 
     #[test]

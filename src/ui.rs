@@ -50,12 +50,15 @@ impl Printer {
         bar
     }
 
-    /// Asks a yes/no question on the terminal; refuses when there is none to ask on.
-    pub fn confirm(&self, question: &str) -> Result<bool> {
+    /// Shows `what` and asks whether to go on; refuses, showing nothing, when there is no
+    /// terminal to ask on.
+    pub fn confirm(&self, what: &dyn Display, question: &str) -> Result<bool> {
         if !std::io::stdin().is_terminal() {
-            bail!("{question} — no terminal to ask on; pass --yes to proceed without asking");
+            bail!(
+                "nothing was changed: there is no terminal to confirm on; pass --yes to proceed without asking"
+            );
         }
-        eprint!("{question} [y/N] ");
+        eprint!("{what}{question} [y/N] ");
         let mut answer = String::new();
         std::io::stdin().lock().read_line(&mut answer)?;
         Ok(matches!(answer.trim(), "y" | "Y" | "yes"))

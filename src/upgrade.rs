@@ -127,11 +127,8 @@ pub async fn run(args: UpgradeArgs, printer: &Printer) -> Result<bool> {
         jobs,
         config_changes: pre.config_changes.iter().map(ToString::to_string).collect(),
     };
-    if !args.yes {
-        eprint!("{plan}");
-        if !printer.confirm("Proceed?")? {
-            bail!("nothing was changed: the upgrade was not confirmed");
-        }
+    if !args.yes && !printer.confirm(&plan, "Proceed?")? {
+        bail!("nothing was changed: the upgrade was not confirmed");
     }
 
     // Stop the servers; from here on, a failure restarts what was running.

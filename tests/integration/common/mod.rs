@@ -3,6 +3,7 @@
 //! Docker is driven through its CLI, independently of the code under test. A test that needs
 //! Docker fails loudly when it is missing.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -78,6 +79,10 @@ impl ServerSpec {
 
 pub struct Server {
     pub name: String,
+    /// The volume path inside the container.
+    pub mount: String,
+    /// Whether dropping this server removes its storage (false for a second container on it).
+    owns_storage: bool,
     pub volume: Option<String>,
     /// The bind-mounted host directory (removed on drop).
     pub bind_dir: Option<PathBuf>,
@@ -115,6 +120,8 @@ impl Server {
         };
         let mut server = Self {
             name,
+            mount: mount.clone(),
+            owns_storage: true,
             volume,
             bind_dir,
             user: spec.user.to_owned(),
@@ -148,15 +155,106 @@ impl Server {
         }
         args.push(spec.image);
         docker(&args);
-        let port = docker(&["port", &server.name, "5432/tcp"]);
-        server.port = port
+        server.refresh_port();
+        server.client("postgres").await;
+        server
+    }
+
+    /// Reads the published port again (a re-created container gets a new ephemeral one).
+    pub fn refresh_port(&mut self) {
+        let port = docker(&["port", &self.name, "5432/tcp"]);
+        let first = port.lines().next().unwrap_or_default();
+        self.port = first
             .rsplit(':')
             .next()
             .unwrap()
             .parse()
             .expect("a published port");
-        server.client("postgres").await;
-        server
+    }
+
+    /// Starts another container of `image` on this server's storage, mounted at `mount`
+    /// (removed on drop; the storage stays with this server).
+    pub async fn attach(&self, image: &str, mount: &str, extra_env: &[&str]) -> Server {
+        let name = unique("db2");
+        let source = match (&self.volume, &self.bind_dir) {
+            (Some(v), _) => v.clone(),
+            (None, Some(d)) => d.display().to_string(),
+            _ => unreachable!(),
+        };
+        let vol_arg = format!("{source}:{mount}");
+        let mut args = vec![
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--label",
+            "org.pgup.test=1",
+            "-e",
+            "POSTGRES_PASSWORD",
+        ];
+        for e in extra_env {
+            args.extend(["-e", e]);
+        }
+        args.extend(["-p", "127.0.0.1::5432", "-v", &vol_arg, image]);
+        docker(&args);
+        let mut s = Server {
+            name,
+            mount: mount.to_owned(),
+            owns_storage: false,
+            volume: self.volume.clone(),
+            bind_dir: self.bind_dir.clone(),
+            user: self.user.clone(),
+            port: 0,
+        };
+        s.refresh_port();
+        s.client("postgres").await;
+        s
+    }
+
+    /// Per database and table: row count and an md5 of all rows in a fixed order.
+    pub async fn content(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        let c = self.client("postgres").await;
+        let dbs: Vec<String> = c
+            .query(
+                "SELECT datname::text FROM pg_database WHERE datallowconn AND NOT datistemplate",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for db in dbs {
+            let c = self.client(&db).await;
+            let tables: Vec<String> = c
+                .query(
+                    "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables \
+                     WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            for t in tables {
+                let sql = format!(
+                    "SELECT count(*)::text || ' ' || coalesce(md5(string_agg(x::text, '|' ORDER BY x::text)), '') FROM {t} x"
+                );
+                let row = c.query_one(&sql, &[]).await.unwrap();
+                out.insert(format!("{db}.{t}"), row.get(0));
+            }
+        }
+        out
+    }
+
+    pub async fn setting(&self, name: &str) -> String {
+        let c = self.client("postgres").await;
+        c.query_one("SELECT current_setting($1)", &[&name])
+            .await
+            .unwrap()
+            .get(0)
     }
 
     /// A connection as the bootstrap superuser, retried while the server starts up.
@@ -225,6 +323,19 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = docker_output(&["rm", "-f", "-v", &self.name]);
+        // Containers pgup kept or made for this server.
+        let kept = docker_output(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("name={}-pgup-", self.name),
+        ]);
+        for id in String::from_utf8_lossy(&kept.stdout).split_whitespace() {
+            let _ = docker_output(&["rm", "-f", "-v", id]);
+        }
+        if !self.owns_storage {
+            return;
+        }
         if let Some(v) = &self.volume {
             let _ = docker_output(&["volume", "rm", "-f", v]);
         }
@@ -302,4 +413,17 @@ impl Run {
         assert!(lines[0].contains(text), "{:?} not in {}", text, self.stderr);
         assert!(!self.stderr.contains("panicked") && !self.stderr.contains("backtrace"));
     }
+}
+
+/// A hash of a file tree: every entry's path, type, mode, owner, size, mtime and link target,
+/// and every file's content, as `find` and `sha256sum` see them.
+pub fn tree_hash(root: &Path) -> String {
+    let script = r#"cd "$1" && { find . -printf '%P %y %m %U:%G %s %T@ %l\n' | sort; find . -type f -print0 | sort -z | xargs -0r sha256sum; } | sha256sum"#;
+    let out = Command::new("sh")
+        .args(["-c", script, "sh"])
+        .arg(root)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }

@@ -1,0 +1,476 @@
+//! `pgup check` and `pgup upgrade` on real containers with real pg_upgrade: every path we can
+//! build, data compared before and after by per-table content hashes.
+
+use std::process::Command;
+
+use crate::common::*;
+
+/// Data with an extension, an index using it, sequences and a second database.
+async fn seed_rich(s: &Server) {
+    s.seed(&s.user.clone()).await;
+    let c = s.client(&s.user).await;
+    c.batch_execute(
+        "CREATE EXTENSION pg_trgm;
+         CREATE INDEX items_name_trgm ON items USING gin (name gin_trgm_ops);
+         CREATE SEQUENCE counter START 40; SELECT nextval('counter'), nextval('counter');",
+    )
+    .await
+    .unwrap();
+    c.batch_execute("CREATE DATABASE second").await.unwrap();
+    let c2 = s.client("second").await;
+    c2.batch_execute("CREATE TABLE notes (id int PRIMARY KEY, body text); INSERT INTO notes SELECT g, repeat('x', g % 50) FROM generate_series(1, 300) g;")
+        .await
+        .unwrap();
+}
+
+fn upgrade(args: &[&str]) -> serde_json::Value {
+    pgup_json(&[&["upgrade"], args, &["--yes"]].concat())
+}
+
+/// Upgrades a container of `from` to `to` with --new-image, and checks the data, the
+/// version, the settings kept and a password login over TCP.
+async fn path_with_new_image(from: &'static str, to: u32, user: &'static str) {
+    let mut spec = ServerSpec::new(from);
+    spec.user = user;
+    let mut s = Server::start(spec).await;
+    seed_rich(&s).await;
+    let before = s.content().await;
+    let checksums = s.setting("data_checksums").await;
+    let new_image = format!("pgup/postgres:{to}");
+    let report = upgrade(&[
+        "--container",
+        &s.name,
+        "--to",
+        &to.to_string(),
+        "--new-image",
+        &new_image,
+    ]);
+    assert_eq!(report["to"], to);
+    assert!(
+        report["server_version_num"].as_i64().unwrap() / 10000 == to as i64,
+        "{report}"
+    );
+    assert!(
+        report["backup"]
+            .as_str()
+            .unwrap()
+            .contains("upgrade_backup_"),
+        "{report}"
+    );
+
+    s.refresh_port();
+    assert_eq!(
+        s.content().await,
+        before,
+        "the data is the same after the upgrade"
+    );
+    let version: i32 = s.setting("server_version_num").await.parse().unwrap();
+    assert_eq!(version / 10000, to as i32);
+    assert_eq!(
+        s.setting("data_checksums").await,
+        checksums,
+        "checksums as before"
+    );
+    let c = s.client(user).await;
+    let next: i64 = c
+        .query_one("SELECT nextval('counter')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(next, 42, "sequences continue where they were");
+    let trgm: i64 = c
+        .query_one("SELECT count(*) FROM items WHERE name % 'item 4242'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(trgm > 0, "the pg_trgm index answers");
+    let (installed, default): (String, String) = {
+        let r = c
+            .query_one(
+                "SELECT e.extversion, a.default_version FROM pg_extension e JOIN pg_available_extensions a ON a.name = e.extname WHERE e.extname = 'pg_trgm'",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(
+        installed, default,
+        "the extension was updated to the new major's version"
+    );
+    let status = pgup_json(&["status", "--container", &s.name]);
+    assert_eq!(status["pg_version"], to.to_string());
+    assert_eq!(status["image"], new_image.as_str());
+    assert_eq!(status["backups"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn upgrade_13_to_17_custom_superuser() {
+    path_with_new_image("pgup/postgres:13", 17, "app").await;
+}
+
+#[tokio::test]
+async fn upgrade_15_to_18_without_checksums() {
+    path_with_new_image("pgup/postgres:15", 18, "postgres").await;
+}
+
+#[tokio::test]
+async fn upgrade_17_to_18_keeps_the_17_layout() {
+    path_with_new_image("pgup/postgres:17", 18, "owner").await;
+}
+
+#[tokio::test]
+async fn upgrade_13_to_18() {
+    path_with_new_image("pgup/postgres:13", 18, "postgres").await;
+}
+
+/// Without --new-image: the container stays stopped, and a server of the new major started
+/// on the volume by hand finds the same data.
+#[tokio::test]
+async fn upgrade_13_to_15_leaves_the_container_stopped() {
+    let s = Server::start(ServerSpec::new("pgup/postgres:13")).await;
+    seed_rich(&s).await;
+    let before = s.content().await;
+    let report = upgrade(&["--container", &s.name, "--to", "15"]);
+    assert!(
+        report["next"].as_str().unwrap().contains("stays stopped"),
+        "{report}"
+    );
+    assert_eq!(
+        docker(&["inspect", "--format", "{{.State.Running}}", &s.name]),
+        "false"
+    );
+    let on_15 = s.attach("pgup/postgres:15", &s.mount, &[]).await;
+    assert_eq!(
+        on_15.setting("server_version_num").await[..2].to_owned(),
+        "15"
+    );
+    assert_eq!(on_15.content().await, before);
+}
+
+#[tokio::test]
+async fn upgrade_15_to_17_bind_mount() {
+    let s = Server::start(ServerSpec::new("pgup/postgres:15").bind()).await;
+    seed_rich(&s).await;
+    let before = s.content().await;
+    let dir = s.bind_dir.clone().unwrap();
+    s.stop();
+    upgrade(&["--data-dir", dir.to_str().unwrap(), "--to", "17"]);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("PG_VERSION"))
+            .unwrap()
+            .trim(),
+        "17"
+    );
+    let on_17 = s.attach("pgup/postgres:17", &s.mount, &[]).await;
+    assert_eq!(on_17.content().await, before);
+}
+
+/// The uid-70 variant: pg_upgrade runs as uid 70, and the new cluster belongs to it.
+#[tokio::test]
+async fn upgrade_uid70_keeps_the_owner() {
+    let s = Server::start(ServerSpec::new("pgup/postgres:15-uid70")).await;
+    seed_rich(&s).await;
+    let before = s.content().await;
+    s.stop();
+    upgrade(&["--volume", s.volume.as_deref().unwrap(), "--to", "17"]);
+    let root = s.mount_root();
+    let status = pgup_json(&["status", "--volume", s.volume.as_deref().unwrap()]);
+    assert_eq!(status["owner"], "70:70");
+    assert_eq!(status["pg_version"], "17");
+    let out = Command::new("find")
+        .arg(&root)
+        .args(["!", "-uid", "70"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "",
+        "every file belongs to uid 70"
+    );
+    // The 17 image's entrypoint takes the data over for its own uid, as the official one does.
+    let on_17 = s.attach("pgup/postgres:17", &s.mount, &[]).await;
+    assert_eq!(on_17.content().await, before);
+}
+
+/// A setting 17 no longer accepts: check reports it, upgrade comments it out, and the new
+/// server starts. check leaves the data directory byte-identical.
+#[tokio::test]
+async fn removed_settings_and_a_check_that_changes_nothing() {
+    let s = Server::start(ServerSpec::new("pgup/postgres:13")).await;
+    s.seed("postgres").await;
+    let c = s.client("postgres").await;
+    c.batch_execute("ALTER SYSTEM SET vacuum_defer_cleanup_age = 10")
+        .await
+        .unwrap();
+    s.stop();
+    let root = s.mount_root();
+    let conf = root.join("postgresql.conf");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str("stats_temp_directory = 'pg_stat_tmp'\n");
+    std::fs::write(&conf, text).unwrap();
+
+    let hash = tree_hash(&root);
+    let check = pgup_json(&["check", "--container", &s.name, "--to", "17"]);
+    assert_eq!(tree_hash(&root), hash, "check changed the data directory");
+    assert_eq!(check["ok"], true, "{check}");
+    let warned: Vec<String> = check["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["check"] == "settings" && i["outcome"] == "warn")
+        .map(|i| i["detail"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        warned.iter().any(|w| w.contains("stats_temp_directory")),
+        "{warned:?}"
+    );
+    assert!(
+        warned
+            .iter()
+            .any(|w| w.contains("vacuum_defer_cleanup_age")),
+        "{warned:?}"
+    );
+    for item in check["items"].as_array().unwrap() {
+        assert_ne!(item["outcome"], "fail", "{item}");
+    }
+
+    let report = upgrade(&[
+        "--container",
+        &s.name,
+        "--to",
+        "17",
+        "--new-image",
+        "pgup/postgres:17",
+    ]);
+    assert_eq!(
+        report["settings_changed"].as_array().unwrap().len(),
+        2,
+        "{report}"
+    );
+    let conf = std::fs::read_to_string(root.join("postgresql.conf")).unwrap();
+    assert!(
+        conf.contains("#stats_temp_directory = 'pg_stat_tmp'"),
+        "commented out"
+    );
+    let mut s = s;
+    s.refresh_port();
+    assert_eq!(&s.setting("server_version_num").await[..2], "17");
+}
+
+/// The re-created container keeps name, environment, published port, restart policy and
+/// labels; the old one is kept stopped with no restart policy.
+#[tokio::test]
+async fn new_image_keeps_the_container_configuration() {
+    let name = unique("keep");
+    let volume = unique("keepvol");
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--label",
+        "org.pgup.test=1",
+        "--label",
+        "team=db",
+        "-e",
+        "POSTGRES_PASSWORD",
+        "-e",
+        "APP_SETTING=kept",
+        "--restart",
+        "unless-stopped",
+        "-p",
+        "127.0.0.1::5432",
+        "-v",
+        &format!("{volume}:/var/lib/postgresql/data"),
+        "pgup/postgres:15",
+    ]);
+    let guard = Guard(vec![name.clone()], volume.clone());
+    let port_before = docker(&["port", &name, "5432/tcp"]);
+    wait_ready(&name);
+    let report = upgrade(&[
+        "--container",
+        &name,
+        "--to",
+        "17",
+        "--new-image",
+        "pgup/postgres:17",
+    ]);
+    assert_eq!(report["image"], "pgup/postgres:17");
+    let f = |fmt: &str| docker(&["inspect", "--format", fmt, &name]);
+    assert_eq!(f("{{.Config.Image}}"), "pgup/postgres:17");
+    let env = f("{{json .Config.Env}}");
+    assert!(
+        env.contains("APP_SETTING=kept") && env.contains("PGDATA=/var/lib/postgresql/data"),
+        "{env}"
+    );
+    assert!(
+        env.contains("/usr/lib/postgresql/17/bin"),
+        "PATH comes from the new image: {env}"
+    );
+    assert_eq!(f("{{.HostConfig.RestartPolicy.Name}}"), "unless-stopped");
+    assert_eq!(f("{{index .Config.Labels \"team\"}}"), "db");
+    assert_eq!(
+        f("{{index .Config.Labels \"org.pgup.pg-major\"}}"),
+        "17",
+        "image labels from the new image"
+    );
+    let port_after = docker(&["port", &name, "5432/tcp"]);
+    assert_eq!(
+        port_before.split(':').next(),
+        port_after.split(':').next(),
+        "published on the same address"
+    );
+    let kept = docker(&[
+        "ps",
+        "-a",
+        "--filter",
+        &format!("name={name}-pgup-"),
+        "--format",
+        "{{.Names}} {{.State}}",
+    ]);
+    assert!(kept.ends_with("exited"), "{kept}");
+    let kept_name = kept.split_whitespace().next().unwrap();
+    assert_eq!(
+        docker(&[
+            "inspect",
+            "--format",
+            "{{.HostConfig.RestartPolicy.Name}}",
+            kept_name
+        ]),
+        "no"
+    );
+    drop(guard);
+}
+
+struct Guard(Vec<String>, String);
+impl Drop for Guard {
+    fn drop(&mut self) {
+        for c in &self.0 {
+            let kept = docker_output(&["ps", "-aq", "--filter", &format!("name={c}")]);
+            for id in String::from_utf8_lossy(&kept.stdout).split_whitespace() {
+                let _ = docker_output(&["rm", "-f", "-v", id]);
+            }
+        }
+        let _ = docker_output(&["volume", "rm", "-f", &self.1]);
+    }
+}
+
+fn wait_ready(name: &str) {
+    for _ in 0..120 {
+        let out = docker_output(&["exec", name, "pg_isready", "-q", "-h", "127.0.0.1"]);
+        if out.status.success() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    panic!("{name} did not become ready");
+}
+
+/// Refusals: each says what is wrong and leaves the data byte-identical.
+#[tokio::test]
+async fn bad_requests_change_nothing() {
+    let s = Server::start(ServerSpec::new("pgup/postgres:15")).await;
+    let vol = s.volume.clone().unwrap();
+    // A server still holds the data, and pgup was not pointed at its container.
+    let r = pgup(&["upgrade", "--volume", &vol, "--to", "17", "--yes"]);
+    r.assert_user_error("a server still holds the data");
+    s.stop();
+    let root = s.mount_root();
+    let hash = tree_hash(&root);
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--to", "13"],
+            "--to 13 is not newer than the cluster's PostgreSQL 15",
+        ),
+        (&["--to", "15"], "--to 15 is not newer"),
+        (
+            &["--to", "16"],
+            "no local upgrade image holds PostgreSQL 15 and 16",
+        ),
+        (
+            &["--to", "17", "--image", "pgup/postgres:17"],
+            "has no /usr/lib/postgresql/15/bin",
+        ),
+        (
+            &["--to", "17", "--image", "no/such:image"],
+            "image no/such:image is not here",
+        ),
+        (
+            &["--to", "17", "--mode", "link"],
+            "--mode link shares the data files",
+        ),
+        (
+            &["--to", "17", "--mode", "clone"],
+            "does not support reflinks",
+        ),
+        (
+            &["--to", "17", "--new-image", "pgup/postgres:18"],
+            "runs PostgreSQL 18, not 17",
+        ),
+    ];
+    for (args, message) in cases {
+        let r = pgup(&[&["upgrade", "--volume", &vol, "--yes"], *args].concat());
+        r.assert_user_error(message);
+    }
+    pgup(&["upgrade", "--volume", &vol, "--to", "17", "--no-backup"])
+        .assert_user_error("add --yes to confirm");
+    // Without --yes and without a terminal, nothing is asked and nothing changes.
+    pgup(&["upgrade", "--volume", &vol, "--to", "17"]).assert_user_error("pass --yes");
+    let check = pgup(&["check", "--volume", &vol, "--to", "16", "--json"]);
+    assert_eq!(check.code, 1);
+    assert_eq!(
+        tree_hash(&root),
+        hash,
+        "a refused request changed the data directory"
+    );
+}
+
+/// Not enough free space for the backup copy: refused with both numbers, nothing changed.
+#[tokio::test]
+async fn not_enough_space_is_refused() {
+    let dir = std::env::temp_dir().join(unique("small"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=120m", "tmpfs"])
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(
+        mounted.success(),
+        "these tests run as root and mount a small tmpfs"
+    );
+    let unmount = Unmount(dir.clone());
+    let name = unique("small");
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--label",
+        "org.pgup.test=1",
+        "-e",
+        "POSTGRES_PASSWORD",
+        "-v",
+        &format!("{}:/var/lib/postgresql/data", dir.display()),
+        "pgup/postgres:15",
+    ]);
+    let guard = Guard(vec![name.clone()], String::new());
+    wait_ready(&name);
+    docker(&["stop", &name]);
+    let hash = tree_hash(&dir);
+    let r = pgup(&["upgrade", "--container", &name, "--to", "17", "--yes"]);
+    r.assert_user_error("needed (a full copy of the data as backup");
+    assert!(r.stderr.contains("free on"), "{}", r.stderr);
+    assert_eq!(tree_hash(&dir), hash);
+    drop(guard);
+    drop(unmount);
+}
+
+struct Unmount(std::path::PathBuf);
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
