@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The demo: builds the images if missing, starts a PostgreSQL 13 database with sample data in
-# a container (demo-db, volume demo-db-data), and shows what pgup sees.
+# a container (demo-db, volume demo-db-data), checks and upgrades it to 17 on the
+# pgup/postgres:17 image, and shows the verification and the status afterwards.
 # Run it again to start over; `scripts/demo.sh --remove` removes the demo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 name=demo-db
 volume=demo-db-data
-docker rm -f -v "$name" >/dev/null 2>&1 || true
+docker ps -aq --filter "name=^$name" | xargs -r docker rm -f -v >/dev/null
 docker volume rm -f "$volume" >/dev/null 2>&1 || true
 [ "${1:-}" = --remove ] && { echo "demo removed"; exit 0; }
 
@@ -39,6 +40,21 @@ docker exec "$name" psql -U app -d shop -c "SELECT count(*) AS customers, (SELEC
 step "pgup status --container $name"
 "$pgup" status --container "$name"
 
+step "pgup check --container $name --to 17 --new-image pgup/postgres:17"
+"$pgup" check --container "$name" --to 17 --new-image pgup/postgres:17
+
+step "pgup upgrade --container $name --to 17 --new-image pgup/postgres:17 --yes"
+"$pgup" upgrade --container "$name" --to 17 --new-image pgup/postgres:17 --yes
+
+step "the data, on PostgreSQL 17"
+until docker exec "$name" pg_isready -q -U app -d shop 2>/dev/null; do sleep 0.5; done
+docker exec "$name" psql -U app -d shop -c "SELECT version()" \
+	-c "SELECT count(*) AS customers, (SELECT count(*) FROM orders) AS orders FROM customers" \
+	-c "SELECT name FROM customers ORDER BY name <-> 'customer 4242' LIMIT 3"
+
+step "pgup status --container $name"
+"$pgup" status --container "$name"
+
 echo
-echo "The demo database stays up: try '$pgup status --container $name --json'."
-echo "Remove it with: scripts/demo.sh --remove"
+echo "The old cluster is kept in the backup listed above; the old container is kept as $name-pgup-<timestamp>."
+echo "Remove the demo with: scripts/demo.sh --remove"

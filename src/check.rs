@@ -75,6 +75,18 @@ impl Preflight {
         });
     }
 
+    /// A toolbox of the upgrade image running as the data owner, with `mount`.
+    pub fn toolbox(&self, role: &'static str, mount: ToolMount) -> ToolboxSpec<'_> {
+        ToolboxSpec {
+            image: &self.image,
+            role,
+            data: &self.target.data_dir,
+            uid: self.cluster.uid,
+            gid: self.cluster.gid,
+            mounts: vec![mount],
+        }
+    }
+
     pub fn failed(&self) -> bool {
         self.items.iter().any(|i| i.outcome == Outcome::Fail)
     }
@@ -249,22 +261,12 @@ pub async fn static_checks(
     }
 
     // What PostgreSQL's own programs say, read through a toolbox with the data read-only.
-    let mut tb = Toolbox::start(
-        docker,
-        ToolboxSpec {
-            image: &pre.image,
-            role: "check",
-            data: &pre.target.data_dir,
-            uid: pre.cluster.uid,
-            gid: pre.cluster.gid,
-            mounts: vec![ToolMount::Bind {
-                host: pre.target.data_dir.clone(),
-                target: OLD.into(),
-                read_only: true,
-            }],
-        },
-    )
-    .await?;
+    let data_read_only = ToolMount::Bind {
+        host: pre.target.data_dir.clone(),
+        target: OLD.into(),
+        read_only: true,
+    };
+    let mut tb = Toolbox::start(docker, pre.toolbox("check", data_read_only)).await?;
     let probed = probe(&mut tb, &mut pre).await;
     tb.close().await;
     probed?;
@@ -536,21 +538,11 @@ pub async fn cluster_checks(
     docker
         .create_overlay(&volume, &pre.target.data_dir, &upper, &work)
         .await?;
-    let started = Toolbox::start(
-        docker,
-        ToolboxSpec {
-            image: &pre.image,
-            role: "check",
-            data: &pre.target.data_dir,
-            uid: pre.cluster.uid,
-            gid: pre.cluster.gid,
-            mounts: vec![ToolMount::Volume {
-                name: volume.clone(),
-                target: OLD.into(),
-            }],
-        },
-    )
-    .await;
+    let overlay = ToolMount::Volume {
+        name: volume.clone(),
+        target: OLD.into(),
+    };
+    let started = Toolbox::start(docker, pre.toolbox("check", overlay)).await;
     let result = match started {
         Ok(mut tb) => {
             let r = on_overlay(&mut tb, pre, snapshot).await;

@@ -306,11 +306,7 @@ impl Docker {
             }),
             ..Default::default()
         };
-        let id = self
-            .api
-            .create_container(Some(CreateContainerOptionsBuilder::default().build()), body)
-            .await?
-            .id;
+        let id = self.create(body).await?;
         if let Err(e) = self.api.start_container(&id, None).await {
             self.remove(&id).await;
             return Err(e.into());
@@ -355,6 +351,12 @@ impl Docker {
         }
         let code = self.api.inspect_exec(&exec).await?.exit_code.unwrap_or(-1);
         Ok(ExecResult { code, output })
+    }
+
+    /// Creates an unnamed container.
+    async fn create(&self, body: ContainerCreateBody) -> Result<String> {
+        let options = CreateContainerOptionsBuilder::default().build();
+        Ok(self.api.create_container(Some(options), body).await?.id)
     }
 
     /// Removes a container and its anonymous volumes, whatever its state. Failures are
@@ -431,11 +433,7 @@ impl Docker {
             )])),
             ..Default::default()
         };
-        let id = self
-            .api
-            .create_container(Some(CreateContainerOptionsBuilder::default().build()), body)
-            .await?
-            .id;
+        let id = self.create(body).await?;
         let mut musl = false;
         for path in [
             "/etc/alpine-release",

@@ -18,7 +18,7 @@ use crate::pgcmd::{self, PgUpgrade, Transfer};
 use crate::plan::{self, Backup, Plan};
 use crate::recreate;
 use crate::target::Target;
-use crate::toolbox::{RUN, ToolMount, Toolbox, ToolboxSpec};
+use crate::toolbox::{RUN, ToolMount, Toolbox};
 use crate::tree;
 use crate::ui::Printer;
 use crate::verify;
@@ -217,22 +217,12 @@ async fn upgrade(
     let staging = work.join("new");
     let _ = std::fs::remove_dir_all(&staging);
     let new_in = format!("{VOL}/{WORK_DIR}/new");
-    let mut tb = Toolbox::start(
-        docker,
-        ToolboxSpec {
-            image: &pre.image,
-            role: "upgrade",
-            data: &data,
-            uid: cluster.uid,
-            gid: cluster.gid,
-            mounts: vec![ToolMount::Bind {
-                host: root.clone(),
-                target: VOL.into(),
-                read_only: false,
-            }],
-        },
-    )
-    .await?;
+    let volume = ToolMount::Bind {
+        host: root.clone(),
+        target: VOL.into(),
+        read_only: false,
+    };
+    let mut tb = Toolbox::start(docker, pre.toolbox("upgrade", volume)).await?;
     let outcome = transfer_and_verify(
         &mut tb, pre, plan, &settings, &before, &old_in, &new_in, printer,
     )
