@@ -130,6 +130,11 @@ pub async fn run(args: UpgradeArgs, printer: &Printer) -> Result<bool> {
     if !args.yes && !printer.confirm(&plan, "Proceed?")? {
         bail!("nothing was changed: the upgrade was not confirmed");
     }
+    if args.no_backup {
+        printer.step(
+            "--no-backup: no copy of the old cluster is kept; once the new cluster is in place there is no rollback",
+        );
+    }
 
     // Stop the servers; from here on, a failure restarts what was running.
     for c in &pre.running {

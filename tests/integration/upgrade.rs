@@ -273,6 +273,10 @@ async fn new_image_keeps_the_container_configuration() {
         "org.pgup.test=1",
         "--label",
         "team=db",
+        "--label",
+        "com.docker.compose.service=db",
+        "--label",
+        "com.docker.compose.project.config_files=/srv/app/compose.yml",
         "-e",
         "POSTGRES_PASSWORD",
         "-e",
@@ -297,6 +301,11 @@ async fn new_image_keeps_the_container_configuration() {
         "pgup/postgres:17",
     ]);
     assert_eq!(report["image"], "pgup/postgres:17");
+    let hint = report["next"].as_str().unwrap();
+    assert!(
+        hint.contains("/srv/app/compose.yml") && hint.contains("image: pgup/postgres:17"),
+        "{hint}"
+    );
     let f = |fmt: &str| docker(&["inspect", "--format", fmt, &name]);
     assert_eq!(f("{{.Config.Image}}"), "pgup/postgres:17");
     let env = f("{{json .Config.Env}}");
