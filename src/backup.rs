@@ -1,18 +1,26 @@
 //! The `upgrade_backup_<UTC timestamp>` directories that keep old clusters in the same volume
-//! (the manual procedure's convention), and how to find and describe them.
+//! (the manual procedure's convention): making one, putting one back, finding and describing
+//! them, and the record and log kept beside each.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::tree::tree_bytes;
+use crate::tree::{self, CopyOptions, tree_bytes};
 
 pub const PREFIX: &str = "upgrade_backup_";
 const STAMP: &str = "%Y%m%dT%H%M%SZ";
 
 pub fn is_backup_name(name: &str) -> bool {
     name.starts_with(PREFIX)
+}
+
+/// Entries of a mount root that are pgup's, not the cluster's: backups with their records
+/// and logs, and the work directory. Copies, swaps and restores leave them where they are.
+pub fn is_pgup_entry(name: &str) -> bool {
+    is_backup_name(name) || name == crate::journal::WORK_DIR
 }
 
 /// A backup directory found on disk.
@@ -24,6 +32,55 @@ pub struct Backup {
     pub bytes: u64,
     /// From the name's timestamp; the directory's mtime when the name has none.
     pub created: DateTime<Utc>,
+}
+
+/// Copies the cluster in `data` to `backup_dir`: complete and synced under `<name>.partial`,
+/// then renamed, so a directory with the final name is always a whole backup. Mode 0700.
+pub fn make(data: &Path, backup_dir: &Path, options: &CopyOptions) -> Result<(), BackupError> {
+    let partial = backup_dir.with_extension("partial");
+    let _ = std::fs::remove_dir_all(&partial);
+    if let Err(e) = tree::copy_tree(data, &partial, options) {
+        let _ = std::fs::remove_dir_all(&partial);
+        return Err(e.into());
+    }
+    crate::journal::failpoint("backup-complete");
+    std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o700))
+        .map_err(io_at(&partial))?;
+    std::fs::rename(&partial, backup_dir).map_err(io_at(backup_dir))?;
+    tree::sync_dir(backup_dir.parent().unwrap_or(Path::new("/"))).map_err(io_at(backup_dir))
+}
+
+/// Moves the cluster in `data` (not pgup's entries) into `aside`, created if missing.
+/// Renames only: running it again after an interruption finishes it.
+pub fn set_aside(data: &Path, aside: &Path) -> Result<(), BackupError> {
+    std::fs::create_dir_all(aside).map_err(io_at(aside))?;
+    tree::move_entries(data, aside, &is_pgup_entry).map_err(io_at(data))
+}
+
+/// Moves a backup's entries into `data` and gives `data` the backup's owner, mode and times,
+/// so `data` is byte-identical to the cluster that was backed up; then removes the empty
+/// backup directory. Renames only: running it again after an interruption finishes it.
+pub fn put_back(data: &Path, backup_dir: &Path) -> Result<(), BackupError> {
+    if backup_dir.exists() {
+        tree::move_entries(backup_dir, data, &|_| false).map_err(io_at(backup_dir))?;
+        let meta = std::fs::symlink_metadata(backup_dir).map_err(io_at(backup_dir))?;
+        tree::set_metadata(data, &meta).map_err(io_at(data))?;
+        std::fs::remove_dir(backup_dir).map_err(io_at(backup_dir))?;
+    }
+    tree::sync_dir(data).map_err(io_at(data))
+}
+
+fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> BackupError {
+    let path = path.to_owned();
+    move |err| BackupError::Io { path, err }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error(transparent)]
+    Copy(#[from] tree::TreeError),
+    #[error("cannot move {}: {err}", path.display())]
+    Io { path: PathBuf, err: std::io::Error },
 }
 
 /// What pgup records beside a backup (`<name>.json`): what is needed to go back.
@@ -40,11 +97,29 @@ pub struct Record {
     pub pgdata_below_root: PathBuf,
     pub mode: crate::plan::Backup,
     pub created: DateTime<Utc>,
+    /// The bootstrap superuser, to check the server after a rollback.
+    #[serde(default)]
+    pub superuser: Option<String>,
+    /// The container's restart policy before pgup kept it aside with none.
+    #[serde(default)]
+    pub restart_policy: Option<String>,
+    /// pg_control's latest checkpoint right after the upgrade: if it moved, the new server
+    /// has run since.
+    #[serde(default)]
+    pub upgraded_checkpoint: Option<String>,
+    /// When `pgup rollback` put this backup back.
+    #[serde(default)]
+    pub rolled_back: Option<DateTime<Utc>>,
 }
 
 impl Record {
     pub fn path(root: &Path, name: &str) -> PathBuf {
         root.join(format!("{name}.json"))
+    }
+
+    pub fn read(root: &Path, name: &str) -> std::io::Result<Self> {
+        let text = std::fs::read(Self::path(root, name))?;
+        serde_json::from_slice(&text).map_err(std::io::Error::other)
     }
 
     /// Writes the record durably (temporary file, fsync, rename), readable only by the data

@@ -471,7 +471,7 @@ async fn probe(tb: &mut Toolbox<'_>, pre: &mut Preflight) -> Result<()> {
 
 /// Picks the upgrade image: `--image`, else a local image labelled with both majors.
 /// The inner error says which image to build or load.
-async fn pick_image(
+pub async fn pick_image(
     docker: &Docker,
     explicit: Option<&str>,
     old: u32,

@@ -151,6 +151,10 @@ pub struct RollbackArgs {
     #[arg(long, value_name = "NAME")]
     pub backup: Option<String>,
 
+    /// Remove the upgraded cluster instead of setting it aside.
+    #[arg(long)]
+    pub discard_upgraded: bool,
+
     /// Do not ask for confirmation.
     #[arg(long, short = 'y')]
     pub yes: bool,

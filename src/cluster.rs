@@ -72,6 +72,8 @@ pub struct ControlData {
     pub checksums: bool,
     pub wal_segment_bytes: u64,
     pub block_size: u64,
+    /// The latest checkpoint's location: it moves whenever the server runs.
+    pub checkpoint: String,
 }
 
 impl ControlData {
@@ -86,6 +88,7 @@ impl ControlData {
             checksums: field("Data page checksum version")?.parse::<u32>().ok()? != 0,
             wal_segment_bytes: field("Bytes per WAL segment")?.parse().ok()?,
             block_size: field("Database block size")?.parse().ok()?,
+            checkpoint: field("Latest checkpoint location")?.to_owned(),
         })
     }
 
@@ -94,7 +97,7 @@ impl ControlData {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "provider", content = "locale", rename_all = "lowercase")]
 pub enum LocaleProvider {
     Libc,
@@ -103,7 +106,7 @@ pub enum LocaleProvider {
 }
 
 /// The old cluster's settings a new cluster must be initialised with for pg_upgrade.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct InitSettings {
     /// The bootstrap superuser (the role with OID 10): POSTGRES_USER in Docker.
     pub superuser: String,
@@ -132,6 +135,7 @@ mod tests {
 
     const CONTROLDATA: &str = "pg_control version number:            1300
 Catalog version number:               202007201
+Latest checkpoint location:           0/1663F70
 Database cluster state:               shut down
 pg_control last modified:             Sat Nov 21 10:26:20 2026
 Database block size:                  8192

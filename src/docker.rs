@@ -14,8 +14,9 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     ContainerArchiveInfoOptionsBuilder, CreateContainerOptionsBuilder,
-    ListContainersOptionsBuilder, ListImagesOptionsBuilder, RemoveContainerOptionsBuilder,
-    RemoveVolumeOptionsBuilder, RenameContainerOptionsBuilder, StopContainerOptionsBuilder,
+    ListContainersOptionsBuilder, ListImagesOptionsBuilder, ListVolumesOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder, RenameContainerOptionsBuilder,
+    StopContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 
@@ -47,6 +48,8 @@ pub struct Container {
     pub env: HashMap<String, String>,
     pub labels: HashMap<String, String>,
     pub mounts: Vec<Mount>,
+    /// The restart policy's name ("always", "unless-stopped", ...).
+    pub restart_policy: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,15 +140,13 @@ impl Docker {
             .await
             .map_err(|e| not_found(e, || DockerError::NoSuchContainer(name.to_owned())))?;
         let config = c.config.unwrap_or_default();
-        let env = config
-            .env
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|kv| {
-                kv.split_once('=')
-                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            })
-            .collect();
+        let env = env_map(config.env.unwrap_or_default());
+        let host = c.host_config.unwrap_or_default();
+        let restart_policy = host
+            .restart_policy
+            .and_then(|p| p.name)
+            .map(|n| n.to_string())
+            .filter(|n| !n.is_empty());
         let mounts = c
             .mounts
             .unwrap_or_default()
@@ -162,19 +163,14 @@ impl Docker {
                     destination: m.destination.unwrap_or_default().into(),
                 }
             })
-            .chain(
-                c.host_config
-                    .and_then(|h| h.tmpfs)
-                    .into_iter()
-                    .flat_map(|t| {
-                        // `--tmpfs` mounts are not listed with the others.
-                        t.into_keys().map(|dest| Mount {
-                            kind: MountKind::Other("tmpfs".to_owned()),
-                            source: PathBuf::new(),
-                            destination: dest.into(),
-                        })
-                    }),
-            )
+            .chain(host.tmpfs.into_iter().flat_map(|t| {
+                // `--tmpfs` mounts are not listed with the others.
+                t.into_keys().map(|dest| Mount {
+                    kind: MountKind::Other("tmpfs".to_owned()),
+                    source: PathBuf::new(),
+                    destination: dest.into(),
+                })
+            }))
             .collect();
         Ok(Container {
             name: c
@@ -188,6 +184,7 @@ impl Docker {
             env,
             labels: config.labels.unwrap_or_default(),
             mounts,
+            restart_policy,
         })
     }
 
@@ -372,11 +369,83 @@ impl Docker {
     /// Stops a container, giving the server `timeout` seconds to shut down.
     pub async fn stop(&self, id: &str, timeout: i32) -> Result<()> {
         let options = StopContainerOptionsBuilder::default().t(timeout).build();
-        Ok(self.api.stop_container(id, Some(options)).await?)
+        already(self.api.stop_container(id, Some(options)).await)
     }
 
     pub async fn start(&self, id: &str) -> Result<()> {
-        Ok(self.api.start_container(id, None).await?)
+        already(self.api.start_container(id, None).await)
+    }
+
+    /// pgup's temporary containers and volumes whose pgup process is gone: (kind, name).
+    pub async fn strays(&self, alive: impl Fn(u32) -> bool) -> Result<Vec<(&'static str, String)>> {
+        let owner_gone = |labels: &HashMap<String, String>| {
+            labels
+                .get(LABEL_PID)
+                .and_then(|p| p.parse().ok())
+                .is_some_and(|pid| !alive(pid))
+        };
+        let filters = HashMap::from([("label".to_owned(), vec![LABEL_PID.to_owned()])]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let mut found = Vec::new();
+        for c in self.api.list_containers(Some(options)).await? {
+            if owner_gone(&c.labels.unwrap_or_default()) {
+                let name = c
+                    .names
+                    .unwrap_or_default()
+                    .first()
+                    .cloned()
+                    .unwrap_or_default();
+                found.push(("container", name.trim_start_matches('/').to_owned()));
+            }
+        }
+        let options = ListVolumesOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        for v in self
+            .api
+            .list_volumes(Some(options))
+            .await?
+            .volumes
+            .unwrap_or_default()
+        {
+            if owner_gone(&v.labels) {
+                found.push(("volume", v.name));
+            }
+        }
+        Ok(found)
+    }
+
+    /// Removes the temporary containers and volumes this process made (after Ctrl-C).
+    pub async fn remove_mine(&self) {
+        let filters = HashMap::from([(
+            "label".to_owned(),
+            vec![format!("{LABEL_PID}={}", std::process::id())],
+        )]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        for c in self
+            .api
+            .list_containers(Some(options))
+            .await
+            .unwrap_or_default()
+        {
+            if let Some(id) = c.id {
+                self.remove(&id).await;
+            }
+        }
+        let options = ListVolumesOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        if let Ok(list) = self.api.list_volumes(Some(options)).await {
+            for v in list.volumes.unwrap_or_default() {
+                self.remove_volume(&v.name).await;
+            }
+        }
     }
 
     /// An overlay volume: `lower` read-only below, writes going to `upper` (with `work`, on
@@ -470,11 +539,14 @@ impl Docker {
         pgdata: &str,
         keep_old_as: &str,
     ) -> Result<()> {
+        // Resumable: the rename, the creation and the start may each be done already.
+        let renamed = self.exists(keep_old_as).await?;
+        let source = if renamed { keep_old_as } else { name };
         let old = self
             .api
-            .inspect_container(name, None)
+            .inspect_container(source, None)
             .await
-            .map_err(|e| not_found(e, || DockerError::NoSuchContainer(name.to_owned())))?;
+            .map_err(|e| not_found(e, || DockerError::NoSuchContainer(source.to_owned())))?;
         let config = old.config.clone().unwrap_or_default();
         // What came from the old image is left for the new image to give.
         let old_image = self
@@ -582,33 +654,81 @@ impl Docker {
             }),
             ..Default::default()
         };
-        self.api
-            .rename_container(
-                name,
-                RenameContainerOptionsBuilder::default()
-                    .name(keep_old_as)
-                    .build(),
-            )
-            .await?;
-        let never = ContainerUpdateBody {
+        if !renamed {
+            let options = RenameContainerOptionsBuilder::default()
+                .name(keep_old_as)
+                .build();
+            self.api.rename_container(name, options).await?;
+            let never = ContainerUpdateBody {
+                restart_policy: Some(RestartPolicy {
+                    name: Some(RestartPolicyNameEnum::NO),
+                    maximum_retry_count: None,
+                }),
+                ..Default::default()
+            };
+            self.api.update_container(keep_old_as, never).await?;
+        }
+        if !self.exists(name).await? {
+            let options = CreateContainerOptionsBuilder::default().name(name).build();
+            self.api.create_container(Some(options), body).await?;
+            for (network, e) in others {
+                let request = NetworkConnectRequest {
+                    container: name.to_owned(),
+                    endpoint_config: Some(endpoint(e)),
+                };
+                self.api.connect_network(network, request).await?;
+            }
+        }
+        self.start(name).await
+    }
+
+    /// Whether a container of that name or id exists.
+    pub async fn exists(&self, name: &str) -> Result<bool> {
+        match self.api.inspect_container(name, None).await {
+            Ok(_) => Ok(true),
+            Err(ApiError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Puts a kept container back under its name, with its restart policy (rollback).
+    pub async fn restore_container(
+        &self,
+        kept: &str,
+        name: &str,
+        restart_policy: Option<&str>,
+    ) -> Result<()> {
+        if self.exists(name).await? {
+            self.remove(name).await;
+        }
+        let options = RenameContainerOptionsBuilder::default().name(name).build();
+        self.api.rename_container(kept, options).await?;
+        let policy = match restart_policy {
+            Some("always") => RestartPolicyNameEnum::ALWAYS,
+            Some("unless-stopped") => RestartPolicyNameEnum::UNLESS_STOPPED,
+            Some("on-failure") => RestartPolicyNameEnum::ON_FAILURE,
+            _ => RestartPolicyNameEnum::NO,
+        };
+        let update = ContainerUpdateBody {
             restart_policy: Some(RestartPolicy {
-                name: Some(RestartPolicyNameEnum::NO),
+                name: Some(policy),
                 maximum_retry_count: None,
             }),
             ..Default::default()
         };
-        self.api.update_container(keep_old_as, never).await?;
-        let options = CreateContainerOptionsBuilder::default().name(name).build();
-        self.api.create_container(Some(options), body).await?;
-        for (network, e) in others {
-            let request = NetworkConnectRequest {
-                container: name.to_owned(),
-                endpoint_config: Some(endpoint(e)),
-            };
-            self.api.connect_network(network, request).await?;
-        }
-        self.api.start_container(name, None).await?;
-        Ok(())
+        Ok(self.api.update_container(name, update).await?)
+    }
+}
+
+/// "Not modified" (already started, already stopped) is what was asked for.
+fn already(result: std::result::Result<(), ApiError>) -> Result<()> {
+    match result {
+        Err(ApiError::DockerResponseServerError {
+            status_code: 304, ..
+        }) => Ok(()),
+        other => Ok(other?),
     }
 }
 

@@ -3,13 +3,17 @@
 
 mod backup;
 mod check;
+mod cleanup;
 mod cli;
 mod cluster;
 mod config;
 mod docker;
+mod interrupt;
+mod journal;
 mod pgcmd;
 mod plan;
 mod recreate;
+mod rollback;
 mod space;
 mod status;
 mod target;
@@ -34,16 +38,16 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("a single-threaded runtime always builds");
-    let result = runtime.block_on(async {
+    let result = runtime.block_on(interrupt::run(async {
         match cli.command {
             Command::Status(args) => status::run(args, &printer).await.map(|()| true),
             Command::Check(args) => check::run(args, &printer).await,
             Command::Upgrade(args) => upgrade::run(args, &printer).await,
-            Command::Rollback(_) => bail!("pgup rollback is not implemented yet"),
-            Command::Cleanup(_) => bail!("pgup cleanup is not implemented yet"),
+            Command::Rollback(args) => rollback::run(args, &printer).await,
+            Command::Cleanup(args) => cleanup::run(args, &printer).await,
             Command::Image(_) => bail!("pgup image is not implemented yet"),
         }
-    });
+    }));
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::docker::Docker;
-use crate::plan::Plan;
 use crate::verify;
 
 pub struct Moved {
@@ -23,44 +22,55 @@ pub fn kept_name(name: &str, stamp: &str) -> String {
     format!("{name}-pgup-{stamp}")
 }
 
-pub async fn recreate(
-    docker: &Docker,
-    name: &str,
-    image: &str,
-    plan: &Plan,
-    root: &Path,
-    stamp: &str,
-    superuser: &str,
-) -> Result<Moved> {
-    let (data, new_major) = (&plan.data_dir, plan.new_major);
-    let old = docker.container(name).await?;
+/// A container to move to another image, with its data.
+pub struct Move<'a> {
+    pub name: &'a str,
+    pub image: &'a str,
+    /// The mount root and PGDATA on the host.
+    pub root: &'a Path,
+    pub data: &'a Path,
+    /// The name the container it replaces is kept under.
+    pub keep_as: String,
+    pub superuser: &'a str,
+    /// The major the image must run.
+    pub major: u32,
+}
+
+pub async fn recreate(docker: &Docker, to: &Move<'_>) -> Result<Moved> {
+    let name = to.name;
+    // Resumed after the rename: the kept container holds the configuration.
+    let source = if docker.exists(&to.keep_as).await? {
+        to.keep_as.as_str()
+    } else {
+        name
+    };
+    let old = docker.container(source).await?;
     let mount = old
         .mounts
         .iter()
-        .find(|m| m.source == root)
-        .with_context(|| format!("container {name} no longer mounts {}", root.display()))?;
+        .find(|m| m.source == to.root)
+        .with_context(|| format!("container {source} no longer mounts {}", to.root.display()))?;
     let pgdata = mount
         .destination
-        .join(data.strip_prefix(root).unwrap_or(Path::new("")));
+        .join(to.data.strip_prefix(to.root).unwrap_or(Path::new("")));
     docker
-        .recreate_on(
-            name,
-            image,
-            &pgdata.display().to_string(),
-            &kept_name(name, stamp),
-        )
+        .recreate_on(name, to.image, &pgdata.display().to_string(), &to.keep_as)
         .await?;
-    let version = server_version(docker, name, superuser).await?;
-    if version / 10000 != new_major as i32 {
-        bail!("container {name} runs server_version_num {version}, not PostgreSQL {new_major}");
+    let version = server_version(docker, name, to.superuser).await?;
+    if version / 10000 != to.major as i32 {
+        bail!(
+            "container {name} runs server_version_num {version}, not PostgreSQL {}",
+            to.major
+        );
     }
     let hint = match (
         old.labels.get("com.docker.compose.service"),
         old.labels.get("com.docker.compose.project.config_files"),
     ) {
         (Some(service), files) => Some(format!(
-            "Compose: in {}, set `image: {image}` for service {service} and add `PGDATA: {}` to its environment; otherwise `docker compose up` re-creates it on the old image.",
+            "Compose: in {}, set `image: {}` for service {service} and add `PGDATA: {}` to its environment; otherwise `docker compose up` re-creates it on the old image.",
             files.map_or("the compose file", |f| f.as_str()),
+            to.image,
             pgdata.display()
         )),
         (None, _) => None,
@@ -73,7 +83,7 @@ pub async fn recreate(
 
 /// server_version_num of the server in a running container, through its Unix socket seen
 /// from the host (/proc/<pid>/root): no network and no password needed.
-async fn server_version(docker: &Docker, name: &str, superuser: &str) -> Result<i32> {
+pub async fn server_version(docker: &Docker, name: &str, superuser: &str) -> Result<i32> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let attempt = async {

@@ -11,6 +11,7 @@ use crate::backup::{self, Backup};
 use crate::cli::StatusArgs;
 use crate::cluster::Cluster;
 use crate::docker::Docker;
+use crate::journal::Journal;
 use crate::space;
 use crate::target::Target;
 use crate::ui::Printer;
@@ -33,12 +34,28 @@ pub struct Status {
     /// postmaster.pid exists: a server runs, or was not shut down cleanly.
     pub postmaster_pid: bool,
     pub backups: Vec<Backup>,
+    /// Upgraded clusters a rollback set aside.
+    pub set_aside: Vec<String>,
+    /// An operation that was interrupted, and how to finish or undo it.
+    pub interrupted: Option<String>,
 }
 
 pub async fn run(args: StatusArgs, printer: &Printer) -> Result<()> {
     let docker = Docker::connect().await?;
     let target = Target::resolve(&args.target, &docker).await?;
-    let status = Status::read(&target, &docker).await?;
+    let flags = crate::target::flags(&args.target);
+    let interrupted = Journal::read(&target.mount_root)?.map(|j| j.explain(&flags));
+    let status = match Status::read(&target, &docker).await {
+        Ok(status) => Status {
+            interrupted,
+            ..status
+        },
+        // Mid-swap the data directory may hold no cluster for a moment.
+        Err(e) => match interrupted {
+            Some(line) => anyhow::bail!("{line}"),
+            None => return Err(e),
+        },
+    };
     printer.report(&status)
 }
 
@@ -69,6 +86,14 @@ impl Status {
             containers: users.iter().map(|c| c.name.clone()).collect(),
             image,
             postmaster_pid: cluster.postmaster_pid,
+            set_aside: std::fs::read_dir(Journal::work_dir(&target.mount_root))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+                .filter(|n| n.starts_with("upgraded-"))
+                .collect(),
+            interrupted: None,
             backups: backup::find(&dirs).with_context(|| {
                 format!("cannot list backups in {}", target.mount_root.display())
             })?,
@@ -98,6 +123,12 @@ impl fmt::Display for Status {
             row(f, "containers", &self.containers.join(", "))?;
         }
         row(f, "image", &self.image.as_deref().unwrap_or("-"))?;
+        for aside in &self.set_aside {
+            row(f, "set aside", aside)?;
+        }
+        if let Some(line) = &self.interrupted {
+            row(f, "INTERRUPTED", line)?;
+        }
         if self.backups.is_empty() {
             row(f, "backups", &"none")?;
         }

@@ -142,6 +142,27 @@ impl Target {
     }
 }
 
+/// The target flags as the operator typed them, for hints ("--container db").
+pub fn flags(args: &TargetArgs) -> String {
+    let mut flags = match (&args.container, &args.volume, &args.data_dir) {
+        (Some(c), _, _) => format!("--container {c}"),
+        (_, Some(v), _) => format!("--volume {v}"),
+        (_, _, Some(d)) => format!("--data-dir {}", d.display()),
+        _ => String::new(),
+    };
+    if let Some(sub) = &args.pgdata_subdir {
+        flags.push_str(&format!(" --pgdata-subdir {}", sub.display()));
+    }
+    flags
+}
+
+/// The owner (uid, gid) of PGDATA: pgup runs PostgreSQL's programs as it.
+pub fn owner(data_dir: &Path) -> std::io::Result<(u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(data_dir)?;
+    Ok((meta.uid(), meta.gid()))
+}
+
 /// PGDATA as the container sees it: its environment, else the image family's default layout.
 fn container_pgdata(c: &Container) -> PathBuf {
     if let Some(p) = c.env.get("PGDATA") {
@@ -181,9 +202,10 @@ fn locate_pgdata(label: &str, root: &Path, subdir: Option<&Path>) -> Result<Path
         what: label.to_owned(),
         path,
     };
+    let interrupted = || crate::journal::Journal::read(root).is_ok_and(|j| j.is_some());
     if let Some(sub) = subdir.filter(|s| !s.as_os_str().is_empty()) {
         let dir = root.join(sub);
-        return if is_cluster(&dir) {
+        return if is_cluster(&dir) || (dir.is_dir() && interrupted()) {
             Ok(dir)
         } else {
             Err(not_a_cluster(dir))
@@ -191,6 +213,10 @@ fn locate_pgdata(label: &str, root: &Path, subdir: Option<&Path>) -> Result<Path
     }
     if is_cluster(root) {
         return Ok(root.to_owned());
+    }
+    // Mid-swap, PGDATA may hold no cluster for a moment: the journal says where it is.
+    if let Ok(Some(journal)) = crate::journal::Journal::read(root) {
+        return Ok(root.join(journal.pgdata));
     }
     let mut found: Vec<PathBuf> = std::fs::read_dir(root)
         .into_iter()
@@ -230,6 +256,7 @@ mod tests {
             running: false,
             pid: None,
             labels: HashMap::new(),
+            restart_policy: None,
             env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -42,6 +42,8 @@ pub enum TreeError {
     NoReflink { path: PathBuf },
     #[error("unexpected special file {path} in the data directory; move it away and try again")]
     Special { path: PathBuf },
+    #[error("the copy to {path} was interrupted")]
+    Interrupted { path: PathBuf },
 }
 
 pub struct CopyOptions<'a> {
@@ -50,6 +52,8 @@ pub struct CopyOptions<'a> {
     pub skip: &'a dyn Fn(&str) -> bool,
     /// Called with the number of bytes of file data just copied (for a progress bar).
     pub progress: &'a dyn Fn(u64),
+    /// Asked before each entry: true stops the copy (Ctrl-C), leaving `dst` as far as it got.
+    pub interrupted: &'a dyn Fn() -> bool,
 }
 
 /// A directory of the copy whose contents are still being written.
@@ -83,6 +87,11 @@ pub fn copy_tree(src: &Path, dst: &Path, opts: &CopyOptions) -> Result<u64, Tree
         .into_iter()
         .filter_entry(|e| e.depth() != 1 || !e.file_name().to_str().is_some_and(opts.skip));
     for entry in walk {
+        if (opts.interrupted)() {
+            return Err(TreeError::Interrupted {
+                path: dst.to_owned(),
+            });
+        }
         let entry = entry.map_err(|err| walk_error(src, err))?;
         let meta = entry.metadata().map_err(|err| walk_error(src, err))?;
         while let Some(dir) = open_dirs.pop_if(|dir| dir.depth >= entry.depth()) {
@@ -200,7 +209,7 @@ fn finish_dir(dir: OpenDir) -> Result<(), TreeError> {
 }
 
 /// Gives `path` (not followed if a symlink) the owner, mode and times in `meta`.
-fn set_metadata(path: &Path, meta: &Metadata) -> io::Result<()> {
+pub fn set_metadata(path: &Path, meta: &Metadata) -> io::Result<()> {
     let (uid, gid) = (Uid::from_raw(meta.uid()), Gid::from_raw(meta.gid()));
     rustix::fs::chownat(CWD, path, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)?;
     // After chown, which clears setuid and setgid. Symlinks have no mode of their own.
@@ -238,6 +247,28 @@ fn walk_error(root: &Path, err: walkdir::Error) -> TreeError {
 /// leave it byte-identical, so no entry may appear or vanish and the directory's mtime must
 /// not move; the kernel frees the file when it is closed. Any failure, including a filesystem
 /// without O_TMPFILE, answers false.
+/// Renames every entry of `from` into `to` (one filesystem), except those `keep` names.
+/// Each rename is atomic, so an interrupted move leaves every entry in one place or the
+/// other, and running it again finishes it.
+pub fn move_entries(from: &Path, to: &Path, keep: &dyn Fn(&str) -> bool) -> io::Result<()> {
+    for entry in fs::read_dir(from)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name.to_str().is_some_and(keep) {
+            continue;
+        }
+        fs::rename(entry.path(), to.join(&name))?;
+        crate::journal::failpoint("move-midway");
+    }
+    sync_dir(to)?;
+    sync_dir(from)
+}
+
+/// Makes a directory's entries (renames, creations) durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
 pub fn supports_reflink(dir: &Path, sample: &Path) -> bool {
     let probe = || -> rustix::io::Result<()> {
         let flags = OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC;
@@ -387,6 +418,7 @@ mod tests {
             transfer: Transfer::Copy,
             skip: &|name| name == "skipme",
             progress: &|n| reported.set(reported.get() + n),
+            interrupted: &|| false,
         };
         let copied = copy_tree(&src, &dst, &opts).unwrap();
 
@@ -454,6 +486,7 @@ mod tests {
             transfer: Transfer::Copy,
             skip: &|_| false,
             progress: &|_| {},
+            interrupted: &|| false,
         };
         let err = copy_tree(&src, &tmp.path().join("copy"), &opts).unwrap_err();
         assert!(matches!(err, TreeError::Special { .. }), "{err}");
@@ -483,6 +516,7 @@ mod tests {
             transfer: Transfer::Clone,
             skip: &|_| false,
             progress: &|_| {},
+            interrupted: &|| false,
         };
         match copy_tree(&src, &dst, &opts) {
             Err(TreeError::NoReflink { path }) if !clones => assert_eq!(path, dst),

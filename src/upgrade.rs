@@ -1,32 +1,35 @@
-//! `pgup upgrade`: executes the plan. Every step before the swap leaves the old cluster where
-//! and as it was; from the backup's rename on, the old cluster is intact in the backup; the
-//! swap puts the new cluster in place; a failed verification puts the backup back.
+//! `pgup upgrade`: the plan executed as journaled steps (see `journal`). Each step is recorded
+//! before it acts and can start over from its beginning, so re-running the same command after
+//! any interruption finishes the upgrade. Invariant: before the swap the old cluster is
+//! untouched in place (pg_upgrade --link only renames its pg_control, which is undone); from
+//! the backup's rename on it is also whole in the backup; the swap moves whole entries only.
+//! A failure before the swap undoes everything; during the swap or verification, the backup
+//! is put back (the journal turns into a rollback's).
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use crate::backup::{self, Record};
-use crate::check::{self, ClusterFacts, Preflight};
-use crate::cli::{UpgradeArgs, UpgradePlanArgs};
-use crate::cluster::Cluster;
+use crate::check::{self, ClusterFacts};
+use crate::cli::{Mode, UpgradeArgs, UpgradePlanArgs};
 use crate::config;
 use crate::docker::Docker;
+use crate::interrupt;
+use crate::journal::{Journal, Lock, Operation, Step};
 use crate::pgcmd::{self, PgUpgrade, Transfer};
 use crate::plan::{self, Backup, Plan};
 use crate::recreate;
-use crate::target::Target;
+use crate::rollback;
+use crate::target::{self, Target};
 use crate::toolbox::{RUN, ToolMount, Toolbox};
 use crate::tree;
 use crate::ui::Printer;
-use crate::verify;
+use crate::verify::{self, Snapshot};
 
 /// Where the mount root is mounted in the upgrade toolbox.
 const VOL: &str = "/pgup/vol";
-/// pgup's work directory in the mount root: staging and set-aside clusters.
-pub const WORK_DIR: &str = ".pgup";
 
 #[derive(Debug, Serialize)]
 pub struct UpgradeReport {
@@ -36,14 +39,15 @@ pub struct UpgradeReport {
     pub backup: Option<PathBuf>,
     pub settings_changed: Vec<String>,
     pub extensions_updated: bool,
-    pub verified: VerifySummary,
+    /// None when a resumed run started after verification.
+    pub verified: Option<VerifySummary>,
     pub container: Option<String>,
     pub image: Option<String>,
     pub server_version_num: Option<i32>,
     pub next: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct VerifySummary {
     pub databases: usize,
     pub tables: usize,
@@ -54,17 +58,18 @@ pub struct VerifySummary {
 
 impl std::fmt::Display for UpgradeReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let v = &self.verified;
         writeln!(
             f,
             "Upgraded {} from PostgreSQL {} to {}.",
             self.target, self.from, self.to
         )?;
-        writeln!(
-            f,
-            "Verified: {} databases, {} tables ({} rows), {} sequences, {} roles as before.",
-            v.databases, v.tables, v.rows, v.sequences, v.roles
-        )?;
+        if let Some(v) = &self.verified {
+            writeln!(
+                f,
+                "Verified: {} databases, {} tables ({} rows), {} sequences, {} roles as before.",
+                v.databases, v.tables, v.rows, v.sequences, v.roles
+            )?;
+        }
         match &self.backup {
             Some(b) => writeln!(
                 f,
@@ -96,16 +101,26 @@ pub async fn run(args: UpgradeArgs, printer: &Printer) -> Result<bool> {
     }
     let docker = Docker::connect().await?;
     let target = Target::resolve(&args.target, &docker).await?;
-    let mut pre = check::static_checks(&docker, target, &args.plan, Some(args.no_backup)).await?;
+    let flags = target::flags(&args.target);
+    let root = target.mount_root.clone();
+    if let Some(journal) = Journal::read(&root)? {
+        if journal.operation != Operation::Upgrade || journal.new_major != args.plan.to {
+            bail!("{}", journal.explain(&flags));
+        }
+        let (uid, gid) = target::owner(&target.data_dir)?;
+        let lock = Lock::take(&root, uid, gid)?;
+        printer.step(format!("resuming: {}", journal.explain(&flags)));
+        interrupt::journal_at(root, flags);
+        return Upgrade::new(&docker, printer, target, journal, lock)?
+            .drive()
+            .await;
+    }
+
+    let pre = check::static_checks(&docker, target, &args.plan, Some(args.no_backup)).await?;
     if pre.failed() {
         bail!("the upgrade cannot start: {}", pre.failures());
     }
-    let kind = plan::backup_kind(
-        args.plan.mode,
-        args.no_backup,
-        pre.reflinks,
-        &pre.target.mount_root,
-    )?;
+    let kind = plan::backup_kind(args.plan.mode, args.no_backup, pre.reflinks, &root)?;
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
     let jobs = args
         .jobs
@@ -119,8 +134,7 @@ pub async fn run(args: UpgradeArgs, printer: &Printer) -> Result<bool> {
         free_bytes: pre.free_bytes,
         need_bytes: plan::need_bytes(kind, pre.data_bytes),
         backup: kind,
-        backup_dir: (kind != Backup::None)
-            .then(|| pre.target.mount_root.join(plan::backup_name(&stamp))),
+        backup_dir: (kind != Backup::None).then(|| root.join(plan::backup_name(&stamp))),
         image: pre.image.clone(),
         new_image: args.plan.new_image.clone(),
         stop: pre.running.iter().map(|c| c.name.clone()).collect(),
@@ -131,323 +145,451 @@ pub async fn run(args: UpgradeArgs, printer: &Printer) -> Result<bool> {
         bail!("nothing was changed: the upgrade was not confirmed");
     }
     if args.no_backup {
-        printer.step(
-            "--no-backup: no copy of the old cluster is kept; once the new cluster is in place there is no rollback",
-        );
+        printer.step("--no-backup: no copy of the old cluster is kept; once the new cluster is in place there is no rollback");
     }
-
-    // Stop the servers; from here on, a failure restarts what was running.
-    for c in &pre.running {
-        printer.step(format!("stopping container {}", c.name));
-        docker.stop(&c.name, 120).await?;
-    }
-    let result = upgrade(&docker, &mut pre, &plan, &args.plan, &stamp, printer).await;
-    match result {
-        Ok(report) => {
-            printer.report(&report)?;
-            Ok(true)
-        }
-        Err(e) => {
-            for c in &pre.running {
-                if docker.start(&c.name).await.is_ok() {
-                    printer.step(format!("restarted container {} on the old cluster", c.name));
-                }
-            }
-            Err(e)
-        }
-    }
-}
-
-async fn upgrade(
-    docker: &Docker,
-    pre: &mut Preflight,
-    plan: &Plan,
-    args: &UpgradePlanArgs,
-    stamp: &str,
-    printer: &Printer,
-) -> Result<UpgradeReport> {
-    let cluster = Cluster::open(&pre.target.data_dir)?;
-    if !pre.running.is_empty() {
-        // What was read while the server ran is stale: read the stopped cluster again.
-        let reread = check::static_checks(
-            docker,
-            pre.target.clone(),
-            args,
-            Some(plan.backup == Backup::None),
-        )
-        .await?;
-        if reread.failed() {
-            bail!("the upgrade cannot start: {}", reread.failures());
-        }
-        *pre = Preflight {
-            running: std::mem::take(&mut pre.running),
-            ..reread
-        };
-    }
-    printer.step("checking the stopped cluster on a throwaway view (pg_upgrade --check)");
-    let facts = check::cluster_checks(docker, pre, true).await?;
-    let Some(ClusterFacts { settings, snapshot }) = facts.filter(|_| !pre.failed()) else {
-        bail!("the upgrade cannot start: {}", pre.failures());
-    };
-    let before = snapshot.expect("asked for a snapshot");
-
-    let root = pre.target.mount_root.clone();
-    let data = pre.target.data_dir.clone();
-    let work = root.join(WORK_DIR);
-    make_private_dir(&work, &cluster)?;
-
-    // 1. The backup: complete and synced under a temporary name, then renamed into place.
-    let record = Record {
-        name: plan::backup_name(stamp),
-        old_major: plan.old_major,
-        new_major: plan.new_major,
-        old_image: pre.target.container.as_ref().map(|c| c.image.clone()),
+    let lock = Lock::take(&root, pre.cluster.uid, pre.cluster.gid)?;
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let journal = Journal {
+        operation: Operation::Upgrade,
+        step: Step::Stopping,
+        stamp: stamp.clone(),
+        command: format!("pgup {}", pgcmd::display(&argv)),
+        pgdata: pre
+            .target
+            .data_dir
+            .strip_prefix(&root)
+            .unwrap_or(Path::new(""))
+            .to_owned(),
+        old_major: pre.old_major,
+        new_major: pre.new_major,
+        image: pre.image.clone(),
+        new_image: args.plan.new_image.clone(),
+        backup: kind,
+        backup_name: plan.backup_dir.as_ref().map(|_| plan::backup_name(&stamp)),
+        jobs,
         container: pre.target.container.as_ref().map(|c| c.name.clone()),
-        pgdata_below_root: data.strip_prefix(&root).unwrap_or(Path::new("")).to_owned(),
-        mode: plan.backup,
-        created: chrono::Utc::now(),
+        running: plan.stop.clone(),
+        settings: None,
+        config_changes: Vec::new(),
+        updated: chrono::Utc::now(),
     };
-    if let Some(backup_dir) = &plan.backup_dir {
-        printer.step(format!(
-            "backing up the old cluster to {}",
-            backup_dir.display()
-        ));
-        make_backup(&data, backup_dir, plan, printer)?;
-        record.write(&root, cluster.uid, cluster.gid)?;
-    }
-
-    // 2. initdb and pg_upgrade --link into a staging directory in the same volume.
-    let rel = data.strip_prefix(&root).unwrap_or(Path::new("")).to_owned();
-    let old_in = Path::new(VOL).join(&rel).display().to_string();
-    let staging = work.join("new");
-    let _ = std::fs::remove_dir_all(&staging);
-    let new_in = format!("{VOL}/{WORK_DIR}/new");
-    let volume = ToolMount::Bind {
-        host: root.clone(),
-        target: VOL.into(),
-        read_only: false,
-    };
-    let mut tb = Toolbox::start(docker, pre.toolbox("upgrade", volume)).await?;
-    let outcome = transfer_and_verify(
-        &mut tb, pre, plan, &settings, &before, &old_in, &new_in, printer,
-    )
-    .await;
-    let transcript = std::mem::take(&mut tb.transcript);
-    tb.close().await;
-    let log = if plan.backup_dir.is_some() {
-        backup::log_path(&root, &record.name)
-    } else {
-        work.join(format!("upgrade-{stamp}.log"))
-    };
-    backup::private_file(&log, transcript.as_bytes(), cluster.uid, cluster.gid)
-        .with_context(|| format!("cannot write the log {}", log.display()))?;
-    let (summary, extensions_updated) = match outcome {
-        Ok(v) => v,
-        Err(e) => {
-            restore_after_failure(&data, &staging, &work, plan, printer)?;
-            return Err(e);
-        }
-    };
-    let _ = std::fs::remove_dir_all(work.join("old"));
-    // The old servers stay stopped from here on: their data is now the new cluster's.
-    pre.running.clear();
-
-    // 3. The container on the new image, or what to do.
-    let mut report = UpgradeReport {
-        target: plan.target.clone(),
-        from: plan.old_major,
-        to: plan.new_major,
-        backup: plan.backup_dir.clone(),
-        settings_changed: plan.config_changes.clone(),
-        extensions_updated,
-        verified: summary,
-        container: None,
-        image: None,
-        server_version_num: None,
-        next: None,
-    };
-    match (&pre.target.container, &plan.new_image) {
-        (Some(c), Some(image)) => {
-            printer.step(format!("re-creating container {} on {image}", c.name));
-            let moved = recreate::recreate(docker, &c.name, image, plan, &root, stamp, &settings.superuser)
-                .await
-                .with_context(|| {
-                    format!(
-                        "the upgrade is done and verified, but re-creating container {} on {image} failed (the old container is kept as {}); fix the cause and start a PostgreSQL {} container on the volume, or `pgup rollback` to go back",
-                        c.name,
-                        recreate::kept_name(&c.name, stamp),
-                        plan.new_major
-                    )
-                })?;
-            report.container = Some(c.name.clone());
-            report.image = Some(image.clone());
-            report.server_version_num = Some(moved.server_version_num);
-            report.next = moved.compose_hint;
-        }
-        (Some(c), None) => {
-            report.next = Some(format!(
-                "Container {} stays stopped: it still names the PostgreSQL {} image. Re-create it on a PostgreSQL {} image (pgup upgrade --new-image, or docker/compose), keeping its volumes.",
-                c.name, plan.old_major, plan.new_major
-            ));
-        }
-        (None, _) => {
-            report.next = Some(format!(
-                "Start the data on a PostgreSQL {} server image; PGDATA is {}.",
-                plan.new_major,
-                data.display()
-            ));
-        }
-    }
-    Ok(report)
+    let mut up = Upgrade::new(&docker, printer, pre.target, journal, lock)?;
+    up.journal.advance(&root, Step::Stopping)?;
+    interrupt::journal_at(root, flags);
+    up.drive().await
 }
 
-/// A directory only the data owner may enter.
-fn make_private_dir(dir: &Path, cluster: &Cluster) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    std::os::unix::fs::chown(dir, Some(cluster.uid), Some(cluster.gid))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    Ok(())
+/// An upgrade under way: its journal and what the steps share.
+pub struct Upgrade<'a> {
+    docker: &'a Docker,
+    printer: &'a Printer,
+    target: Target,
+    pub journal: Journal,
+    uid: u32,
+    gid: u32,
+    _lock: Lock,
+    verified: Option<VerifySummary>,
+    extensions_updated: bool,
 }
 
-fn make_backup(data: &Path, backup_dir: &Path, plan: &Plan, printer: &Printer) -> Result<()> {
-    let partial = backup_dir.with_extension("partial");
-    let _ = std::fs::remove_dir_all(&partial);
-    let bar = printer.bytes_bar(plan.data_bytes);
-    let copied = tree::copy_tree(
-        data,
-        &partial,
-        &tree::CopyOptions {
-            transfer: if plan.backup == Backup::Clone {
-                tree::Transfer::Clone
-            } else {
-                tree::Transfer::Copy
+impl<'a> Upgrade<'a> {
+    pub fn new(
+        docker: &'a Docker,
+        printer: &'a Printer,
+        target: Target,
+        journal: Journal,
+        lock: Lock,
+    ) -> Result<Self> {
+        let (uid, gid) = target::owner(&target.data_dir)?;
+        Ok(Self {
+            docker,
+            printer,
+            target,
+            journal,
+            uid,
+            gid,
+            _lock: lock,
+            verified: None,
+            extensions_updated: false,
+        })
+    }
+
+    fn root(&self) -> &Path {
+        &self.target.mount_root
+    }
+
+    fn data(&self) -> &Path {
+        &self.target.data_dir
+    }
+
+    fn work(&self) -> PathBuf {
+        Journal::work_dir(self.root())
+    }
+
+    fn staging(&self) -> PathBuf {
+        self.work().join("new")
+    }
+
+    fn aside(&self) -> PathBuf {
+        self.work().join("old")
+    }
+
+    fn backup_dir(&self) -> Option<PathBuf> {
+        self.journal
+            .backup_name
+            .as_ref()
+            .map(|n| self.root().join(n))
+    }
+
+    fn log_path(&self) -> PathBuf {
+        match &self.journal.backup_name {
+            Some(name) => backup::log_path(self.root(), name),
+            None => self
+                .work()
+                .join(format!("upgrade-{}.log", self.journal.stamp)),
+        }
+    }
+
+    fn advance(&mut self, step: Step) -> Result<()> {
+        let root = self.target.mount_root.clone();
+        Ok(self.journal.advance(&root, step)?)
+    }
+
+    async fn drive(mut self) -> Result<bool> {
+        match self.steps().await {
+            Ok(report) => {
+                Journal::finish(self.root())?;
+                self.printer.report(&report)?;
+                Ok(true)
+            }
+            Err(e) => Err(self.recover(e).await),
+        }
+    }
+
+    async fn steps(&mut self) -> Result<UpgradeReport> {
+        loop {
+            match self.journal.step {
+                Step::Stopping => {
+                    self.stop_servers().await?;
+                    self.advance(Step::Checking)?;
+                }
+                Step::Checking => {
+                    self.check().await?;
+                    let next = if self.journal.backup == Backup::None {
+                        Step::Upgrading
+                    } else {
+                        Step::BackingUp
+                    };
+                    self.advance(next)?;
+                }
+                Step::BackingUp => {
+                    self.backup().await?;
+                    self.advance(Step::Upgrading)?;
+                }
+                Step::Upgrading => {
+                    self.pg_upgrade().await?;
+                    self.advance(Step::SwappingOut)?;
+                }
+                Step::SwappingOut => {
+                    self.printer.step(format!(
+                        "putting the new cluster in place at {}",
+                        self.data().display()
+                    ));
+                    backup::set_aside(self.data(), &self.aside())?;
+                    self.advance(Step::SwappingIn)?;
+                }
+                Step::SwappingIn => {
+                    let staging = self.staging();
+                    if staging.exists() {
+                        tree::move_entries(&staging, self.data(), &|_| false).with_context(
+                            || {
+                                format!(
+                                    "cannot move the new cluster into {}",
+                                    self.data().display()
+                                )
+                            },
+                        )?;
+                        std::fs::remove_dir(&staging)?;
+                    }
+                    self.advance(Step::Verifying)?;
+                }
+                Step::Verifying => {
+                    self.verify().await?;
+                    let recreate =
+                        self.journal.container.is_some() && self.journal.new_image.is_some();
+                    if !recreate {
+                        return Ok(self.report(None));
+                    }
+                    self.advance(Step::Recreating)?;
+                }
+                Step::Recreating => return self.recreate().await,
+                step => bail!("the journal holds step {step:?}, which is not an upgrade's"),
+            }
+        }
+    }
+
+    async fn stop_servers(&self) -> Result<()> {
+        for name in &self.journal.running {
+            self.printer.step(format!("stopping container {name}"));
+            self.docker.stop(name, 120).await?;
+        }
+        Ok(())
+    }
+
+    /// The server-side checks on the stopped cluster, and the record of its data.
+    async fn check(&mut self) -> Result<()> {
+        self.printer
+            .step("checking the stopped cluster on a throwaway view (pg_upgrade --check)");
+        let args = UpgradePlanArgs {
+            to: self.journal.new_major,
+            image: Some(self.journal.image.clone()),
+            mode: match self.journal.backup {
+                Backup::Copy => Mode::Copy,
+                Backup::Clone => Mode::Clone,
+                Backup::None => Mode::Link,
             },
-            skip: &is_pgup_entry,
-            progress: &|n| bar.inc(n),
-        },
-    );
-    bar.finish_and_clear();
-    if let Err(e) = copied {
-        let _ = std::fs::remove_dir_all(&partial);
-        return Err(e)
-            .context("the backup failed; nothing was changed and the partial copy was removed");
+            new_image: self.journal.new_image.clone(),
+        };
+        let no_backup = self.journal.backup == Backup::None;
+        let mut pre =
+            check::static_checks(self.docker, self.target.clone(), &args, Some(no_backup)).await?;
+        if !pre.failed() && !pre.running.is_empty() {
+            let names: Vec<_> = pre.running.iter().map(|c| c.name.clone()).collect();
+            bail!(
+                "container {} was started again; stop it and run the same command again",
+                names.join(", ")
+            );
+        }
+        let facts = if pre.failed() {
+            None
+        } else {
+            check::cluster_checks(self.docker, &mut pre, true).await?
+        };
+        let Some(ClusterFacts { settings, snapshot }) = facts.filter(|_| !pre.failed()) else {
+            bail!("the upgrade cannot start: {}", pre.failures());
+        };
+        let before = serde_json::to_vec(&snapshot.expect("asked for a snapshot"))?;
+        backup::private_file(
+            &self.work().join("before.json"),
+            &before,
+            self.uid,
+            self.gid,
+        )?;
+        self.journal.settings = Some(settings);
+        Ok(())
     }
-    std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o700))?;
-    std::fs::rename(&partial, backup_dir).with_context(|| {
-        format!(
-            "cannot rename {} to {}",
-            partial.display(),
-            backup_dir.display()
-        )
-    })?;
-    sync_dir(backup_dir.parent().unwrap_or(Path::new("/")))?;
-    Ok(())
-}
 
-/// Entries of a mount root that are pgup's, not the cluster's: backups, their records and
-/// logs, and the work directory.
-pub fn is_pgup_entry(name: &str) -> bool {
-    backup::is_backup_name(name) || name == WORK_DIR
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir)
-        .and_then(|f| f.sync_all())
-        .with_context(|| format!("cannot sync {}", dir.display()))
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn transfer_and_verify(
-    tb: &mut Toolbox<'_>,
-    pre: &Preflight,
-    plan: &Plan,
-    settings: &crate::cluster::InitSettings,
-    before: &verify::Snapshot,
-    old_in: &str,
-    new_in: &str,
-    printer: &Printer,
-) -> Result<(VerifySummary, bool)> {
-    let (old, new) = (plan.old_major, plan.new_major);
-    printer.step(format!(
-        "initdb PostgreSQL {new} with the old cluster's settings"
-    ));
-    tb.run(&pgcmd::initdb(new, new_in, settings)).await?;
-    printer.step(format!("pg_upgrade --link --jobs {}", plan.jobs));
-    let up = PgUpgrade {
-        old_major: old,
-        new_major: new,
-        old_datadir: old_in,
-        new_datadir: new_in,
-        superuser: &settings.superuser,
-        run_dir: RUN,
-        transfer: Transfer::Link,
-        jobs: plan.jobs,
-        check_only: false,
-    };
-    tb.run(&up.argv())
-        .await
-        .context("pg_upgrade failed; the old cluster was put back as it was")?;
-
-    // The old configuration, minus what the new major refuses.
-    let root = &pre.target.mount_root;
-    let data = &pre.target.data_dir;
-    let staging = root.join(WORK_DIR).join("new");
-    carry_config(data, &staging, pre, plan)?;
-
-    printer.step(format!(
-        "putting the new cluster in place at {}",
-        data.display()
-    ));
-    swap(data, &staging, &root.join(WORK_DIR).join("old"))?;
-
-    printer.step("starting the new cluster privately: extensions, statistics, verification");
-    tb.run(&pgcmd::start_server(new, old_in, RUN)).await?;
-    let verified = after_start(tb, plan, &settings.superuser, before).await;
-    let stopped = tb.run(&pgcmd::stop_server(new, old_in)).await;
-    let result = verified?;
-    stopped?;
-    Ok(result)
-}
-
-async fn after_start(
-    tb: &mut Toolbox<'_>,
-    plan: &Plan,
-    superuser: &str,
-    before: &verify::Snapshot,
-) -> Result<(VerifySummary, bool)> {
-    let new = plan.new_major;
-    // pg_upgrade writes update_extensions.sql into its working directory.
-    let updated = tb
-        .run(&[
-            "test".into(),
-            "-f".into(),
-            "/tmp/update_extensions.sql".into(),
-        ])
-        .await
-        .is_ok();
-    if updated {
-        tb.run(&pgcmd::psql_file(
-            new,
-            RUN,
-            superuser,
-            "/tmp/update_extensions.sql",
-        ))
-        .await
-        .context("update_extensions.sql failed")?;
-    }
-    tb.run(&pgcmd::vacuumdb(new, RUN, superuser, plan.jobs))
+    async fn backup(&mut self) -> Result<()> {
+        let dir = self.backup_dir().expect("a backup step has a backup");
+        let name = self.journal.backup_name.clone().expect("named");
+        let container = self.target.container.as_ref();
+        Record {
+            name: name.clone(),
+            old_major: self.journal.old_major,
+            new_major: self.journal.new_major,
+            old_image: container.map(|c| c.image.clone()),
+            container: container.map(|c| c.name.clone()),
+            pgdata_below_root: self.journal.pgdata.clone(),
+            mode: self.journal.backup,
+            created: chrono::Utc::now(),
+            restart_policy: container.and_then(|c| c.restart_policy.clone()),
+            superuser: self.journal.settings.as_ref().map(|s| s.superuser.clone()),
+            upgraded_checkpoint: None,
+            rolled_back: None,
+        }
+        .write(self.root(), self.uid, self.gid)?;
+        if dir.exists() {
+            return Ok(()); // renamed into place before the journal moved on
+        }
+        self.printer
+            .step(format!("backing up the old cluster to {}", dir.display()));
+        let data = self.data().to_owned();
+        let bar = self
+            .printer
+            .bytes_bar(crate::cluster::Cluster::open(&data)?.bytes()?);
+        let transfer = if self.journal.backup == Backup::Clone {
+            tree::Transfer::Clone
+        } else {
+            tree::Transfer::Copy
+        };
+        let progress = bar.clone();
+        let made = tokio::task::spawn_blocking(move || {
+            let copied = std::cell::Cell::new(0u64);
+            backup::make(
+                &data,
+                &dir,
+                &tree::CopyOptions {
+                    transfer,
+                    skip: &backup::is_pgup_entry,
+                    progress: &|n| {
+                        progress.inc(n);
+                        copied.set(copied.get() + n);
+                        if copied.get() > 1 << 20 {
+                            crate::journal::failpoint("backup-midway");
+                        }
+                    },
+                    interrupted: &interrupt::interrupted,
+                },
+            )
+        })
         .await?;
-    let client = verify::connect(tb.socket_dir(), superuser, "template1").await?;
-    let after = verify::take(tb.socket_dir(), superuser, &client).await?;
-    let diffs = verify::differences(before, &after);
-    if !diffs.is_empty() {
-        bail!(
-            "verification found differences, so the upgrade was rolled back: {}",
-            diffs.join("; ")
-        );
+        bar.finish_and_clear();
+        made.context("the backup failed")
     }
-    Ok((
-        VerifySummary {
+
+    /// A toolbox with the mount root mounted read-write at [`VOL`].
+    async fn toolbox(&self) -> Result<Toolbox<'a>> {
+        let spec = crate::toolbox::ToolboxSpec {
+            image: &self.journal.image,
+            role: "upgrade",
+            data: self.data(),
+            uid: self.uid,
+            gid: self.gid,
+            mounts: vec![ToolMount::Bind {
+                host: self.root().to_owned(),
+                target: VOL.into(),
+                read_only: false,
+            }],
+        };
+        Ok(Toolbox::start(self.docker, spec).await?)
+    }
+
+    fn in_vol(&self, host: &Path) -> String {
+        Path::new(VOL)
+            .join(host.strip_prefix(self.root()).unwrap_or(host))
+            .display()
+            .to_string()
+    }
+
+    /// initdb and pg_upgrade --link into the staging directory, then the old configuration.
+    async fn pg_upgrade(&mut self) -> Result<()> {
+        undo_pg_upgrade(self.data(), &self.staging())?;
+        let settings = self
+            .journal
+            .settings
+            .clone()
+            .context("the journal lacks the checked settings")?;
+        let (old, new) = (self.journal.old_major, self.journal.new_major);
+        let (old_in, new_in) = (self.in_vol(self.data()), self.in_vol(&self.staging()));
+        let mut tb = self.toolbox().await?;
+        let result = async {
+            self.printer.step(format!(
+                "initdb PostgreSQL {new} with the old cluster's settings"
+            ));
+            tb.run(&pgcmd::initdb(new, &new_in, &settings)).await?;
+            self.printer
+                .step(format!("pg_upgrade --link --jobs {}", self.journal.jobs));
+            let up = PgUpgrade {
+                old_major: old,
+                new_major: new,
+                old_datadir: &old_in,
+                new_datadir: &new_in,
+                superuser: &settings.superuser,
+                run_dir: RUN,
+                transfer: Transfer::Link,
+                jobs: self.journal.jobs,
+                check_only: false,
+            };
+            tb.run(&up.argv()).await.context("pg_upgrade failed")?;
+            crate::journal::failpoint("pg_upgrade-done");
+            // pg_upgrade writes update_extensions.sql into its working directory, which
+            // goes with the toolbox: keep it for the verification step.
+            let script = format!("{}/update_extensions.sql", self.in_vol(&self.work()));
+            tb.run(&[
+                "sh".into(),
+                "-c".into(),
+                format!("test ! -f update_extensions.sql || cp update_extensions.sql {script}"),
+            ])
+            .await?;
+            let accepted =
+                config::parse_describe_config(&tb.run(&pgcmd::describe_config(new)).await?);
+            carry_config(
+                self.data(),
+                &self.staging(),
+                &accepted,
+                new,
+                settings.wal_segment_bytes,
+            )
+        }
+        .await
+        .map(|changes| self.journal.config_changes = changes);
+        let transcript = std::mem::take(&mut tb.transcript);
+        tb.close().await;
+        self.append_log(&transcript);
+        result
+    }
+
+    fn append_log(&self, text: &str) {
+        let path = self.log_path();
+        let mut all = std::fs::read_to_string(&path).unwrap_or_default();
+        all.push_str(text);
+        if let Err(e) = backup::private_file(&path, all.as_bytes(), self.uid, self.gid) {
+            self.printer
+                .step(format!("cannot write the log {}: {e}", path.display()));
+        }
+    }
+
+    /// Starts the new cluster privately, updates extensions and statistics, and compares the
+    /// data with the record made before the upgrade.
+    async fn verify(&mut self) -> Result<()> {
+        self.printer
+            .step("starting the new cluster privately: extensions, statistics, verification");
+        let settings = self
+            .journal
+            .settings
+            .clone()
+            .context("the journal lacks the checked settings")?;
+        let before: Snapshot =
+            serde_json::from_slice(&std::fs::read(self.work().join("before.json"))?)?;
+        let new = self.journal.new_major;
+        let data_in = self.in_vol(self.data());
+        let script = self.work().join("update_extensions.sql");
+        let mut tb = self.toolbox().await?;
+        let result = async {
+            tb.run(&pgcmd::start_server(new, &data_in, RUN)).await?;
+            let checked = async {
+                if script.exists() {
+                    tb.run(&pgcmd::psql_file(
+                        new,
+                        RUN,
+                        &settings.superuser,
+                        &self.in_vol(&script),
+                    ))
+                    .await
+                    .context("update_extensions.sql failed")?;
+                }
+                tb.run(&pgcmd::vacuumdb(
+                    new,
+                    RUN,
+                    &settings.superuser,
+                    self.journal.jobs,
+                ))
+                .await?;
+                let client =
+                    verify::connect(tb.socket_dir(), &settings.superuser, "template1").await?;
+                let after = verify::take(tb.socket_dir(), &settings.superuser, &client).await?;
+                let diffs = verify::differences(&before, &after);
+                if !diffs.is_empty() {
+                    bail!("verification found differences: {}", diffs.join("; "));
+                }
+                anyhow::Ok(after)
+            }
+            .await;
+            let stopped = tb.run(&pgcmd::stop_server(new, &data_in)).await;
+            let after = checked?;
+            stopped?;
+            let control = crate::cluster::ControlData::parse(
+                &tb.run(&pgcmd::controldata(new, &data_in)).await?,
+            );
+            anyhow::Ok((after, control))
+        }
+        .await;
+        let transcript = std::mem::take(&mut tb.transcript);
+        tb.close().await;
+        self.append_log(&transcript);
+        let (after, control) = result?;
+        self.extensions_updated = script.exists();
+        self.verified = Some(VerifySummary {
             databases: after.databases.len(),
             tables: after.databases.values().map(|d| d.tables.len()).sum(),
             rows: after
@@ -457,18 +599,171 @@ async fn after_start(
                 .sum(),
             sequences: after.databases.values().map(|d| d.sequences.len()).sum(),
             roles: after.roles.len(),
-        },
-        updated,
-    ))
+        });
+        if let (Some(name), Some(control)) = (&self.journal.backup_name, control) {
+            let mut record = Record::read(self.root(), name)?;
+            record.upgraded_checkpoint = Some(control.checkpoint);
+            record.write(self.root(), self.uid, self.gid)?;
+        }
+        for leftover in [self.aside(), script, self.work().join("before.json")] {
+            let _ = std::fs::remove_dir_all(&leftover).or_else(|_| std::fs::remove_file(&leftover));
+        }
+        Ok(())
+    }
+
+    async fn recreate(&self) -> Result<UpgradeReport> {
+        let name = self
+            .journal
+            .container
+            .clone()
+            .expect("recreating a container");
+        let image = self.journal.new_image.clone().expect("with a new image");
+        let superuser = &self
+            .journal
+            .settings
+            .as_ref()
+            .context("the journal lacks the settings")?
+            .superuser;
+        self.printer
+            .step(format!("re-creating container {name} on {image}"));
+        let to = recreate::Move {
+            name: &name,
+            image: &image,
+            root: self.root(),
+            data: self.data(),
+            keep_as: recreate::kept_name(&name, &self.journal.stamp),
+            superuser,
+            major: self.journal.new_major,
+        };
+        let moved = recreate::recreate(self.docker, &to)
+            .await
+        .with_context(|| {
+            format!(
+                "the upgrade is done and verified, but re-creating container {name} on {image} failed; run the same command again to retry, or `pgup rollback` to go back"
+            )
+        })?;
+        let mut report = self.report(Some(moved.server_version_num));
+        report.container = Some(name);
+        report.image = Some(image);
+        report.next = moved.compose_hint;
+        Ok(report)
+    }
+
+    fn report(&self, version: Option<i32>) -> UpgradeReport {
+        let next = match (&self.journal.container, version) {
+            (_, Some(_)) => None,
+            (Some(c), None) => Some(format!(
+                "Container {c} stays stopped: it still names the PostgreSQL {} image. Re-create it on a PostgreSQL {} image (pgup upgrade --new-image, or docker/compose), keeping its volumes.",
+                self.journal.old_major, self.journal.new_major
+            )),
+            (None, None) => Some(format!(
+                "Start the data on a PostgreSQL {} server image; PGDATA is {}.",
+                self.journal.new_major,
+                self.data().display()
+            )),
+        };
+        UpgradeReport {
+            target: self.target.label.clone(),
+            from: self.journal.old_major,
+            to: self.journal.new_major,
+            backup: self.backup_dir(),
+            settings_changed: self.journal.config_changes.clone(),
+            extensions_updated: self.extensions_updated,
+            verified: self.verified.clone(),
+            container: None,
+            image: None,
+            server_version_num: version,
+            next,
+        }
+    }
+
+    /// After a failure (not an interruption): before the swap, everything is undone and the
+    /// servers restarted; during the swap or verification, the backup is put back; after
+    /// verification, the journal stays for a retry.
+    async fn recover(self, e: anyhow::Error) -> anyhow::Error {
+        if interrupt::interrupted() {
+            return e;
+        }
+        let step = self.journal.step;
+        if step <= Step::Upgrading {
+            let undone = undo_before_swap(self.root(), self.data(), &self.journal)
+                .and_then(|()| Ok(Journal::finish(self.root())?));
+            rollback::restart(self.docker, self.printer, &self.journal.running).await;
+            return match undone {
+                Ok(()) => e.context("nothing was changed: the old cluster is as it was"),
+                Err(u) => e.context(format!(
+                    "and undoing it failed too ({u:#}); run `pgup rollback` on this data"
+                )),
+            };
+        }
+        if step == Step::Recreating || self.journal.backup == Backup::None {
+            return e;
+        }
+        self.printer
+            .step("putting the old cluster back from the backup");
+        let mut journal = self.journal.clone();
+        journal.operation = Operation::Rollback;
+        match rollback::finish(
+            self.docker,
+            self.printer,
+            &self.target,
+            journal,
+            Step::SettingAside,
+        )
+        .await
+        {
+            Ok(_) => e.context("the old cluster was put back from the backup"),
+            Err(r) => e.context(format!(
+                "and putting the backup back failed too ({r:#}); run `pgup rollback` on this data"
+            )),
+        }
+    }
+}
+
+/// Undoes an upgrade interrupted before the swap: pg_upgrade's rename of pg_control, the
+/// staging directory, and the backup this run made (so the space is free again).
+pub fn undo_before_swap(root: &Path, data: &Path, journal: &Journal) -> Result<()> {
+    undo_pg_upgrade(data, &Journal::work_dir(root).join("new"))?;
+    if let Some(name) = &journal.backup_name {
+        let dir = root.join(name);
+        let _ = std::fs::remove_dir_all(dir.with_extension("partial"));
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_file(Record::path(root, name));
+    }
+    for leftover in ["before.json", "update_extensions.sql"] {
+        let _ = std::fs::remove_file(Journal::work_dir(root).join(leftover));
+    }
+    Ok(tree::sync_dir(root)?)
+}
+
+/// pg_upgrade --link renames the old cluster's pg_control once linking starts; a new attempt
+/// (or an undo) renames it back and drops the half-made new cluster.
+fn undo_pg_upgrade(data: &Path, staging: &Path) -> Result<()> {
+    let (control, renamed) = (
+        data.join("global/pg_control"),
+        data.join("global/pg_control.old"),
+    );
+    if renamed.exists() && !control.exists() {
+        std::fs::rename(&renamed, &control)
+            .with_context(|| format!("cannot rename {} back", renamed.display()))?;
+    }
+    if staging.exists() {
+        std::fs::remove_dir_all(staging)
+            .with_context(|| format!("cannot remove {}", staging.display()))?;
+    }
+    Ok(())
 }
 
 /// Copies the old cluster's configuration files into the new one, adjusting settings the new
-/// major no longer accepts, keeping each file's owner and mode.
-fn carry_config(data: &Path, staging: &Path, pre: &Preflight, plan: &Plan) -> Result<()> {
-    let wal = pre
-        .control
-        .as_ref()
-        .map_or(16 * 1024 * 1024, |c| c.wal_segment_bytes);
+/// major no longer accepts, keeping each file's owner and mode. Returns the changes made.
+fn carry_config(
+    data: &Path,
+    staging: &Path,
+    accepted: &std::collections::BTreeSet<String>,
+    new_major: u32,
+    wal: u64,
+) -> Result<Vec<String>> {
+    let mut changes = Vec::new();
     for file in [
         "postgresql.conf",
         "postgresql.auto.conf",
@@ -480,92 +775,16 @@ fn carry_config(data: &Path, staging: &Path, pre: &Preflight, plan: &Plan) -> Re
             continue;
         };
         let text = if file.starts_with("postgresql") {
-            config::adjust(file, &text, &pre.accepted, plan.new_major, wal).text
+            let adjusted = config::adjust(file, &text, accepted, new_major, wal);
+            changes.extend(adjusted.changes.iter().map(ToString::to_string));
+            adjusted.text
         } else {
             text
         };
+        let meta = std::fs::metadata(&from)?;
         let to = staging.join(file);
         std::fs::write(&to, text).with_context(|| format!("cannot write {}", to.display()))?;
-        let meta = std::fs::metadata(&from)?;
-        std::os::unix::fs::chown(
-            &to,
-            Some(std::os::unix::fs::MetadataExt::uid(&meta)),
-            Some(std::os::unix::fs::MetadataExt::gid(&meta)),
-        )?;
-        std::fs::set_permissions(&to, meta.permissions())?;
+        tree::set_metadata(&to, &meta)?;
     }
-    Ok(())
-}
-
-/// Puts the staged new cluster where the old one was. The old cluster's entries go to
-/// `aside` (they share files with the new one after --link); pgup's own entries stay.
-fn swap(data: &Path, staging: &Path, aside: &Path) -> Result<()> {
-    let _ = std::fs::remove_dir_all(aside);
-    std::fs::create_dir(aside).with_context(|| format!("cannot create {}", aside.display()))?;
-    move_entries(data, aside, &is_pgup_entry)?;
-    move_entries(staging, data, &|_| false)?;
-    std::fs::remove_dir(staging).with_context(|| format!("cannot remove {}", staging.display()))?;
-    sync_dir(data)
-}
-
-/// Renames every entry of `from` (except `keep`) into `to`, on one filesystem.
-fn move_entries(from: &Path, to: &Path, keep: &dyn Fn(&str) -> bool) -> Result<()> {
-    for entry in
-        std::fs::read_dir(from).with_context(|| format!("cannot read {}", from.display()))?
-    {
-        let entry = entry?;
-        let name = entry.file_name();
-        if name.to_str().is_some_and(keep) {
-            continue;
-        }
-        std::fs::rename(entry.path(), to.join(&name)).with_context(|| {
-            format!(
-                "cannot move {} into {}",
-                entry.path().display(),
-                to.display()
-            )
-        })?;
-    }
-    Ok(())
-}
-
-/// After a failure: the old cluster back in place as it was, the staging directory gone.
-fn restore_after_failure(
-    data: &Path,
-    staging: &Path,
-    work: &Path,
-    plan: &Plan,
-    printer: &Printer,
-) -> Result<()> {
-    let aside = work.join("old");
-    if aside.exists() {
-        // The swap ran: the data directory holds the new cluster (or part of it).
-        let Some(backup_dir) = &plan.backup_dir else {
-            bail!(
-                "the upgrade failed after the new cluster was put in place, and there is no backup (--no-backup); the new cluster is in {}",
-                data.display()
-            );
-        };
-        printer.step(format!(
-            "putting the old cluster back from {}",
-            backup_dir.display()
-        ));
-        let failed = work.join("failed");
-        let _ = std::fs::remove_dir_all(&failed);
-        std::fs::create_dir(&failed)?;
-        move_entries(data, &failed, &is_pgup_entry)?;
-        move_entries(backup_dir, data, &|_| false)?;
-        std::fs::remove_dir(backup_dir)?;
-        let _ = std::fs::remove_dir_all(&failed);
-        let _ = std::fs::remove_dir_all(&aside);
-    } else {
-        // pg_upgrade --link renames the old pg_control once linking starts.
-        let control = data.join("global/pg_control");
-        let renamed = data.join("global/pg_control.old");
-        if renamed.exists() && !control.exists() {
-            std::fs::rename(&renamed, &control)?;
-        }
-    }
-    let _ = std::fs::remove_dir_all(staging);
-    sync_dir(data)
+    Ok(changes)
 }

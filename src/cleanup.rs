@@ -1,0 +1,289 @@
+//! `pgup cleanup`: removes what pgup kept once it is no longer wanted: backups (with their
+//! records, logs and kept containers), set-aside clusters, leftovers of interrupted runs, and
+//! temporary containers and volumes that no running pgup owns. Never the live cluster. A
+//! directory is first renamed into `.pgup/trash-*`, so an interrupted removal never leaves a
+//! half-deleted directory that still looks like a backup.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use indicatif::HumanBytes;
+use serde::Serialize;
+
+use crate::backup::{self, Record};
+use crate::cli::CleanupArgs;
+use crate::docker::Docker;
+use crate::interrupt;
+use crate::journal::{Journal, Lock, Operation, Step};
+use crate::plan::Backup;
+use crate::recreate;
+use crate::target::{self, Target};
+use crate::tree;
+use crate::ui::Printer;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Removal {
+    /// "backup", "record", "log", "set-aside cluster", "leftover", "container", "volume".
+    pub kind: &'static str,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CleanupReport {
+    pub target: String,
+    pub dry_run: bool,
+    pub removed: Vec<Removal>,
+    /// Bytes of the files removed (or that would be, with --dry-run).
+    pub freed_bytes: u64,
+}
+
+impl fmt::Display for CleanupReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.removed.is_empty() {
+            return writeln!(f, "Nothing to clean up in {}.", self.target);
+        }
+        let verb = if self.dry_run {
+            "Would remove"
+        } else {
+            "Removed"
+        };
+        writeln!(f, "{verb} from {}:", self.target)?;
+        write!(f, "{}", Listing(&self.removed))?;
+        writeln!(
+            f,
+            "{} {}.",
+            if self.dry_run {
+                "That would free"
+            } else {
+                "Freed"
+            },
+            HumanBytes(self.freed_bytes)
+        )
+    }
+}
+
+struct Listing<'a>(&'a [Removal]);
+
+impl fmt::Display for Listing<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for r in self.0 {
+            writeln!(
+                f,
+                "  {:<18} {:>10}  {}",
+                r.kind,
+                HumanBytes(r.bytes).to_string(),
+                r.name
+            )?;
+        }
+        Ok(())
+    }
+}
+
+pub async fn run(args: CleanupArgs, printer: &Printer) -> Result<bool> {
+    let docker = Docker::connect().await?;
+    let target = Target::resolve(&args.target, &docker).await?;
+    let flags = target::flags(&args.target);
+    let root = target.mount_root.clone();
+    if let Some(j) = Journal::read(&root)?.filter(|j| j.operation != Operation::Cleanup) {
+        bail!(
+            "{}; cleanup waits until then, as it could remove the backup that needs",
+            j.explain(&flags)
+        );
+    }
+    let removals = plan(&docker, &target, &args).await?;
+    let freed_bytes = removals.iter().map(|r| r.bytes).sum();
+    let mut report = CleanupReport {
+        target: target.label.clone(),
+        dry_run: args.dry_run,
+        removed: removals,
+        freed_bytes,
+    };
+    if args.dry_run || report.removed.is_empty() {
+        printer.report(&report)?;
+        return Ok(true);
+    }
+    let listing = format!(
+        "pgup cleanup will remove from {}:\n{}",
+        target.label,
+        Listing(&report.removed)
+    );
+    if !args.yes && !printer.confirm(&listing, "Proceed?")? {
+        bail!("nothing was removed: the cleanup was not confirmed");
+    }
+    let (uid, gid) = target::owner(&target.data_dir)?;
+    let _lock = Lock::take(&root, uid, gid)?;
+    let mut journal = Journal {
+        operation: Operation::Cleanup,
+        step: Step::Removing,
+        stamp: chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string(),
+        command: format!("pgup cleanup {flags}"),
+        pgdata: target
+            .data_dir
+            .strip_prefix(&root)
+            .unwrap_or(Path::new(""))
+            .to_owned(),
+        old_major: 0,
+        new_major: 0,
+        image: String::new(),
+        new_image: None,
+        backup: Backup::None,
+        backup_name: None,
+        jobs: 1,
+        container: None,
+        running: Vec::new(),
+        settings: None,
+        config_changes: Vec::new(),
+        updated: chrono::Utc::now(),
+    };
+    journal.advance(&root, Step::Removing)?;
+    interrupt::journal_at(root.clone(), flags);
+    for r in &report.removed {
+        printer.step(format!("removing {} {}", r.kind, r.name));
+        remove(&docker, &root, r).await?;
+    }
+    Journal::finish(&root)?;
+    report.dry_run = false;
+    printer.report(&report)?;
+    Ok(true)
+}
+
+/// What the flags select, with sizes. Pure reading: nothing is removed here.
+async fn plan(docker: &Docker, target: &Target, args: &CleanupArgs) -> Result<Vec<Removal>> {
+    let root = &target.mount_root;
+    let mut dirs = vec![root.as_path()];
+    if target.data_dir != *root {
+        dirs.push(&target.data_dir);
+    }
+    let backups = backup::find(&dirs).context("cannot list the backups")?;
+    let keep_newest = args.keep.unwrap_or(0);
+    let cutoff = args.older_than.map(|d| {
+        chrono::Utc::now() - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+    });
+    let removable = backups.len().saturating_sub(keep_newest);
+    let mut out = Vec::new();
+    for b in backups
+        .iter()
+        .take(removable)
+        .filter(|b| cutoff.is_none_or(|c| b.created < c))
+    {
+        out.push(Removal {
+            kind: "backup",
+            name: b.name.clone(),
+            path: Some(b.path.clone()),
+            bytes: b.bytes,
+        });
+        for (kind, path) in [
+            ("record", Record::path(root, &b.name)),
+            ("log", backup::log_path(root, &b.name)),
+        ] {
+            if let Ok(meta) = std::fs::metadata(&path) {
+                out.push(Removal {
+                    kind,
+                    name: file_name(&path),
+                    path: Some(path),
+                    bytes: meta.len(),
+                });
+            }
+        }
+        // The container an upgrade kept for going back to this backup.
+        if let Some(c) = Record::read(root, &b.name).ok().and_then(|r| r.container) {
+            let kept =
+                recreate::kept_name(&c, b.name.strip_prefix(backup::PREFIX).unwrap_or_default());
+            if docker.exists(&kept).await? {
+                out.push(Removal {
+                    kind: "container",
+                    name: kept,
+                    path: None,
+                    bytes: 0,
+                });
+            }
+        }
+    }
+    // Set-aside clusters and what interrupted runs left, in the work directory and the root.
+    let work = Journal::work_dir(root);
+    let leftovers = std::fs::read_dir(&work)
+        .into_iter()
+        .flatten()
+        .chain(std::fs::read_dir(root).into_iter().flatten())
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()));
+    for entry in leftovers {
+        let name = file_name(&entry.path());
+        let kind = if name.starts_with("upgraded-") {
+            "set-aside cluster"
+        } else if ["new", "old", "failed"].contains(&name.as_str())
+            || name.starts_with("trash-")
+            || (backup::is_backup_name(&name) && name.ends_with(".partial"))
+        {
+            "leftover"
+        } else {
+            continue;
+        };
+        out.push(Removal {
+            kind,
+            bytes: tree::tree_bytes(&entry.path(), |_| false).unwrap_or(0),
+            name,
+            path: Some(entry.path()),
+        });
+    }
+    for (kind, name) in docker.strays(pgup_alive).await? {
+        out.push(Removal {
+            kind,
+            name,
+            path: None,
+            bytes: 0,
+        });
+    }
+    Ok(out)
+}
+
+/// Whether `pid` is a running pgup: temporary containers carry their pgup's pid.
+fn pgup_alive(pid: u32) -> bool {
+    use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+    let pid = Pid::from_u32(pid);
+    // When processes cannot be read, count it as alive: never remove what may be in use.
+    let Ok(mut system) = System::new() else {
+        return true;
+    };
+    system.refresh_processes_specifics(
+        ProcessesToUpdate::Some(&[pid]),
+        true,
+        ProcessRefreshKind::nothing(),
+    );
+    system.process(pid).is_some_and(|p| p.name() == "pgup")
+}
+
+async fn remove(docker: &Docker, root: &Path, r: &Removal) -> Result<()> {
+    match (r.kind, &r.path) {
+        ("container", _) => docker.remove(&r.name).await,
+        ("volume", _) => docker.remove_volume(&r.name).await,
+        (_, Some(path)) if path.is_dir() => {
+            let trash = Journal::work_dir(root).join(if r.name.starts_with("trash-") {
+                r.name.clone()
+            } else {
+                format!("trash-{}", r.name)
+            });
+            if *path != trash {
+                std::fs::rename(path, &trash)
+                    .with_context(|| format!("cannot move {} away", path.display()))?;
+                tree::sync_dir(path.parent().unwrap_or(root))?;
+            }
+            std::fs::remove_dir_all(&trash)
+                .with_context(|| format!("cannot remove {}", trash.display()))?;
+        }
+        (_, Some(path)) => std::fs::remove_file(path)
+            .with_context(|| format!("cannot remove {}", path.display()))?,
+        (_, None) => {}
+    }
+    Ok(())
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
