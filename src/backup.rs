@@ -60,14 +60,20 @@ pub fn set_aside(data: &Path, aside: &Path) -> Result<(), BackupError> {
 /// Moves a backup's entries into `data` and gives `data` the backup's owner, mode and times,
 /// so `data` is byte-identical to the cluster that was backed up; then removes the empty
 /// backup directory. Renames only: running it again after an interruption finishes it.
-pub fn put_back(data: &Path, backup_dir: &Path) -> Result<(), BackupError> {
+/// Returns the backup root's metadata (None when it was already put back), for a caller that
+/// changes PGDATA's own entries afterwards to apply again.
+pub fn put_back(data: &Path, backup_dir: &Path) -> Result<Option<std::fs::Metadata>, BackupError> {
+    let mut meta = None;
     if backup_dir.exists() {
+        // Before the moves, which change the backup root's own times.
+        let root = std::fs::symlink_metadata(backup_dir).map_err(io_at(backup_dir))?;
         tree::move_entries(backup_dir, data, &|_| false).map_err(io_at(backup_dir))?;
-        let meta = std::fs::symlink_metadata(backup_dir).map_err(io_at(backup_dir))?;
-        tree::set_metadata(data, &meta).map_err(io_at(data))?;
         std::fs::remove_dir(backup_dir).map_err(io_at(backup_dir))?;
+        tree::set_metadata(data, &root).map_err(io_at(data))?;
+        meta = Some(root);
     }
-    tree::sync_dir(data).map_err(io_at(data))
+    tree::sync_dir(data).map_err(io_at(data))?;
+    Ok(meta)
 }
 
 fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> BackupError {

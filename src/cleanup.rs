@@ -15,7 +15,7 @@ use crate::backup::{self, Record};
 use crate::cli::CleanupArgs;
 use crate::docker::Docker;
 use crate::interrupt;
-use crate::journal::{Journal, Lock, Operation, Step};
+use crate::journal::{self, Journal, Lock, Operation, Step};
 use crate::plan::Backup;
 use crate::recreate;
 use crate::target::{self, Target};
@@ -230,7 +230,7 @@ async fn plan(docker: &Docker, target: &Target, args: &CleanupArgs) -> Result<Ve
             path: Some(entry.path()),
         });
     }
-    for (kind, name) in docker.strays(pgup_alive).await? {
+    for (kind, name) in docker.strays(None, journal::pgup_alive).await? {
         out.push(Removal {
             kind,
             name,
@@ -239,22 +239,6 @@ async fn plan(docker: &Docker, target: &Target, args: &CleanupArgs) -> Result<Ve
         });
     }
     Ok(out)
-}
-
-/// Whether `pid` is a running pgup: temporary containers carry their pgup's pid.
-fn pgup_alive(pid: u32) -> bool {
-    use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
-    let pid = Pid::from_u32(pid);
-    // When processes cannot be read, count it as alive: never remove what may be in use.
-    let Ok(mut system) = System::new() else {
-        return true;
-    };
-    system.refresh_processes_specifics(
-        ProcessesToUpdate::Some(&[pid]),
-        true,
-        ProcessRefreshKind::nothing(),
-    );
-    system.process(pid).is_some_and(|p| p.name() == "pgup")
 }
 
 async fn remove(docker: &Docker, root: &Path, r: &Removal) -> Result<()> {

@@ -376,8 +376,13 @@ impl Docker {
         already(self.api.start_container(id, None).await)
     }
 
-    /// pgup's temporary containers and volumes whose pgup process is gone: (kind, name).
-    pub async fn strays(&self, alive: impl Fn(u32) -> bool) -> Result<Vec<(&'static str, String)>> {
+    /// pgup's temporary containers and volumes whose pgup process is gone: (kind, name);
+    /// with `data`, only containers working on that data directory.
+    pub async fn strays(
+        &self,
+        data: Option<&Path>,
+        alive: impl Fn(u32) -> bool,
+    ) -> Result<Vec<(&'static str, String)>> {
         let owner_gone = |labels: &HashMap<String, String>| {
             labels
                 .get(LABEL_PID)
@@ -391,7 +396,10 @@ impl Docker {
             .build();
         let mut found = Vec::new();
         for c in self.api.list_containers(Some(options)).await? {
-            if owner_gone(&c.labels.unwrap_or_default()) {
+            let labels = c.labels.unwrap_or_default();
+            let for_data =
+                data.is_none_or(|d| labels.get(LABEL_DATA).is_some_and(|l| Path::new(l) == d));
+            if for_data && owner_gone(&labels) {
                 let name = c
                     .names
                     .unwrap_or_default()
@@ -416,6 +424,17 @@ impl Docker {
             }
         }
         Ok(found)
+    }
+
+    /// Removes the temporary containers and volumes left by a pgup that died working on `data`.
+    pub async fn remove_strays(&self, data: &Path, alive: impl Fn(u32) -> bool) -> Result<()> {
+        for (kind, name) in self.strays(Some(data), alive).await? {
+            match kind {
+                "container" => self.remove(&name).await,
+                _ => self.remove_volume(&name).await,
+            }
+        }
+        Ok(())
     }
 
     /// Removes the temporary containers and volumes this process made (after Ctrl-C).

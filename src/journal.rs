@@ -252,6 +252,22 @@ impl Lock {
     }
 }
 
+/// Whether `pid` is a running pgup: temporary containers carry their pgup's pid.
+pub fn pgup_alive(pid: u32) -> bool {
+    use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+    let pid = Pid::from_u32(pid);
+    // When processes cannot be read, count it as alive: never remove what may be in use.
+    let Ok(mut system) = System::new() else {
+        return true;
+    };
+    system.refresh_processes_specifics(
+        ProcessesToUpdate::Some(&[pid]),
+        true,
+        ProcessRefreshKind::nothing(),
+    );
+    system.process(pid).is_some_and(|p| p.name() == "pgup")
+}
+
 /// Files pgup keeps with the data belong to the data owner, as the work directory does.
 fn chown_like_work_dir(root: &Path, file: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::MetadataExt;

@@ -107,6 +107,9 @@ pub async fn run(args: RollbackArgs, printer: &Printer) -> Result<bool> {
         let _lock = Lock::take(&root, uid, gid)?;
         interrupt::journal_at(root.clone(), flags.clone());
         printer.step(format!("found: {}", journal.explain(&flags)));
+        docker
+            .remove_strays(&target.data_dir, crate::journal::pgup_alive)
+            .await?;
         let from = match (journal.operation, journal.step) {
             (Operation::Cleanup, _) => bail!("{}", journal.explain(&flags)),
             (Operation::Rollback, step) => step,
@@ -270,8 +273,9 @@ fn nothing_to_roll_back(root: &Path) -> String {
     }
 }
 
-/// Whether the upgraded server has run since the upgrade: its latest checkpoint moved. Says
-/// so in one line, or None when it has not.
+/// Whether the upgraded server has run since the upgrade: it runs now, or its latest
+/// checkpoint moved (a running server may not have checkpointed yet, so only a stopped
+/// cluster's checkpoint tells). Says so in one line, or None when it has not.
 async fn new_server_ran(
     docker: &Docker,
     target: &Target,
@@ -283,6 +287,20 @@ async fn new_server_ran(
         "anything written to PostgreSQL {} since the upgrade is lost by going back",
         record.new_major
     );
+    let running: Vec<String> = docker
+        .containers_using(&target.data_dir)
+        .await?
+        .into_iter()
+        .filter(|c| c.running)
+        .map(|c| c.name)
+        .collect();
+    if !running.is_empty() {
+        return Ok(Some(format!(
+            "The PostgreSQL {} server runs now (container {}): {lost}.",
+            record.new_major,
+            running.join(", ")
+        )));
+    }
     let image = match check::pick_image(docker, None, record.old_major, record.new_major).await? {
         Ok(image) => image,
         Err(_) => {
@@ -340,6 +358,7 @@ pub async fn finish(
     let backup_dir = root.join(&name);
     let aside = Journal::work_dir(root).join(format!("upgraded-{}", journal.stamp));
     journal.advance(root, from)?;
+    let mut restored = None;
     loop {
         match journal.step {
             Step::Stopping => {
@@ -359,7 +378,7 @@ pub async fn finish(
             }
             Step::Restoring => {
                 printer.step(format!("putting {name} back"));
-                backup::put_back(data, &backup_dir)?;
+                restored = backup::put_back(data, &backup_dir)?;
                 journal.advance(root, Step::Restarting)?;
             }
             Step::Restarting => break,
@@ -414,6 +433,12 @@ pub async fn finish(
         r.write(root, uid, gid)?;
     }
     Journal::finish(root)?;
+    upgrade::remove_leftovers(root);
+    // The record and the backup's removal touched PGDATA's own times when the backups live
+    // in it: give it the backed-up cluster's times again, last.
+    if let Some(meta) = restored {
+        crate::tree::set_metadata(data, &meta)?;
+    }
     Ok(report)
 }
 

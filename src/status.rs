@@ -22,7 +22,8 @@ pub struct Status {
     /// The named volume holding the data; null for a bind mount or host directory.
     pub volume: Option<String>,
     pub data_dir: PathBuf,
-    pub pg_version: String,
+    /// None only while an interrupted swap leaves PGDATA between two clusters.
+    pub pg_version: Option<String>,
     pub data_bytes: u64,
     pub free_bytes: u64,
     pub owner: String,
@@ -45,23 +46,23 @@ pub async fn run(args: StatusArgs, printer: &Printer) -> Result<()> {
     let target = Target::resolve(&args.target, &docker).await?;
     let flags = crate::target::flags(&args.target);
     let interrupted = Journal::read(&target.mount_root)?.map(|j| j.explain(&flags));
-    let status = match Status::read(&target, &docker).await {
-        Ok(status) => Status {
-            interrupted,
-            ..status
-        },
-        // Mid-swap the data directory may hold no cluster for a moment.
-        Err(e) => match interrupted {
-            Some(line) => anyhow::bail!("{line}"),
-            None => return Err(e),
-        },
-    };
+    let status = Status::read(&target, &docker, interrupted).await?;
     printer.report(&status)
 }
 
 impl Status {
-    pub async fn read(target: &Target, docker: &Docker) -> Result<Self> {
-        let cluster = Cluster::open(&target.data_dir)?;
+    pub async fn read(
+        target: &Target,
+        docker: &Docker,
+        interrupted: Option<String>,
+    ) -> Result<Self> {
+        // Mid-swap PGDATA may hold no whole cluster for a moment: the journal explains it.
+        let cluster = match Cluster::open(&target.data_dir) {
+            Ok(c) => Some(c),
+            Err(_) if interrupted.is_some() => None,
+            Err(e) => return Err(e.into()),
+        };
+        let (uid, gid) = crate::target::owner(&target.data_dir)?;
         let users = docker.containers_using(&target.data_dir).await?;
         let image = match (&target.container, users.as_slice()) {
             (Some(c), _) => Some(c.image.clone()),
@@ -76,16 +77,16 @@ impl Status {
             target: target.label.clone(),
             volume: target.volume.clone(),
             data_dir: target.data_dir.clone(),
-            pg_version: cluster.major.clone(),
-            data_bytes: cluster.bytes()?,
+            pg_version: cluster.as_ref().map(|c| c.major.clone()),
+            data_bytes: crate::tree::tree_bytes(&target.data_dir, crate::backup::is_backup_name)?,
             free_bytes: space::free_bytes(&target.data_dir).with_context(|| {
                 format!("cannot measure free space at {}", target.data_dir.display())
             })?,
-            owner: format!("{}:{}", cluster.uid, cluster.gid),
+            owner: format!("{uid}:{gid}"),
             server_running: users.iter().any(|c| c.running),
             containers: users.iter().map(|c| c.name.clone()).collect(),
             image,
-            postmaster_pid: cluster.postmaster_pid,
+            postmaster_pid: cluster.is_some_and(|c| c.postmaster_pid),
             set_aside: std::fs::read_dir(Journal::work_dir(&target.mount_root))
                 .into_iter()
                 .flatten()
@@ -93,7 +94,7 @@ impl Status {
                 .filter_map(|e| e.file_name().to_str().map(str::to_owned))
                 .filter(|n| n.starts_with("upgraded-"))
                 .collect(),
-            interrupted: None,
+            interrupted,
             backups: backup::find(&dirs).with_context(|| {
                 format!("cannot list backups in {}", target.mount_root.display())
             })?,
@@ -107,7 +108,7 @@ impl fmt::Display for Status {
             |f: &mut fmt::Formatter<'_>, k: &str, v: &dyn fmt::Display| writeln!(f, "{k:<12} {v}");
         row(f, "target", &self.target)?;
         row(f, "data", &self.data_dir.display())?;
-        row(f, "postgresql", &self.pg_version)?;
+        row(f, "postgresql", &self.pg_version.as_deref().unwrap_or("-"))?;
         row(f, "size", &HumanBytes(self.data_bytes))?;
         row(f, "free", &HumanBytes(self.free_bytes))?;
         row(f, "owner", &self.owner)?;

@@ -110,6 +110,9 @@ pub async fn run(args: UpgradeArgs, printer: &Printer) -> Result<bool> {
         let (uid, gid) = target::owner(&target.data_dir)?;
         let lock = Lock::take(&root, uid, gid)?;
         printer.step(format!("resuming: {}", journal.explain(&flags)));
+        docker
+            .remove_strays(&target.data_dir, crate::journal::pgup_alive)
+            .await?;
         interrupt::journal_at(root, flags);
         return Upgrade::new(&docker, printer, target, journal, lock)?
             .drive()
@@ -148,6 +151,8 @@ pub async fn run(args: UpgradeArgs, printer: &Printer) -> Result<bool> {
         printer.step("--no-backup: no copy of the old cluster is kept; once the new cluster is in place there is no rollback");
     }
     let lock = Lock::take(&root, pre.cluster.uid, pre.cluster.gid)?;
+    // No journal: whatever an earlier, undone run left in the work directory is garbage.
+    remove_leftovers(&root);
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let journal = Journal {
         operation: Operation::Upgrade,
@@ -734,6 +739,18 @@ pub fn undo_before_swap(root: &Path, data: &Path, journal: &Journal) -> Result<(
         let _ = std::fs::remove_file(Journal::work_dir(root).join(leftover));
     }
     Ok(tree::sync_dir(root)?)
+}
+
+/// Removes the work directory's staging and set-aside directories and scripts. Only when no
+/// operation is under way: a journal's steps may still need them.
+pub fn remove_leftovers(root: &Path) {
+    let work = Journal::work_dir(root);
+    for dir in ["new", "old", "failed"] {
+        let _ = std::fs::remove_dir_all(work.join(dir));
+    }
+    for file in ["before.json", "update_extensions.sql"] {
+        let _ = std::fs::remove_file(work.join(file));
+    }
 }
 
 /// pg_upgrade --link renames the old cluster's pg_control once linking starts; a new attempt

@@ -2,5 +2,6 @@
 //! They need Docker and the images; without them they fail, they never skip.
 
 mod common;
+mod recovery;
 mod status;
 mod upgrade;

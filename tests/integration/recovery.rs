@@ -1,0 +1,661 @@
+//! `pgup rollback`, `pgup cleanup`, and upgrades that are killed, interrupted, starved of
+//! disk or raced: every path ends with the data intact and no stray containers.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+const NEW_IMAGE: &str = "pgup/postgres:17";
+
+fn upgrade_cmd(container: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgup"));
+    cmd.args([
+        "upgrade",
+        "--container",
+        container,
+        "--to",
+        "17",
+        "--new-image",
+        NEW_IMAGE,
+        "--yes",
+    ]);
+    cmd
+}
+
+/// The cluster's own entries (not pgup's, and not the directory itself, whose times pgup's
+/// entries beside the cluster move), hashed like `tree_hash`.
+fn cluster_hash(dir: &Path) -> String {
+    let script = r#"cd "$1" && { find . -mindepth 1 \( -path './.pgup' -o -path './upgrade_backup_*' \) -prune -o -printf '%P %y %m %U:%G %s %T@ %l\n' | grep -v '^\.pgup \|^upgrade_backup_' | sort; find . \( -path './.pgup' -o -path './upgrade_backup_*' \) -prune -o -type f -print0 | sort -z | xargs -0r sha256sum; } | sha256sum"#;
+    let out = Command::new("sh")
+        .args(["-c", script, "sh"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// pgup's temporary containers working on `data`: after any ending there must be none.
+fn strays(data: &Path) -> String {
+    let label = format!("label=org.pgup.data={}", data.display());
+    docker(&["ps", "-a", "--filter", &label, "--format", "{{.Names}}"])
+}
+
+fn backup_dir(root: &Path) -> std::path::PathBuf {
+    std::fs::read_dir(root)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .starts_with("upgrade_backup_")
+        })
+        .expect("a backup")
+}
+
+#[tokio::test]
+async fn rollback_after_writes_restores_the_exact_old_cluster() {
+    let mut s = Server::start(ServerSpec::new("pgup/postgres:13")).await;
+    s.seed("postgres").await;
+    let before = s.content().await;
+    let root = s.mount_root();
+    upgrade(&s.name);
+    s.refresh_port();
+    // Writes on the new server, then it stops: its checkpoint moves.
+    let c = s.client("postgres").await;
+    c.batch_execute("INSERT INTO items (name) VALUES ('written on 17')")
+        .await
+        .unwrap();
+    s.stop();
+    let backup = backup_dir(&root);
+    let backup_hash = cluster_hash(&backup);
+    let root_stat = |p: &Path| docker_free_stat(p);
+    let backup_root = root_stat(&backup);
+
+    pgup(&["rollback", "--container", &s.name]).assert_user_error("pass --yes");
+    let r = pgup(&["rollback", "--container", &s.name, "--yes", "--json"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("has run since the upgrade"),
+        "{}",
+        r.stderr
+    );
+    let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(report["to"], 13);
+    assert_eq!(report["image"], "pgup/postgres:13");
+    assert_eq!(
+        cluster_hash(&root),
+        backup_hash,
+        "the restored cluster is the backup, byte for byte"
+    );
+    assert_eq!(
+        root_stat(&root),
+        backup_root,
+        "PGDATA itself has the backed-up mode, owner and times"
+    );
+
+    docker(&["start", &s.name]);
+    s.refresh_port();
+    assert_eq!(&s.setting("server_version_num").await[..2], "13");
+    assert_eq!(
+        s.content().await,
+        before,
+        "the old data, without what was written on 17"
+    );
+    let status = pgup_json(&["status", "--container", &s.name]);
+    assert_eq!(
+        status["set_aside"].as_array().unwrap().len(),
+        1,
+        "the upgraded cluster is set aside"
+    );
+    pgup(&["rollback", "--container", &s.name, "--yes"]).assert_user_error("was already put back");
+    assert_eq!(strays(&s.mount_root()), "");
+}
+
+/// Mode, owner and modification time of a directory itself.
+fn docker_free_stat(p: &Path) -> String {
+    let out = Command::new("stat")
+        .args(["-c", "%a %u %g %.9Y"])
+        .arg(p)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn upgrade(container: &str) -> serde_json::Value {
+    pgup_json(&[
+        "upgrade",
+        "--container",
+        container,
+        "--to",
+        "17",
+        "--new-image",
+        NEW_IMAGE,
+        "--yes",
+    ])
+}
+
+#[tokio::test]
+async fn rollback_refusals_change_nothing() {
+    let s = Server::start(ServerSpec::new("pgup/postgres:13")).await;
+    s.stop();
+    let root = s.mount_root();
+    pgup(&["rollback", "--container", &s.name, "--yes"]).assert_user_error("nothing to roll back");
+    // Two upgrades, 13 → 15 → 17: the first backup is of the wrong major for the data now.
+    pgup_json(&["upgrade", "--container", &s.name, "--to", "15", "--yes"]);
+    let first = backup_dir(&root)
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    pgup_json(&["upgrade", "--container", &s.name, "--to", "17", "--yes"]);
+    let hash = tree_hash(&root);
+    pgup(&[
+        "rollback",
+        "--container",
+        &s.name,
+        "--backup",
+        &first,
+        "--yes",
+    ])
+    .assert_user_error("does not belong");
+    pgup(&[
+        "rollback",
+        "--container",
+        &s.name,
+        "--backup",
+        "upgrade_backup_nosuch",
+        "--yes",
+    ])
+    .assert_user_error("there is no backup upgrade_backup_nosuch");
+    assert_eq!(tree_hash(&root), hash);
+}
+
+#[tokio::test]
+async fn no_backup_means_no_rollback() {
+    let s = Server::start(ServerSpec::new("pgup/postgres:15")).await;
+    s.seed("postgres").await;
+    let before = s.content().await;
+    let r = pgup_json(&[
+        "upgrade",
+        "--container",
+        &s.name,
+        "--to",
+        "17",
+        "--mode",
+        "link",
+        "--no-backup",
+        "--yes",
+    ]);
+    assert_eq!(r["backup"], serde_json::Value::Null);
+    pgup(&["rollback", "--container", &s.name, "--yes"])
+        .assert_user_error("--no-backup keeps none");
+    let on_17 = s.attach(NEW_IMAGE, &s.mount, &[]).await;
+    assert_eq!(on_17.content().await, before);
+}
+
+#[tokio::test]
+async fn cleanup_keep_older_than_and_dry_run() {
+    let mut s = Server::start(ServerSpec::new("pgup/postgres:13")).await;
+    s.seed("postgres").await;
+    upgrade(&s.name);
+    s.refresh_port();
+    let content = s.content().await;
+    let root = s.mount_root();
+    // Two older backups, as earlier upgrades would have left.
+    for old in [
+        "upgrade_backup_20200101T000000Z",
+        "upgrade_backup_20250101T000000Z",
+    ] {
+        let ok = Command::new("cp")
+            .arg("-a")
+            .arg(root.join("base"))
+            .arg(root.join(old))
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+    // A temporary container whose pgup is gone.
+    let stray = unique("stray");
+    docker(&[
+        "create",
+        "--name",
+        &stray,
+        "--label",
+        "org.pgup.role=upgrade",
+        "--label",
+        "org.pgup.pid=999999",
+        "pgup/upgrade:latest",
+    ]);
+
+    let hash = tree_hash(&root);
+    let dry = pgup_json(&["cleanup", "--container", &s.name, "--dry-run"]);
+    assert_eq!(tree_hash(&root), hash, "--dry-run removes nothing");
+    let kinds: Vec<&str> = dry["removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "backup").count(),
+        3,
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&"container"),
+        "the kept old container and the stray: {kinds:?}"
+    );
+    assert!(docker_output(&["inspect", &stray]).status.success());
+    pgup(&["cleanup", "--container", &s.name]).assert_user_error("pass --yes");
+
+    let keep = pgup_json(&["cleanup", "--container", &s.name, "--keep", "1", "--yes"]);
+    let names: Vec<&str> = keep["removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"upgrade_backup_20200101T000000Z")
+            && names.contains(&"upgrade_backup_20250101T000000Z")
+    );
+    assert!(keep["freed_bytes"].as_u64().unwrap() > 1_000_000);
+    assert!(
+        !docker_output(&["inspect", &stray]).status.success(),
+        "the stray container is gone"
+    );
+    assert_eq!(
+        pgup_json(&["status", "--container", &s.name])["backups"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    let none = pgup_json(&[
+        "cleanup",
+        "--container",
+        &s.name,
+        "--older-than",
+        "7d",
+        "--yes",
+    ]);
+    assert_eq!(
+        none["removed"],
+        serde_json::json!([]),
+        "the remaining backup is newer than 7 days"
+    );
+
+    let all = pgup_json(&["cleanup", "--container", &s.name, "--yes"]);
+    let kinds: Vec<&str> = all["removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"backup")
+            && kinds.contains(&"record")
+            && kinds.contains(&"log")
+            && kinds.contains(&"container"),
+        "{kinds:?}"
+    );
+    let status = pgup_json(&["status", "--container", &s.name]);
+    assert_eq!(status["backups"], serde_json::json!([]));
+    assert_eq!(
+        status["containers"].as_array().unwrap().len(),
+        1,
+        "the kept old container is removed"
+    );
+    assert_eq!(s.content().await, content, "the live cluster is untouched");
+}
+
+/// Kills pgup at `point`, then: rollback restores the old cluster; killed again there, the
+/// same upgrade command finishes the upgrade. Data compared each time, no strays left.
+async fn crash_at(point: &str) {
+    let mut s = Server::start(ServerSpec::new("pgup/postgres:13")).await;
+    s.seed("postgres").await;
+    let before = s.content().await;
+
+    let killed = run(upgrade_cmd(&s.name).env("PGUP_KILL_AT", point));
+    assert_eq!(
+        killed.code, -1,
+        "pgup was killed at {point}: {}{}",
+        killed.stdout, killed.stderr
+    );
+    let status = pgup_json(&["status", "--container", &s.name]);
+    let line = status["interrupted"]
+        .as_str()
+        .unwrap_or_else(|| panic!("status explains the interruption at {point}: {status}"));
+    assert!(
+        line.contains("upgrade to 17 interrupted while") && line.contains("pgup rollback"),
+        "{line}"
+    );
+
+    let r = pgup(&["rollback", "--container", &s.name, "--yes"]);
+    assert_eq!(r.code, 0, "rollback after a kill at {point}: {}", r.stderr);
+    if docker(&["inspect", "--format", "{{.State.Running}}", &s.name]) != "true" {
+        docker(&["start", &s.name]);
+    }
+    s.refresh_port();
+    assert_eq!(
+        docker(&["inspect", "--format", "{{.Config.Image}}", &s.name]),
+        "pgup/postgres:13"
+    );
+    assert_eq!(&s.setting("server_version_num").await[..2], "13");
+    assert_eq!(
+        s.content().await,
+        before,
+        "rolled back after a kill at {point}"
+    );
+    assert_eq!(
+        strays(&s.mount_root()),
+        "",
+        "no stray containers after the rollback ({point})"
+    );
+
+    let killed = run(upgrade_cmd(&s.name).env("PGUP_KILL_AT", point));
+    assert_eq!(killed.code, -1, "killed again at {point}");
+    let finished = run(&mut upgrade_cmd(&s.name));
+    assert_eq!(
+        finished.code, 0,
+        "re-running the upgrade after a kill at {point}: {}",
+        finished.stderr
+    );
+    assert!(finished.stderr.contains("resuming"), "{}", finished.stderr);
+    s.refresh_port();
+    assert_eq!(&s.setting("server_version_num").await[..2], "17");
+    assert_eq!(
+        s.content().await,
+        before,
+        "upgraded after a kill at {point}"
+    );
+    assert_eq!(
+        strays(&s.mount_root()),
+        "",
+        "no stray containers after the resumed upgrade ({point})"
+    );
+    assert_eq!(
+        pgup_json(&["status", "--container", &s.name])["interrupted"],
+        serde_json::Value::Null
+    );
+}
+
+macro_rules! crash_tests {
+    ($($name:ident => $point:literal),* $(,)?) => {
+        $(#[tokio::test] async fn $name() { crash_at($point).await; })*
+    };
+}
+
+crash_tests! {
+    kill_after_recording_the_stop => "Stopping",
+    kill_before_the_checks => "Checking",
+    kill_before_the_backup => "BackingUp",
+    kill_in_the_middle_of_the_backup => "backup-midway",
+    kill_before_the_backup_is_renamed => "backup-complete",
+    kill_before_pg_upgrade => "Upgrading",
+    kill_after_pg_upgrade => "pg_upgrade-done",
+    kill_before_the_swap => "SwappingOut",
+    kill_in_the_middle_of_the_swap => "move-midway",
+    kill_halfway_through_the_swap => "SwappingIn",
+    kill_before_verification => "Verifying",
+    kill_before_recreating_the_container => "Recreating",
+}
+
+/// Waits until `probe` answers, or panics after `secs`.
+fn wait_for(secs: u64, what: &str, mut probe: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !probe() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn finish(child: Child) -> Run {
+    let out = child.wait_with_output().unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn spawn(cmd: &mut Command) -> Child {
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn temporary_container_killed_mid_upgrade() {
+    let mut s = Server::start(ServerSpec::new("pgup/postgres:13")).await;
+    s.seed("postgres").await;
+    let before = s.content().await;
+    let data = s.mount_root();
+    let child = spawn(&mut upgrade_cmd(&s.name));
+    let mut victim = String::new();
+    wait_for(120, "the upgrade toolbox to run pg_upgrade", || {
+        let mine = format!("label=org.pgup.data={}", data.display());
+        let ids = docker(&[
+            "ps",
+            "-q",
+            "--filter",
+            "label=org.pgup.role=upgrade",
+            "--filter",
+            &mine,
+        ]);
+        ids.lines().any(|id| {
+            let top = docker_output(&["top", id]);
+            let running = String::from_utf8_lossy(&top.stdout).contains("pg_upgrade");
+            if running {
+                victim = id.to_owned();
+            }
+            running
+        })
+    });
+    docker(&["kill", &victim]);
+    let r = finish(child);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("nothing was changed"), "{}", r.stderr);
+    s.refresh_port();
+    assert_eq!(
+        &s.setting("server_version_num").await[..2],
+        "13",
+        "restarted on the old cluster"
+    );
+    assert_eq!(s.content().await, before);
+    assert_eq!(strays(&s.mount_root()), "");
+    assert_eq!(
+        pgup_json(&["status", "--container", &s.name])["backups"],
+        serde_json::json!([]),
+        "the backup of the failed run is gone"
+    );
+    upgrade(&s.name);
+    s.refresh_port();
+    assert_eq!(s.content().await, before);
+}
+
+#[tokio::test]
+async fn disk_full_during_the_upgrade() {
+    let dir = std::env::temp_dir().join(unique("full"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=900m", "tmpfs"])
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(
+        mounted.success(),
+        "these tests run as root and mount a tmpfs"
+    );
+    let _unmount = Unmount(dir.clone());
+    let name = unique("full");
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--label",
+        "org.pgup.test=1",
+        "-e",
+        "POSTGRES_PASSWORD",
+        "-v",
+        &format!("{}:/var/lib/postgresql/data", dir.display()),
+        "pgup/postgres:15",
+    ]);
+    let _guard = Guard(vec![name.clone()]);
+    for _ in 0..240 {
+        if docker_output(&["exec", &name, "pg_isready", "-q", "-h", "127.0.0.1"])
+            .status
+            .success()
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    docker(&[
+        "exec",
+        &name,
+        "psql",
+        "-q",
+        "-U",
+        "postgres",
+        "-c",
+        "CREATE TABLE big AS SELECT g, repeat('x', 200) AS pad FROM generate_series(1, 400000) g",
+    ]);
+    docker(&["stop", &name]);
+    let hash = cluster_hash(&dir);
+    let free_before = df_avail(&dir);
+
+    // Another process fills the disk as soon as the backup starts.
+    let child = spawn(Command::new(env!("CARGO_BIN_EXE_pgup")).args([
+        "upgrade",
+        "--container",
+        &name,
+        "--to",
+        "17",
+        "--yes",
+    ]));
+    let filler = dir.join("filler");
+    wait_for(120, "the backup to start", || {
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".partial"))
+    });
+    // dd writes until the filesystem is full, however much the copy took meanwhile.
+    let _ = Command::new("dd")
+        .args(["if=/dev/zero", "bs=1M"])
+        .arg(format!("of={}", filler.display()))
+        .stderr(Stdio::null())
+        .status();
+    let r = finish(child);
+    std::fs::remove_file(&filler).unwrap();
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let last = r.stderr.lines().last().unwrap();
+    assert!(
+        last.starts_with("error: ") && last.contains("No space left on device"),
+        "{last}"
+    );
+    assert_eq!(cluster_hash(&dir), hash, "the original cluster is intact");
+    let leftovers: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("upgrade_backup_") && !n.ends_with(".log"))
+        .collect();
+    assert_eq!(leftovers, Vec::<String>::new(), "partial files removed");
+    let free_after = df_avail(&dir);
+    assert!(
+        free_before - free_after < 1024 * 1024,
+        "free space is back: {free_before} before, {free_after} after"
+    );
+    assert_eq!(
+        docker(&["inspect", "--format", "{{.State.Running}}", &name]),
+        "false",
+        "it was stopped before"
+    );
+    assert_eq!(strays(&dir), "");
+}
+
+struct Unmount(std::path::PathBuf);
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+struct Guard(Vec<String>);
+impl Drop for Guard {
+    fn drop(&mut self) {
+        for c in &self.0 {
+            let ids = docker_output(&["ps", "-aq", "--filter", &format!("name={c}")]);
+            for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
+                let _ = docker_output(&["rm", "-f", "-v", id]);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_second_upgrade_is_refused_while_one_runs() {
+    let mut s = Server::start(ServerSpec::new("pgup/postgres:13")).await;
+    s.seed("postgres").await;
+    let before = s.content().await;
+    let journal = s.mount_root().join(".pgup/journal.json");
+    let first = spawn(&mut upgrade_cmd(&s.name));
+    wait_for(60, "the first upgrade to start", || journal.exists());
+    let second = run(&mut upgrade_cmd(&s.name));
+    second.assert_user_error("another pgup (pid");
+    let first = finish(first);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    s.refresh_port();
+    assert_eq!(s.content().await, before);
+}
+
+#[tokio::test]
+async fn sigterm_stops_at_a_safe_point_and_the_run_can_be_finished() {
+    let mut s = Server::start(ServerSpec::new("pgup/postgres:13")).await;
+    s.seed("postgres").await;
+    let before = s.content().await;
+    let journal = s.mount_root().join(".pgup/journal.json");
+    let child = spawn(&mut upgrade_cmd(&s.name));
+    let pid = child.id();
+    wait_for(60, "the upgrade to record a step past the checks", || {
+        std::fs::read_to_string(&journal).is_ok_and(|j| {
+            j.contains("\"step\": \"upgrading\"") || j.contains("\"step\": \"backing-up\"")
+        })
+    });
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let r = finish(child);
+    assert_ne!(r.code, 0);
+    let last = r.stderr.lines().last().unwrap();
+    assert!(
+        last.starts_with("error: interrupted: upgrade to 17 interrupted while"),
+        "{last}"
+    );
+    let mine = docker(&[
+        "ps",
+        "-a",
+        "--filter",
+        &format!("label=org.pgup.pid={pid}"),
+        "--format",
+        "{{.Names}}",
+    ]);
+    assert_eq!(mine, "", "its temporary containers are removed");
+    let finished = run(&mut upgrade_cmd(&s.name));
+    assert_eq!(finished.code, 0, "{}", finished.stderr);
+    s.refresh_port();
+    assert_eq!(s.content().await, before);
+}
