@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The demo: builds the images if missing, starts a PostgreSQL 13 database with sample data in
 # a container (demo-db, volume demo-db-data), checks and upgrades it to 17 on the
-# pgup/postgres:17 image, and shows the verification and the status afterwards.
+# pgup/postgres:17 image, shows the verification and the status, then rolls back to 13.
 # Run it again to start over; `scripts/demo.sh --remove` removes the demo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,6 +55,15 @@ docker exec "$name" psql -U app -d shop -c "SELECT version()" \
 step "pgup status --container $name"
 "$pgup" status --container "$name"
 
+step "pgup rollback --container $name --yes (back to the exact PostgreSQL 13 cluster)"
+"$pgup" rollback --container "$name" --yes
+until docker exec "$name" pg_isready -q -U app -d shop 2>/dev/null; do sleep 0.5; done
+docker exec "$name" psql -U app -d shop -c "SELECT version()" \
+	-c "SELECT count(*) AS customers, (SELECT count(*) FROM orders) AS orders FROM customers"
+
+step "pgup status --container $name"
+"$pgup" status --container "$name"
+
 echo
-echo "The old cluster is kept in the backup listed above; the old container is kept as $name-pgup-<timestamp>."
+echo "Upgrade again with: $pgup upgrade --container $name --to 17 --new-image pgup/postgres:17"
 echo "Remove the demo with: scripts/demo.sh --remove"

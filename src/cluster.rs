@@ -5,7 +5,7 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::backup::is_backup_name;
+use crate::backup::is_pgup_entry;
 use crate::tree::tree_bytes;
 
 #[derive(Debug, thiserror::Error)]
@@ -55,9 +55,10 @@ impl Cluster {
         })
     }
 
-    /// Bytes of the cluster, leaving out backups that the seed's convention keeps inside PGDATA.
+    /// Bytes of the cluster, leaving out what pgup keeps inside PGDATA when it is the volume
+    /// root (backups as the manual procedure does, and the work directory).
     pub fn bytes(&self) -> Result<u64, ClusterError> {
-        tree_bytes(&self.dir, is_backup_name).map_err(|err| ClusterError::Read {
+        tree_bytes(&self.dir, is_pgup_entry).map_err(|err| ClusterError::Read {
             path: self.dir.clone(),
             err,
         })

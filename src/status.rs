@@ -78,7 +78,7 @@ impl Status {
             volume: target.volume.clone(),
             data_dir: target.data_dir.clone(),
             pg_version: cluster.as_ref().map(|c| c.major.clone()),
-            data_bytes: crate::tree::tree_bytes(&target.data_dir, crate::backup::is_backup_name)?,
+            data_bytes: crate::tree::tree_bytes(&target.data_dir, crate::backup::is_pgup_entry)?,
             free_bytes: space::free_bytes(&target.data_dir).with_context(|| {
                 format!("cannot measure free space at {}", target.data_dir.display())
             })?,
