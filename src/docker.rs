@@ -201,6 +201,16 @@ impl Docker {
         })
     }
 
+    /// The names of the running containers with a mount that holds `path` or lies in it.
+    pub async fn running_using(&self, path: &Path) -> Result<Vec<String>> {
+        let all = self.containers_using(path).await?;
+        Ok(all
+            .into_iter()
+            .filter(|c| c.running)
+            .map(|c| c.name)
+            .collect())
+    }
+
     /// Every container, running or not, with a mount that holds `path` or lies inside it.
     pub async fn containers_using(&self, path: &Path) -> Result<Vec<Container>> {
         let options = ListContainersOptionsBuilder::default().all(true).build();

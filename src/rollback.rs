@@ -197,13 +197,7 @@ pub async fn run(args: RollbackArgs, printer: &Printer) -> Result<bool> {
     }
 
     let lock = Lock::take(&root, uid, gid)?;
-    let running: Vec<String> = docker
-        .containers_using(&target.data_dir)
-        .await?
-        .into_iter()
-        .filter(|c| c.running)
-        .map(|c| c.name)
-        .collect();
+    let running = docker.running_using(&target.data_dir).await?;
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let journal = Journal {
         operation: Operation::Rollback,
@@ -287,13 +281,7 @@ async fn new_server_ran(
         "anything written to PostgreSQL {} since the upgrade is lost by going back",
         record.new_major
     );
-    let running: Vec<String> = docker
-        .containers_using(&target.data_dir)
-        .await?
-        .into_iter()
-        .filter(|c| c.running)
-        .map(|c| c.name)
-        .collect();
+    let running = docker.running_using(&target.data_dir).await?;
     if !running.is_empty() {
         return Ok(Some(format!(
             "The PostgreSQL {} server runs now (container {}): {lost}.",

@@ -485,42 +485,8 @@ async fn temporary_container_killed_mid_upgrade() {
 
 #[tokio::test]
 async fn disk_full_during_the_upgrade() {
-    let dir = std::env::temp_dir().join(unique("full"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=900m", "tmpfs"])
-        .arg(&dir)
-        .status()
-        .unwrap();
-    assert!(
-        mounted.success(),
-        "these tests run as root and mount a tmpfs"
-    );
-    let _unmount = Unmount(dir.clone());
-    let name = unique("full");
-    docker(&[
-        "run",
-        "-d",
-        "--name",
-        &name,
-        "--label",
-        "org.pgup.test=1",
-        "-e",
-        "POSTGRES_PASSWORD",
-        "-v",
-        &format!("{}:/var/lib/postgresql/data", dir.display()),
-        "pgup/postgres:15",
-    ]);
-    let _guard = Guard(vec![name.clone()]);
-    for _ in 0..240 {
-        if docker_output(&["exec", &name, "pg_isready", "-q", "-h", "127.0.0.1"])
-            .status
-            .success()
-        {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    let s = TmpfsServer::start("pgup/postgres:15", "900m");
+    let (name, dir) = (s.name.clone(), s.dir.clone());
     docker(&[
         "exec",
         &name,
@@ -584,26 +550,6 @@ async fn disk_full_during_the_upgrade() {
         "it was stopped before"
     );
     assert_eq!(strays(&dir), "");
-}
-
-struct Unmount(std::path::PathBuf);
-impl Drop for Unmount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
-
-struct Guard(Vec<String>);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        for c in &self.0 {
-            let ids = docker_output(&["ps", "-aq", "--filter", &format!("name={c}")]);
-            for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
-                let _ = docker_output(&["rm", "-f", "-v", id]);
-            }
-        }
-    }
 }
 
 #[tokio::test]

@@ -289,7 +289,7 @@ async fn new_image_keeps_the_container_configuration() {
         &format!("{volume}:/var/lib/postgresql/data"),
         "pgup/postgres:15",
     ]);
-    let guard = Guard(vec![name.clone()], volume.clone());
+    let guard = Cleanup(vec![name.clone()], Some(volume.clone()));
     let port_before = docker(&["port", &name, "5432/tcp"]);
     wait_ready(&name);
     let report = upgrade(&[
@@ -350,30 +350,6 @@ async fn new_image_keeps_the_container_configuration() {
         "no"
     );
     drop(guard);
-}
-
-struct Guard(Vec<String>, String);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        for c in &self.0 {
-            let kept = docker_output(&["ps", "-aq", "--filter", &format!("name={c}")]);
-            for id in String::from_utf8_lossy(&kept.stdout).split_whitespace() {
-                let _ = docker_output(&["rm", "-f", "-v", id]);
-            }
-        }
-        let _ = docker_output(&["volume", "rm", "-f", &self.1]);
-    }
-}
-
-fn wait_ready(name: &str) {
-    for _ in 0..120 {
-        let out = docker_output(&["exec", name, "pg_isready", "-q", "-h", "127.0.0.1"]);
-        if out.status.success() {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(500));
-    }
-    panic!("{name} did not become ready");
 }
 
 /// Refusals: each says what is wrong and leaves the data byte-identical.
@@ -438,48 +414,11 @@ async fn bad_requests_change_nothing() {
 /// Not enough free space for the backup copy: refused with both numbers, nothing changed.
 #[tokio::test]
 async fn not_enough_space_is_refused() {
-    let dir = std::env::temp_dir().join(unique("small"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=120m", "tmpfs"])
-        .arg(&dir)
-        .status()
-        .unwrap();
-    assert!(
-        mounted.success(),
-        "these tests run as root and mount a small tmpfs"
-    );
-    let unmount = Unmount(dir.clone());
-    let name = unique("small");
-    docker(&[
-        "run",
-        "-d",
-        "--name",
-        &name,
-        "--label",
-        "org.pgup.test=1",
-        "-e",
-        "POSTGRES_PASSWORD",
-        "-v",
-        &format!("{}:/var/lib/postgresql/data", dir.display()),
-        "pgup/postgres:15",
-    ]);
-    let guard = Guard(vec![name.clone()], String::new());
-    wait_ready(&name);
-    docker(&["stop", &name]);
-    let hash = tree_hash(&dir);
-    let r = pgup(&["upgrade", "--container", &name, "--to", "17", "--yes"]);
+    let s = TmpfsServer::start("pgup/postgres:15", "120m");
+    docker(&["stop", &s.name]);
+    let hash = tree_hash(&s.dir);
+    let r = pgup(&["upgrade", "--container", &s.name, "--to", "17", "--yes"]);
     r.assert_user_error("needed (a full copy of the data as backup");
     assert!(r.stderr.contains("free on"), "{}", r.stderr);
-    assert_eq!(tree_hash(&dir), hash);
-    drop(guard);
-    drop(unmount);
-}
-
-struct Unmount(std::path::PathBuf);
-impl Drop for Unmount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-        let _ = std::fs::remove_dir(&self.0);
-    }
+    assert_eq!(tree_hash(&s.dir), hash);
 }

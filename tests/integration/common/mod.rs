@@ -427,3 +427,88 @@ pub fn tree_hash(root: &Path) -> String {
     assert!(out.status.success());
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
+
+/// Removes containers (with what pgup kept of them, `<name>-pgup-*`) and a volume on drop.
+pub struct Cleanup(pub Vec<String>, pub Option<String>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for c in &self.0 {
+            let ids = docker_output(&["ps", "-aq", "--filter", &format!("name={c}")]);
+            for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
+                let _ = docker_output(&["rm", "-f", "-v", id]);
+            }
+        }
+        if let Some(v) = &self.1 {
+            let _ = docker_output(&["volume", "rm", "-f", v]);
+        }
+    }
+}
+
+/// Waits until the server in container `name` accepts TCP connections.
+pub fn wait_ready(name: &str) {
+    for _ in 0..240 {
+        if docker_output(&["exec", name, "pg_isready", "-q", "-h", "127.0.0.1"])
+            .status
+            .success()
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    panic!("{name} did not become ready");
+}
+
+/// A server whose PGDATA is a tmpfs of `size` (e.g. "120m") on the host, bind-mounted: for
+/// tests that need a small filesystem. The container goes and the tmpfs is unmounted on drop.
+pub struct TmpfsServer {
+    pub name: String,
+    pub dir: PathBuf,
+    _cleanup: Cleanup,
+}
+
+impl TmpfsServer {
+    pub fn start(image: &str, size: &str) -> Self {
+        let dir = std::env::temp_dir().join(unique("tmpfs"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(
+            mounted.success(),
+            "these tests run as root and mount a tmpfs"
+        );
+        let name = unique("tmpfs");
+        let server = Self {
+            name: name.clone(),
+            dir: dir.clone(),
+            _cleanup: Cleanup(vec![name.clone()], None),
+        };
+        let bind = format!("{}:/var/lib/postgresql/data", dir.display());
+        docker(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--label",
+            "org.pgup.test=1",
+            "-e",
+            "POSTGRES_PASSWORD",
+            "-v",
+            &bind,
+            image,
+        ]);
+        wait_ready(&name);
+        server
+    }
+}
+
+impl Drop for TmpfsServer {
+    fn drop(&mut self) {
+        let _ = docker_output(&["rm", "-f", "-v", &self.name]);
+        let _ = Command::new("umount").arg(&self.dir).status();
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
