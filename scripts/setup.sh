@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# Makes this machine ready for pgup's demo and tests: installs debootstrap if it is missing,
-# checks Docker, and builds the images from Debian packages unless they are current.
+# Makes this machine ready for pgup's demo and tests: installs debootstrap (image builds) and
+# minisign (signing test bundles) if missing, checks Docker, and builds the images from Debian
+# packages unless they are current.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v debootstrap >/dev/null; then
-	echo "setup: installing debootstrap" >&2
+missing=()
+command -v debootstrap >/dev/null || missing+=(debootstrap)
+command -v minisign >/dev/null || missing+=(minisign)
+if [ ${#missing[@]} -gt 0 ]; then
+	echo "setup: installing ${missing[*]}" >&2
 	apt-get update -q >/dev/null
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap >/dev/null
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null
 fi
 if ! docker info >/dev/null 2>&1; then
 	echo "setup: the Docker daemon is not reachable; start it (and run as root or in the docker group)" >&2

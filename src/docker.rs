@@ -130,7 +130,54 @@ impl Docker {
         let unreachable = |e: ApiError| DockerError::Unreachable(e.to_string());
         let api = bollard::Docker::connect_with_defaults().map_err(unreachable)?;
         let api = api.negotiate_version().await.map_err(unreachable)?;
-        Ok(Self { api })
+        // bollard gives up on a request after 120 s; pg_upgrade of a large cluster and the
+        // transfer of an image bundle take longer.
+        Ok(Self {
+            api: api.with_timeout(std::time::Duration::from_secs(24 * 3600)),
+        })
+    }
+
+    /// Streams `images` as one `docker save` tarball.
+    pub fn export(
+        &self,
+        images: &[&str],
+    ) -> impl futures_util::Stream<Item = Result<bytes::Bytes>> + use<'_> {
+        self.api
+            .export_images(images)
+            .map(|r| r.map_err(DockerError::from))
+    }
+
+    /// Loads a `docker save` tarball (plain or compressed) from a stream; returns the names
+    /// of the images it loaded.
+    pub async fn load<S>(&self, tarball: S) -> Result<Vec<String>>
+    where
+        S: futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static,
+    {
+        let options = bollard::query_parameters::ImportImageOptionsBuilder::default().build();
+        let mut progress = self.api.import_image_stream(options, tarball, None);
+        let mut loaded = Vec::new();
+        while let Some(info) = progress.next().await {
+            let line = info?.stream.unwrap_or_default();
+            for name in line.lines().filter_map(|l| {
+                l.strip_prefix("Loaded image: ")
+                    .or_else(|| l.strip_prefix("Loaded image ID: "))
+            }) {
+                loaded.push(name.trim().to_owned());
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// Removes an image (a tag, or an id); failures are ignored.
+    pub async fn remove_image(&self, name: &str) {
+        let _ = self
+            .api
+            .remove_image(
+                name,
+                None::<bollard::query_parameters::RemoveImageOptions>,
+                None,
+            )
+            .await;
     }
 
     pub async fn container(&self, name: &str) -> Result<Container> {

@@ -8,6 +8,7 @@ mod cli;
 mod cluster;
 mod config;
 mod docker;
+mod image;
 mod interrupt;
 mod journal;
 mod pgcmd;
@@ -25,7 +26,6 @@ mod verify;
 
 use std::process::ExitCode;
 
-use anyhow::bail;
 use clap::Parser;
 
 use crate::cli::{Cli, Command};
@@ -45,7 +45,7 @@ fn main() -> ExitCode {
             Command::Upgrade(args) => upgrade::run(args, &printer).await,
             Command::Rollback(args) => rollback::run(args, &printer).await,
             Command::Cleanup(args) => cleanup::run(args, &printer).await,
-            Command::Image(_) => bail!("pgup image is not implemented yet"),
+            Command::Image(command) => image::run(command, &printer).await,
         }
     }));
     match result {

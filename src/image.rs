@@ -1,0 +1,567 @@
+//! Offline image bundles: `docker save` tarballs (plain or gzip-compressed) with a sha256sum
+//! file beside them and optionally a minisign signature, verified before anything is loaded;
+//! and the local upgrade images with the upgrades each can do. Bundles are streamed in 1 MiB
+//! chunks, so memory stays flat whatever their size.
+
+use std::fmt;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use futures_util::StreamExt;
+use minisign_verify::{PublicKey, Signature};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::cli::{ImageCommand, VerifyArgs};
+use crate::docker::Docker;
+use crate::ui::Printer;
+
+const CHUNK: usize = 1 << 20;
+const MAJORS_LABEL: &str = "org.pgup.majors";
+
+pub async fn run(command: ImageCommand, printer: &Printer) -> Result<bool> {
+    match command {
+        ImageCommand::Save { images, output } => save(&images, &output, printer).await,
+        ImageCommand::Verify(args) => {
+            let verified = verify(&args, false, printer)?;
+            printer.report(&verified)?;
+            Ok(true)
+        }
+        ImageCommand::Load {
+            verify: args,
+            allow_unverified,
+        } => load(&args, allow_unverified, printer).await,
+        ImageCommand::List => {
+            let docker = Docker::connect().await?;
+            printer.report(&UpgradeImages(upgrade_images(&docker).await?))?;
+            Ok(true)
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Saved {
+    file: PathBuf,
+    sha256: String,
+    bytes: u64,
+    images: Vec<String>,
+}
+
+impl fmt::Display for Saved {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "Saved {} to {} ({}).",
+            self.images.join(", "),
+            self.file.display(),
+            indicatif::HumanBytes(self.bytes)
+        )?;
+        writeln!(
+            f,
+            "sha256 {}  (in {}.sha256)",
+            self.sha256,
+            self.file.display()
+        )?;
+        writeln!(
+            f,
+            "Sign it for offline hosts: minisign -Sm {}",
+            self.file.display()
+        )
+    }
+}
+
+async fn save(images: &[String], output: &Path, printer: &Printer) -> Result<bool> {
+    let docker = Docker::connect().await?;
+    for image in images {
+        if docker.image(image).await?.is_none() {
+            bail!(
+                "there is no image {image} here; `docker images` lists them, `images/build.sh` builds pgup's"
+            );
+        }
+    }
+    // Written under a temporary name and renamed: a bundle with its final name is whole.
+    let partial = sibling(output, ".partial");
+    let file = std::fs::File::create(&partial).with_context(|| {
+        format!(
+            "cannot write {}: choose a writable place for -o",
+            output.display()
+        )
+    })?;
+    let written = async {
+        let gzip = output.extension().is_some_and(|e| e == "gz" || e == "tgz");
+        let mut sink = Sink::new(file, gzip);
+        let bar = printer.bytes_bar(0);
+        let names: Vec<&str> = images.iter().map(String::as_str).collect();
+        let mut tar = docker.export(&names);
+        while let Some(chunk) = tar.next().await {
+            let chunk = chunk?;
+            bar.inc(chunk.len() as u64);
+            sink.write_all(&chunk)?;
+        }
+        bar.finish_and_clear();
+        sink.finish()
+    }
+    .await;
+    let (sha256, bytes) = match written {
+        Ok(done) => done,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e.context(format!(
+                "saving to {} failed; nothing was left behind",
+                output.display()
+            )));
+        }
+    };
+    std::fs::rename(&partial, output)?;
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    std::fs::write(sibling(output, ".sha256"), format!("{sha256}  {name}\n"))?;
+    printer.report(&Saved {
+        file: output.to_owned(),
+        sha256,
+        bytes,
+        images: images.to_vec(),
+    })?;
+    Ok(true)
+}
+
+/// `path` with `suffix` appended to its file name.
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(suffix);
+    path.with_file_name(name)
+}
+
+/// A file being written, and the sha256 and size of what lands in it.
+struct Hashed {
+    file: std::fs::File,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl Write for Hashed {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// Where a bundle is written: as it comes, or gzip-compressed.
+enum Sink {
+    Plain(Hashed),
+    Gzip(flate2::write::GzEncoder<Hashed>),
+}
+
+impl Sink {
+    fn new(file: std::fs::File, gzip: bool) -> Self {
+        let hashed = Hashed {
+            file,
+            hasher: Sha256::new(),
+            bytes: 0,
+        };
+        if gzip {
+            Sink::Gzip(flate2::write::GzEncoder::new(
+                hashed,
+                flate2::Compression::fast(),
+            ))
+        } else {
+            Sink::Plain(hashed)
+        }
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        match self {
+            Sink::Plain(h) => h.write_all(buf),
+            Sink::Gzip(g) => g.write_all(buf),
+        }
+    }
+
+    /// Finishes the file, syncs it, and returns its sha256 and size.
+    fn finish(self) -> Result<(String, u64)> {
+        let hashed = match self {
+            Sink::Plain(h) => h,
+            Sink::Gzip(g) => g.finish()?,
+        };
+        hashed.file.sync_all()?;
+        Ok((hex(&hashed.hasher.finalize()), hashed.bytes))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[derive(Debug, Serialize)]
+pub struct Verified {
+    pub file: PathBuf,
+    pub sha256: String,
+    /// What the bundle was checked against: "sha256", "signature".
+    pub checked: Vec<&'static str>,
+    /// The signature's trusted comment (who signed, when), when signed.
+    pub trusted_comment: Option<String>,
+}
+
+impl fmt::Display for Verified {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.checked.is_empty() {
+            return writeln!(
+                f,
+                "{} was NOT verified (--allow-unverified).",
+                self.file.display()
+            );
+        }
+        writeln!(
+            f,
+            "{} verifies: {}.",
+            self.file.display(),
+            self.checked.join(" and ")
+        )?;
+        if let Some(c) = &self.trusted_comment {
+            writeln!(f, "Signed: {c}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads the bundle once, checking its sha256 and its minisign signature, whichever are
+/// given or found beside it. Without either, refuses unless `allow_unverified`.
+pub fn verify(args: &VerifyArgs, allow_unverified: bool, printer: &Printer) -> Result<Verified> {
+    let file = &args.file;
+    let size = std::fs::metadata(file)
+        .with_context(|| format!("cannot read {}", file.display()))?
+        .len();
+    let expected = expected_sha256(args)?;
+    let key = args.public_key.as_deref().map(public_key).transpose()?;
+    let signature = match &key {
+        Some(_) => {
+            let path = args
+                .signature
+                .clone()
+                .unwrap_or_else(|| sibling(file, ".minisig"));
+            let text = std::fs::read_to_string(&path).with_context(|| {
+                format!(
+                    "cannot read the signature {}: pass it with --signature",
+                    path.display()
+                )
+            })?;
+            Some(Signature::decode(&text).map_err(|e| {
+                anyhow::anyhow!(
+                    "{} is not a minisign signature ({e}); get the bundle's .minisig again",
+                    path.display()
+                )
+            })?)
+        }
+        None => None,
+    };
+    if expected.is_none() && signature.is_none() {
+        if allow_unverified {
+            return Ok(Verified {
+                file: file.clone(),
+                sha256: String::new(),
+                checked: vec![],
+                trusted_comment: None,
+            });
+        }
+        bail!(
+            "nothing to verify {} against: {} is missing and no --public-key was given; pass --sha256 or --public-key (or --allow-unverified to load it anyway)",
+            file.display(),
+            sibling(file, ".sha256").display()
+        );
+    }
+    let mut stream = match (&key, &signature) {
+        (Some(k), Some(s)) => Some(k.verify_stream(s).map_err(|e| match e {
+            minisign_verify::Error::UnexpectedKeyId => {
+                anyhow::anyhow!(
+                    "{} was signed with another key than the one given",
+                    file.display()
+                )
+            }
+            e => anyhow::anyhow!("cannot check the signature of {}: {e}", file.display()),
+        })?),
+        _ => None,
+    };
+    let mut hasher = Sha256::new();
+    let mut reader =
+        std::fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let bar = printer.bytes_bar(size);
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        if let Some(s) = stream.as_mut() {
+            s.update(&buf[..n]);
+        }
+        bar.inc(n as u64);
+    }
+    bar.finish_and_clear();
+    let sha256 = hex(&hasher.finalize());
+    let mut checked = Vec::new();
+    if let Some(expected) = expected {
+        if sha256 != expected {
+            bail!(
+                "{} does not match its sha256 (expected {expected}, got {sha256}): it is damaged or was changed; nothing was loaded, get it again",
+                file.display()
+            );
+        }
+        checked.push("sha256");
+    }
+    if let Some(mut s) = stream {
+        s.finalize().map_err(|e| {
+            anyhow::anyhow!(
+                "the signature of {} does not verify ({e}): the bundle was changed, or the signature is of another file; nothing was loaded",
+                file.display()
+            )
+        })?;
+        checked.push("signature");
+    }
+    Ok(Verified {
+        file: file.clone(),
+        sha256,
+        checked,
+        trusted_comment: signature.map(|s| s.trusted_comment().to_owned()),
+    })
+}
+
+/// The expected digest: `--sha256` as hex or as a sha256sum file, else FILE.sha256 if present.
+fn expected_sha256(args: &VerifyArgs) -> Result<Option<String>> {
+    let is_hex = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let from_file = |path: &Path| -> Result<String> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let name = args
+            .file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let lines: Vec<(&str, &str)> = text
+            .lines()
+            .filter_map(|l| l.split_once(char::is_whitespace))
+            .map(|(h, n)| (h, n.trim_start().trim_start_matches('*')))
+            .collect();
+        let found = match lines.as_slice() {
+            [(h, _)] => Some(*h),
+            many => many
+                .iter()
+                .find(|(_, n)| Path::new(n).file_name().is_some_and(|f| f == name.as_str()))
+                .map(|(h, _)| *h),
+        };
+        match found {
+            Some(h) if is_hex(h) => Ok(h.to_lowercase()),
+            _ => bail!(
+                "{} holds no sha256 for {name} (sha256sum format: `<hex>  <name>`)",
+                path.display()
+            ),
+        }
+    };
+    match &args.sha256 {
+        Some(v) if is_hex(v) => Ok(Some(v.to_lowercase())),
+        Some(v) => from_file(Path::new(v)).map(Some),
+        None => {
+            let beside = sibling(&args.file, ".sha256");
+            if beside.exists() {
+                from_file(&beside).map(Some)
+            } else {
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// A minisign public key, given as itself (`RW…`) or as a file (minisign.pub).
+fn public_key(value: &str) -> Result<PublicKey> {
+    let bad = |e: minisign_verify::Error| {
+        anyhow::anyhow!(
+            "{value} is not a minisign public key ({e}); pass the key (RW…) or the .pub file"
+        )
+    };
+    if Path::new(value).is_file() {
+        let text = std::fs::read_to_string(value)?;
+        PublicKey::decode(&text).map_err(bad)
+    } else {
+        PublicKey::from_base64(value).map_err(bad)
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Loaded {
+    file: PathBuf,
+    verified: Vec<&'static str>,
+    images: Vec<String>,
+    /// For each loaded upgrade image, the upgrades it enables ("13→17").
+    upgrades: Vec<(String, Vec<String>)>,
+}
+
+impl fmt::Display for Loaded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let how = if self.verified.is_empty() {
+            "unverified".to_owned()
+        } else {
+            self.verified.join(" and ") + " verified"
+        };
+        writeln!(f, "Loaded from {} ({how}):", self.file.display())?;
+        for image in &self.images {
+            writeln!(f, "  {image}")?;
+        }
+        for (image, pairs) in &self.upgrades {
+            writeln!(f, "{image} can upgrade {}", pairs.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+async fn load(args: &VerifyArgs, allow_unverified: bool, printer: &Printer) -> Result<bool> {
+    let verified = verify(args, allow_unverified, printer)?;
+    if verified.checked.is_empty() {
+        printer.step(format!(
+            "loading {} WITHOUT verification (--allow-unverified)",
+            args.file.display()
+        ));
+    }
+    let docker = Docker::connect().await?;
+    let size = std::fs::metadata(&args.file)?.len();
+    let bar = printer.bytes_bar(size);
+    // Hashed again while it streams: a bundle changed since it was verified is caught.
+    let file = tokio::fs::File::open(&args.file).await?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let hasher = std::sync::Arc::new(std::sync::Mutex::new(Some((Sha256::new(), tx))));
+    let tap = hasher.clone();
+    let progress = bar.clone();
+    let stream = tokio_util::io::ReaderStream::with_capacity(file, CHUNK)
+        .map(move |chunk| {
+            if let Ok(bytes) = &chunk {
+                progress.inc(bytes.len() as u64);
+                if let Some((h, _)) = tap.lock().expect("never poisoned").as_mut() {
+                    h.update(bytes);
+                }
+            }
+            chunk
+        })
+        .chain(futures_util::stream::once(async move {
+            if let Some((h, tx)) = hasher.lock().expect("never poisoned").take() {
+                let _ = tx.send(hex(&h.finalize()));
+            }
+            Ok(bytes::Bytes::new())
+        }))
+        .filter(|c| std::future::ready(!matches!(c, Ok(b) if b.is_empty())));
+    let images = docker
+        .load(stream)
+        .await
+        .with_context(|| format!("docker refused {} as an image bundle", args.file.display()))?;
+    bar.finish_and_clear();
+    let rehash = rx.await.unwrap_or_default();
+    if !verified.checked.is_empty() && rehash != verified.sha256 {
+        for image in &images {
+            docker.remove_image(image).await;
+        }
+        bail!(
+            "{} changed while it was being loaded; what it loaded was removed: verify and load it again",
+            args.file.display()
+        );
+    }
+    let upgrades = upgrade_images(&docker)
+        .await?
+        .into_iter()
+        .filter(|u| images.contains(&u.image))
+        .map(|u| (u.image, u.upgrades))
+        .collect();
+    printer.report(&Loaded {
+        file: args.file.clone(),
+        verified: verified.checked,
+        images,
+        upgrades,
+    })?;
+    Ok(true)
+}
+
+#[derive(Debug, Serialize)]
+pub struct UpgradeImage {
+    pub image: String,
+    pub majors: Vec<u32>,
+    /// Every pair it can do, oldest first: "13→17".
+    pub upgrades: Vec<String>,
+}
+
+struct UpgradeImages(Vec<UpgradeImage>);
+
+impl Serialize for UpgradeImages {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl fmt::Display for UpgradeImages {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return writeln!(
+                f,
+                "No upgrade images here: build them with images/build.sh or load a bundle with `pgup image load`."
+            );
+        }
+        for u in &self.0 {
+            writeln!(f, "{:<32} {}", u.image, u.upgrades.join(" "))?;
+        }
+        Ok(())
+    }
+}
+
+/// Local images labelled with the majors they hold, and the upgrades each can do.
+pub async fn upgrade_images(docker: &Docker) -> Result<Vec<UpgradeImage>> {
+    let mut out = Vec::new();
+    for image in docker.images_labelled(MAJORS_LABEL).await? {
+        let mut majors: Vec<u32> = image.labels[MAJORS_LABEL]
+            .split(',')
+            .filter_map(|m| m.trim().parse().ok())
+            .collect();
+        majors.sort_unstable();
+        let upgrades = pairs(&majors);
+        for tag in image.tags.iter().filter(|t| !t.ends_with(":<none>")) {
+            out.push(UpgradeImage {
+                image: tag.clone(),
+                majors: majors.clone(),
+                upgrades: upgrades.clone(),
+            });
+        }
+    }
+    out.sort_by(|a, b| a.image.cmp(&b.image));
+    Ok(out)
+}
+
+fn pairs(majors: &[u32]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, old) in majors.iter().enumerate() {
+        for new in &majors[i + 1..] {
+            out.push(format!("{old}→{new}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upgrade_pairs() {
+        assert_eq!(pairs(&[13, 15, 17]), vec!["13→15", "13→17", "15→17"]);
+        assert!(pairs(&[17]).is_empty());
+    }
+
+    #[test]
+    fn sibling_names() {
+        assert_eq!(
+            sibling(Path::new("/x/b.tar.gz"), ".sha256"),
+            Path::new("/x/b.tar.gz.sha256")
+        );
+    }
+}
