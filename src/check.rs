@@ -497,7 +497,14 @@ pub async fn pick_image(
         })
         .flat_map(|i| i.tags.into_iter().filter(|t| !t.ends_with(":<none>")))
         .collect();
-    candidates.sort();
+    // Predictable: pgup's own latest image, then its other tags, then anything else by name.
+    candidates.sort_by_key(|t| {
+        (
+            t != "pgup/upgrade:latest",
+            !t.starts_with("pgup/upgrade:"),
+            t.clone(),
+        )
+    });
     Ok(candidates.into_iter().next().ok_or_else(|| {
         format!(
             "no local upgrade image holds PostgreSQL {old} and {new}; build one with `sudo images/build.sh` (13, 15, 17, 18), or load one with `pgup image load FILE`"

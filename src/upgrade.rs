@@ -178,7 +178,8 @@ pub async fn run(args: UpgradeArgs, printer: &Printer) -> Result<bool> {
         config_changes: Vec::new(),
         updated: chrono::Utc::now(),
     };
-    let mut up = Upgrade::new(&docker, printer, pre.target, journal, lock)?;
+    let mut up = Upgrade::new(&docker, printer, pre.target.clone(), journal, lock)?;
+    up.preflight = Some(pre);
     up.journal.advance(&root, Step::Stopping)?;
     interrupt::journal_at(root, flags);
     up.drive().await
@@ -193,6 +194,8 @@ pub struct Upgrade<'a> {
     uid: u32,
     gid: u32,
     _lock: Lock,
+    /// The static checks of a fresh run, for its checking step.
+    preflight: Option<check::Preflight>,
     verified: Option<VerifySummary>,
     extensions_updated: bool,
 }
@@ -214,6 +217,7 @@ impl<'a> Upgrade<'a> {
             uid,
             gid,
             _lock: lock,
+            preflight: None,
             verified: None,
             extensions_updated: false,
         })
@@ -356,8 +360,18 @@ impl<'a> Upgrade<'a> {
             new_image: self.journal.new_image.clone(),
         };
         let no_backup = self.journal.backup == Backup::None;
-        let mut pre =
-            check::static_checks(self.docker, self.target.clone(), &args, Some(no_backup)).await?;
+        let mut pre = match self.preflight.take() {
+            // This run's own static checks: the stop changed nothing they read that the
+            // next checks rely on (pg_upgrade --check sees the stopped cluster itself).
+            Some(mut pre) => {
+                pre.running.clear();
+                pre
+            }
+            None => {
+                check::static_checks(self.docker, self.target.clone(), &args, Some(no_backup))
+                    .await?
+            }
+        };
         if !pre.failed() && !pre.running.is_empty() {
             let names: Vec<_> = pre.running.iter().map(|c| c.name.clone()).collect();
             bail!(

@@ -1,0 +1,198 @@
+#!/usr/bin/env bash
+# Benchmark: pgup upgrade against the same job done by hand, and against dump/restore, on
+# one machine, in one run, contenders alternating, each repeated; prints medians and ratios.
+#
+#   scripts/bench.sh --quick     one size (0.5 GB), one repetition: a few minutes (CI)
+#   scripts/bench.sh --full      0, 0.5, 1, 2, 4 GB and 1,000 / 10,000 tables, 3 repetitions
+#
+# Contenders (13 → 17, every one from a fresh copy of the same stopped cluster):
+#   a  pgup upgrade, default safe mode (backup kept)
+#   b  by hand: cp -a safety copy + initdb + pg_upgrade --link + start, vacuumdb
+#      --analyze-in-stages, stop, swap (in the upgrade image via docker run)
+#   c  pgup upgrade --mode link --no-backup        c0  the same by hand without the copy
+#   d  pg_dumpall | psql into a fresh 17 server
+#   e  pgup upgrade --mode clone on a loop-mounted XFS with reflinks (when the machine allows)
+# Output: a table on stdout (also written to target/bench/results.md) and pgup's peak RSS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+mode=${1:---quick}
+case $mode in
+--quick) sizes=(0.5) tables=() reps=1 ;;
+--full) sizes=(0 0.5 1 2 4) tables=(1000 10000) reps=3 ;;
+*) echo "usage: scripts/bench.sh [--quick|--full]" >&2 && exit 2 ;;
+esac
+
+bash scripts/setup.sh >/dev/null
+cargo build --release --locked -q
+pgup=$PWD/target/release/pgup
+out=target/bench
+mkdir -p "$out"
+results=$out/results.tsv
+: >"$results"
+export POSTGRES_PASSWORD=bench-$RANDOM$RANDOM
+prefix=pgup-bench-$$
+vols=/var/lib/docker/volumes
+
+cleanup() {
+	docker ps -aq --filter "name=$prefix" | xargs -r docker rm -f -v >/dev/null 2>&1 || true
+	docker volume ls -q --filter "name=$prefix" | xargs -r docker volume rm -f >/dev/null 2>&1 || true
+	if mountpoint -q "$out/xfs" 2>/dev/null; then umount "$out/xfs"; fi
+	rm -f "$out/xfs.img"
+}
+trap cleanup EXIT
+
+log() { printf 'bench: %s\n' "$*" >&2; }
+now() { date +%s.%N; }
+
+# Runs a command in the background and prints its peak RSS (kB) when it ends.
+peak_rss() {
+	"$@" &
+	local pid=$! peak=0 kb
+	while kb=$(awk '/^VmHWM/ {print $2}' "/proc/$pid/status" 2>/dev/null) && [ -n "$kb" ]; do
+		[ "$kb" -gt "$peak" ] && peak=$kb
+		sleep 0.05
+	done
+	wait "$pid"
+	echo "$peak"
+}
+
+# A stopped PostgreSQL 13 cluster of about SIZE GB (pgbench) or with N tables, in volume $1.
+make_template() {
+	local vol=$1 kind=$2 amount=$3 c=$prefix-make
+	docker volume create "$vol" >/dev/null
+	docker run -d --name "$c" -e POSTGRES_PASSWORD -v "$vol:/var/lib/postgresql/data" pgup/postgres:13 >/dev/null
+	until docker exec "$c" pg_isready -q -h 127.0.0.1 2>/dev/null; do sleep 0.5; done
+	if [ "$kind" = gb ]; then
+		# pgbench scale 1 is about 15 MB on disk.
+		local scale
+		scale=$(awk -v g="$amount" 'BEGIN { s = int(g * 1024 / 15); print (s < 1 ? 1 : s) }')
+		[ "$amount" = 0 ] || docker exec "$c" pgbench -q -i -s "$scale" -U postgres postgres >/dev/null 2>&1
+	else
+		docker exec "$c" psql -q -U postgres -c "DO \$\$ BEGIN FOR i IN 1..$amount LOOP
+			EXECUTE format('CREATE TABLE t%s (id int PRIMARY KEY, v text)', i);
+			EXECUTE format('INSERT INTO t%s SELECT g, md5(g::text) FROM generate_series(1, 10) g', i);
+			END LOOP; END \$\$;" >/dev/null
+	fi
+	docker exec "$c" psql -q -U postgres -c CHECKPOINT >/dev/null
+	docker rm -f "$c" >/dev/null
+	du -sb "$vols/$vol/_data" | cut -f1
+}
+
+# A fresh copy of the template in a new volume, with a stopped 13 container on it.
+fresh() {
+	local template=$1 name=$2
+	docker volume create "$name" >/dev/null
+	rmdir "$vols/$name/_data"
+	cp -a "$vols/$template/_data" "$vols/$name/_data"
+	docker create --name "$name" -e POSTGRES_PASSWORD -v "$name:/var/lib/postgresql/data" pgup/postgres:13 >/dev/null
+}
+
+drop() {
+	docker rm -f -v "$1" >/dev/null 2>&1 || true
+	docker ps -aq --filter "name=$1-pgup" | xargs -r docker rm -f >/dev/null 2>&1 || true
+	docker volume rm -f "$1" >/dev/null 2>&1 || true
+}
+
+# By hand, as an operator following the manual procedure would, in the upgrade image.
+by_hand() {
+	local name=$1 copy=$2 w=$vols/$1
+	[ "$copy" = yes ] && cp -a "$w/_data" "$w/backup"
+	docker run --rm --network none -u 999:999 -v "$w:/w" --tmpfs /tmp:uid=999 -w /tmp pgup/upgrade:latest bash -ec '
+		/usr/lib/postgresql/17/bin/initdb -D /w/new -U postgres --encoding=UTF8 --lc-collate=en_US.utf8 --lc-ctype=en_US.utf8 >/dev/null
+		/usr/lib/postgresql/17/bin/pg_upgrade -b /usr/lib/postgresql/13/bin -B /usr/lib/postgresql/17/bin \
+			-d /w/_data -D /w/new -U postgres --link --jobs 2 -s /tmp >/dev/null
+		cp /w/_data/pg_hba.conf /w/_data/postgresql.conf /w/new/
+		/usr/lib/postgresql/17/bin/pg_ctl -D /w/new -o "-c listen_addresses= -c unix_socket_directories=/tmp" -w start >/dev/null
+		/usr/lib/postgresql/17/bin/vacuumdb --all --analyze-in-stages -h /tmp -U postgres >/dev/null
+		/usr/lib/postgresql/17/bin/pg_ctl -D /w/new -m fast -w stop >/dev/null'
+	mv "$w/_data" "$w/old" && mv "$w/new" "$w/_data"
+}
+
+dump_restore() {
+	local name=$1 new=$1-new
+	docker volume create "$new" >/dev/null
+	docker start "$name" >/dev/null
+	docker run -d --name "$new" -e POSTGRES_PASSWORD -v "$new:/var/lib/postgresql/data" pgup/postgres:17 >/dev/null
+	until docker exec "$name" pg_isready -q -h 127.0.0.1 2>/dev/null && docker exec "$new" pg_isready -q -h 127.0.0.1 2>/dev/null; do sleep 0.2; done
+	docker exec "$name" pg_dumpall -U postgres | docker exec -i "$new" psql -q -U postgres -d postgres >/dev/null 2>&1
+	docker exec "$new" vacuumdb --all --analyze-in-stages -U postgres >/dev/null
+	docker rm -f -v "$new" >/dev/null
+	docker volume rm -f "$new" >/dev/null
+}
+
+xfs_ready=no
+if [ "$mode" = --full ] && command -v mkfs.xfs >/dev/null && truncate -s 40G "$out/xfs.img" 2>/dev/null &&
+	mkfs.xfs -q -m reflink=1 "$out/xfs.img" && mkdir -p "$out/xfs" && mount -o loop "$out/xfs.img" "$out/xfs"; then
+	xfs_ready=yes
+fi
+
+# One timed run of contender $1 on a fresh copy of template $2; appends to the results.
+run_one() {
+	local who=$1 template=$2 label=$3 name=$prefix-run t0 t1 rss=""
+	fresh "$template" "$name"
+	t0=$(now)
+	case $who in
+	a) rss=$(peak_rss "$pgup" upgrade --container "$name" --to 17 --yes >/dev/null 2>&1) ;;
+	b) by_hand "$name" yes ;;
+	c) rss=$(peak_rss "$pgup" upgrade --container "$name" --to 17 --mode link --no-backup --yes >/dev/null 2>&1) ;;
+	c0) by_hand "$name" no ;;
+	d) dump_restore "$name" ;;
+	e)
+		docker rm -f "$name" >/dev/null
+		rm -rf "$out/xfs/data" && cp -a "$vols/$name/_data" "$out/xfs/data"
+		t0=$(now)
+		rss=$(peak_rss "$pgup" upgrade --data-dir "$out/xfs/data" --to 17 --mode clone --yes >/dev/null 2>&1)
+		;;
+	esac
+	t1=$(now)
+	local version
+	version=$(cat "$vols/$name/_data/PG_VERSION" 2>/dev/null || cat "$out/xfs/data/PG_VERSION")
+	[ "$who" = d ] || [ "$version" = 17 ] || { log "$who did not upgrade $label"; exit 1; }
+	printf '%s\t%s\t%s\t%s\n' "$label" "$who" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')" "$rss" >>"$results"
+	drop "$name"
+}
+
+bench_set() {
+	local label=$1 kind=$2 amount=$3 template=$prefix-template-$RANDOM bytes contenders
+	log "$label: making the template"
+	bytes=$(make_template "$template" "$kind" "$amount")
+	log "$label: $(numfmt --to=iec "$bytes") of data"
+	contenders=(a b c c0 d)
+	[ "$xfs_ready" = yes ] && contenders+=(e)
+	for ((r = 0; r < reps; r++)); do
+		local order=("${contenders[@]}")
+		# Alternate the order from one repetition to the next.
+		if ((r % 2 == 1)); then mapfile -t order < <(printf '%s\n' "${contenders[@]}" | tac); fi
+		for who in "${order[@]}"; do
+			log "$label: run $((r + 1))/$reps of $who"
+			run_one "$who" "$template" "$label"
+		done
+	done
+	drop "$template"
+}
+
+for g in "${sizes[@]}"; do bench_set "${g} GB" gb "$g"; done
+for n in "${tables[@]}"; do bench_set "$n tables" tables "$n"; done
+
+python3 - "$results" "$mode" <<'PY' | tee "$out/results.md"
+import statistics, sys, collections
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
+times, rss = collections.defaultdict(list), collections.defaultdict(list)
+order = []
+for label, who, secs, peak in rows:
+    if label not in order: order.append(label)
+    times[(label, who)].append(float(secs))
+    if peak: rss[label].append(int(peak))
+med = lambda k: statistics.median(times[k]) if times.get(k) else None
+fmt = lambda v: "-" if v is None else f"{v:.1f}"
+ratio = lambda x, y: "-" if x is None or y is None or y == 0 else f"{x / y:.2f}"
+print(f"Mode {sys.argv[2]}; medians in seconds, ratios from the same run.\n")
+print("| data | a pgup | b by hand | a/b | a−b | c pgup link | c0 by hand | c/c0 | d dump/restore | d/a | e clone | pgup peak RSS |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+for label in order:
+    a, b, c, c0, d, e = (med((label, w)) for w in ("a", "b", "c", "c0", "d", "e"))
+    diff = "-" if a is None or b is None else f"{a - b:+.1f}"
+    peak = f"{max(rss[label]) / 1024:.1f} MB" if rss[label] else "-"
+    print(f"| {label} | {fmt(a)} | {fmt(b)} | {ratio(a, b)} | {diff} | {fmt(c)} | {fmt(c0)} | {ratio(c, c0)} | {fmt(d)} | {ratio(d, a)} | {fmt(e)} | {peak} |")
+PY
