@@ -45,9 +45,9 @@ trap cleanup EXIT
 log() { printf 'bench: %s\n' "$*" >&2; }
 now() { date +%s.%N; }
 
-# Runs a command in the background and prints its peak RSS (kB) when it ends.
+# Runs a command (its output discarded) and prints its peak RSS (kB) when it ends.
 peak_rss() {
-	"$@" &
+	"$@" >/dev/null 2>&1 &
 	local pid=$! peak=0 kb
 	while kb=$(awk '/^VmHWM/ {print $2}' "/proc/$pid/status" 2>/dev/null) && [ -n "$kb" ]; do
 		[ "$kb" -gt "$peak" ] && peak=$kb
@@ -74,8 +74,9 @@ make_template() {
 			EXECUTE format('INSERT INTO t%s SELECT g, md5(g::text) FROM generate_series(1, 10) g', i);
 			END LOOP; END \$\$;" >/dev/null
 	fi
-	docker exec "$c" psql -q -U postgres -c CHECKPOINT >/dev/null
-	docker rm -f "$c" >/dev/null
+	# A clean shutdown: pg_upgrade (and pgup) refuse a cluster that was not shut down cleanly.
+	docker stop -t 120 "$c" >/dev/null
+	docker rm "$c" >/dev/null
 	du -sb "$vols/$vol/_data" | cut -f1
 }
 
@@ -98,6 +99,7 @@ drop() {
 by_hand() {
 	local name=$1 copy=$2 w=$vols/$1
 	[ "$copy" = yes ] && cp -a "$w/_data" "$w/backup"
+	install -d -o 999 -g 999 -m 700 "$w/new"
 	docker run --rm --network none -u 999:999 -v "$w:/w" --tmpfs /tmp:uid=999 -w /tmp pgup/upgrade:latest bash -ec '
 		/usr/lib/postgresql/17/bin/initdb -D /w/new -U postgres --encoding=UTF8 --lc-collate=en_US.utf8 --lc-ctype=en_US.utf8 >/dev/null
 		/usr/lib/postgresql/17/bin/pg_upgrade -b /usr/lib/postgresql/13/bin -B /usr/lib/postgresql/17/bin \
@@ -133,16 +135,16 @@ run_one() {
 	fresh "$template" "$name"
 	t0=$(now)
 	case $who in
-	a) rss=$(peak_rss "$pgup" upgrade --container "$name" --to 17 --yes >/dev/null 2>&1) ;;
+	a) rss=$(peak_rss "$pgup" upgrade --container "$name" --to 17 --yes) ;;
 	b) by_hand "$name" yes ;;
-	c) rss=$(peak_rss "$pgup" upgrade --container "$name" --to 17 --mode link --no-backup --yes >/dev/null 2>&1) ;;
+	c) rss=$(peak_rss "$pgup" upgrade --container "$name" --to 17 --mode link --no-backup --yes) ;;
 	c0) by_hand "$name" no ;;
 	d) dump_restore "$name" ;;
 	e)
 		docker rm -f "$name" >/dev/null
 		rm -rf "$out/xfs/data" && cp -a "$vols/$name/_data" "$out/xfs/data"
 		t0=$(now)
-		rss=$(peak_rss "$pgup" upgrade --data-dir "$out/xfs/data" --to 17 --mode clone --yes >/dev/null 2>&1)
+		rss=$(peak_rss "$pgup" upgrade --data-dir "$out/xfs/data" --to 17 --mode clone --yes)
 		;;
 	esac
 	t1=$(now)

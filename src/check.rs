@@ -519,12 +519,15 @@ pub struct ClusterFacts {
     pub snapshot: Option<verify::Snapshot>,
 }
 
-/// The checks that start the old server, on an overlay of PGDATA. With `snapshot`, also
-/// records the data for verification after the upgrade.
+/// The checks that start the old server, on an overlay of PGDATA. For `check`, they end with
+/// `pg_upgrade --check` against a scratch new cluster. For an upgrade they record the data for
+/// verification instead: the real pg_upgrade makes the same checks before it changes anything
+/// (and the one change --link makes when linking starts is undone on failure), so running
+/// them twice would only cost time.
 pub async fn cluster_checks(
     docker: &Docker,
     pre: &mut Preflight,
-    snapshot: bool,
+    for_upgrade: bool,
 ) -> Result<Option<ClusterFacts>> {
     let scratch = tempfile::Builder::new()
         .prefix("pgup-overlay-")
@@ -552,7 +555,7 @@ pub async fn cluster_checks(
     let started = Toolbox::start(docker, pre.toolbox("check", overlay)).await;
     let result = match started {
         Ok(mut tb) => {
-            let r = on_overlay(&mut tb, pre, snapshot).await;
+            let r = on_overlay(&mut tb, pre, for_upgrade).await;
             tb.close().await;
             r
         }
@@ -565,7 +568,7 @@ pub async fn cluster_checks(
 async fn on_overlay(
     tb: &mut Toolbox<'_>,
     pre: &mut Preflight,
-    snapshot: bool,
+    for_upgrade: bool,
 ) -> Result<Option<ClusterFacts>> {
     let (old, new) = (pre.old_major, pre.new_major);
     let control = pre
@@ -590,7 +593,7 @@ async fn on_overlay(
         .to_owned();
 
     tb.run(&pgcmd::start_server(old, OLD, RUN)).await?;
-    let facts = verify::server_facts(tb.socket_dir(), &superuser, old, snapshot).await;
+    let facts = verify::server_facts(tb.socket_dir(), &superuser, old, for_upgrade).await;
     tb.run(&pgcmd::stop_server(old, OLD)).await?;
     let facts = facts?;
     let settings = InitSettings {
@@ -648,6 +651,12 @@ async fn on_overlay(
         return Ok(None);
     }
 
+    if for_upgrade {
+        return Ok(Some(ClusterFacts {
+            settings,
+            snapshot: facts.snapshot,
+        }));
+    }
     // pg_upgrade --check against a scratch new cluster in the toolbox's own filesystem.
     let scratch_new = "/tmp/pgup-check-new";
     tb.run(&pgcmd::initdb(new, scratch_new, &settings)).await?;

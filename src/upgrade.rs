@@ -348,7 +348,7 @@ impl<'a> Upgrade<'a> {
     /// The server-side checks on the stopped cluster, and the record of its data.
     async fn check(&mut self) -> Result<()> {
         self.printer
-            .step("checking the stopped cluster on a throwaway view (pg_upgrade --check)");
+            .step("reading the stopped cluster's settings and data on a throwaway view");
         let args = UpgradePlanArgs {
             to: self.journal.new_major,
             image: Some(self.journal.image.clone()),
