@@ -703,6 +703,19 @@ impl<'a> Upgrade<'a> {
         if interrupt::interrupted() {
             return e;
         }
+        // Programs killed by a full disk do not always say so: measured before the undo
+        // frees this run's space.
+        let free = crate::space::free_bytes(self.root()).unwrap_or(u64::MAX);
+        let enospc = format!("{e:#}").contains("No space left on device");
+        let e = if enospc || free < 16 * 1024 * 1024 {
+            e.context(format!(
+                "the filesystem holding {} is full ({} free then): free space, then try again",
+                self.root().display(),
+                indicatif::HumanBytes(free)
+            ))
+        } else {
+            e
+        };
         let step = self.journal.step;
         if step <= Step::Upgrading {
             let undone = undo_before_swap(self.root(), self.data(), &self.journal)
