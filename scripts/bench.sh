@@ -4,6 +4,7 @@
 #
 #   scripts/bench.sh --quick     one size (0.5 GB), one repetition: a few minutes (CI)
 #   scripts/bench.sh --full      0, 0.5, 1, 2, 4 GB and 1,000 / 10,000 tables, 3 repetitions
+#   PGUP_BENCH_SIZES, PGUP_BENCH_TABLES, PGUP_BENCH_REPS override a mode's sets.
 #
 # Contenders (13 → 17, every one from a fresh copy of the same stopped cluster):
 #   a  pgup upgrade, default safe mode (backup kept)
@@ -22,6 +23,10 @@ case $mode in
 --full) sizes=(0 0.5 1 2 4) tables=(1000 10000) reps=3 ;;
 *) echo "usage: scripts/bench.sh [--quick|--full]" >&2 && exit 2 ;;
 esac
+# A part of a run: PGUP_BENCH_SIZES="1 2" PGUP_BENCH_TABLES="" PGUP_BENCH_REPS=1.
+read -ra sizes <<<"${PGUP_BENCH_SIZES-${sizes[*]}}"
+read -ra tables <<<"${PGUP_BENCH_TABLES-${tables[*]:-}}"
+reps=${PGUP_BENCH_REPS:-$reps}
 
 bash scripts/setup.sh >/dev/null
 cargo build --release --locked -q

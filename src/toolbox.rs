@@ -138,7 +138,9 @@ impl<'a> Toolbox<'a> {
     }
 }
 
-/// The last lines of a program's output that say what went wrong, on one line.
+/// The last lines of a program's output that say what went wrong, on one line, led by the
+/// first line naming a full disk when there is one: a server that PANICs on a full disk
+/// says so well before its last lines.
 fn tail(output: &str) -> String {
     let lines: Vec<&str> = output
         .lines()
@@ -146,7 +148,14 @@ fn tail(output: &str) -> String {
         .filter(|l| !l.is_empty())
         .collect();
     let start = lines.len().saturating_sub(3);
-    lines[start..].join(" / ")
+    let mut shown: Vec<&str> = lines[..start]
+        .iter()
+        .find(|l| l.contains("No space left on device"))
+        .into_iter()
+        .copied()
+        .collect();
+    shown.extend(&lines[start..]);
+    shown.join(" / ")
 }
 
 fn prepare_run_dir(uid: u32, gid: u32) -> Result<TempDir, ToolError> {
@@ -189,5 +198,14 @@ mod tests {
     fn tail_keeps_the_last_lines() {
         assert_eq!(tail("a\n\nb\nc\nd\n"), "b / c / d");
         assert_eq!(tail(""), "");
+    }
+
+    #[test]
+    fn tail_keeps_a_full_disk() {
+        let out = "PANIC: could not write: No space left on device\nx\ny\nAborted\n";
+        assert_eq!(
+            tail(out),
+            "PANIC: could not write: No space left on device / x / y / Aborted"
+        );
     }
 }
