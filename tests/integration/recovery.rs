@@ -117,6 +117,15 @@ async fn rollback_after_writes_restores_the_exact_old_cluster() {
     assert_eq!(strays(&s.mount_root()), "");
 }
 
+/// One field of every entry a cleanup report lists.
+fn removed(report: &serde_json::Value, field: &str) -> Vec<String> {
+    let entries = report["removed"].as_array().expect("a cleanup report");
+    entries
+        .iter()
+        .map(|r| r[field].as_str().unwrap().to_owned())
+        .collect()
+}
+
 /// Mode, owner and modification time of a directory itself.
 fn docker_free_stat(p: &Path) -> String {
     let out = Command::new("stat")
@@ -241,34 +250,24 @@ async fn cleanup_keep_older_than_and_dry_run() {
     assert_eq!(tree_hash(&root), hash, "--dry-run removes nothing");
     docker(&["start", &s.name]);
     s.refresh_port();
-    let kinds: Vec<&str> = dry["removed"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["kind"].as_str().unwrap())
-        .collect();
+    let kinds = removed(&dry, "kind");
     assert_eq!(
-        kinds.iter().filter(|k| **k == "backup").count(),
+        kinds.iter().filter(|k| *k == "backup").count(),
         3,
         "{kinds:?}"
     );
     assert!(
-        kinds.contains(&"container"),
+        kinds.iter().any(|k| k == "container"),
         "the kept old container and the stray: {kinds:?}"
     );
     assert!(docker_output(&["inspect", &stray]).status.success());
     pgup(&["cleanup", "--container", &s.name]).assert_user_error("pass --yes");
 
     let keep = pgup_json(&["cleanup", "--container", &s.name, "--keep", "1", "--yes"]);
-    let names: Vec<&str> = keep["removed"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["name"].as_str().unwrap())
-        .collect();
+    let names = removed(&keep, "name");
     assert!(
-        names.contains(&"upgrade_backup_20200101T000000Z")
-            && names.contains(&"upgrade_backup_20250101T000000Z")
+        names.iter().any(|k| k == "upgrade_backup_20200101T000000Z")
+            && names.iter().any(|k| k == "upgrade_backup_20250101T000000Z")
     );
     assert!(keep["freed_bytes"].as_u64().unwrap() > 1_000_000);
     assert!(
@@ -298,17 +297,12 @@ async fn cleanup_keep_older_than_and_dry_run() {
     );
 
     let all = pgup_json(&["cleanup", "--container", &s.name, "--yes"]);
-    let kinds: Vec<&str> = all["removed"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["kind"].as_str().unwrap())
-        .collect();
+    let kinds = removed(&all, "kind");
     assert!(
-        kinds.contains(&"backup")
-            && kinds.contains(&"record")
-            && kinds.contains(&"log")
-            && kinds.contains(&"container"),
+        kinds.iter().any(|k| k == "backup")
+            && kinds.iter().any(|k| k == "record")
+            && kinds.iter().any(|k| k == "log")
+            && kinds.iter().any(|k| k == "container"),
         "{kinds:?}"
     );
     let status = pgup_json(&["status", "--container", &s.name]);

@@ -264,13 +264,7 @@ async fn removed_settings_and_a_check_that_changes_nothing() {
 async fn new_image_keeps_the_container_configuration() {
     let name = unique("keep");
     let volume = unique("keepvol");
-    docker(&[
-        "run",
-        "-d",
-        "--name",
-        &name,
-        "--label",
-        "org.pgup.test=1",
+    let options = [
         "--label",
         "team=db",
         "--label",
@@ -278,17 +272,18 @@ async fn new_image_keeps_the_container_configuration() {
         "--label",
         "com.docker.compose.project.config_files=/srv/app/compose.yml",
         "-e",
-        "POSTGRES_PASSWORD",
-        "-e",
         "APP_SETTING=kept",
         "--restart",
         "unless-stopped",
         "-p",
         "127.0.0.1::5432",
-        "-v",
+    ];
+    run_db(
+        &name,
         &format!("{volume}:/var/lib/postgresql/data"),
         "pgup/postgres:15",
-    ]);
+        &options,
+    );
     let guard = Cleanup(vec![name.clone()], Some(volume.clone()));
     let port_before = docker(&["port", &name, "5432/tcp"]);
     wait_ready(&name);

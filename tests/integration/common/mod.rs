@@ -33,6 +33,24 @@ pub fn docker_output(args: &[&str]) -> Output {
         .expect("the docker CLI must be installed for these tests")
 }
 
+/// Starts a test server container: labelled for cleanup, the password from the environment
+/// (never on a command line), `mount` as `-v`, and `options` before the image.
+pub fn run_db(name: &str, mount: &str, image: &str, options: &[&str]) {
+    let mut args = vec![
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--label",
+        "org.pgup.test=1",
+        "-e",
+        "POSTGRES_PASSWORD",
+    ];
+    args.extend_from_slice(options);
+    args.extend(["-v", mount, image]);
+    docker(&args);
+}
+
 /// A name no other test or run uses.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
@@ -59,7 +77,6 @@ pub struct ServerSpec {
     pub image: &'static str,
     pub storage: Storage,
     pub user: &'static str,
-    pub extra_env: Vec<(&'static str, &'static str)>,
 }
 
 impl ServerSpec {
@@ -68,7 +85,6 @@ impl ServerSpec {
             image,
             storage: Storage::Volume,
             user: "postgres",
-            extra_env: vec![],
         }
     }
     pub fn bind(mut self) -> Self {
@@ -128,33 +144,12 @@ impl Server {
             port: 0,
         };
         let user_env = format!("POSTGRES_USER={}", spec.user);
-        let vol_arg = format!("{source}:{mount}");
-        let mut args = vec![
-            "run",
-            "-d",
-            "--name",
+        run_db(
             &server.name,
-            "--label",
-            "org.pgup.test=1",
-            "-e",
-            "POSTGRES_PASSWORD",
-            "-e",
-            &user_env,
-            "-p",
-            "127.0.0.1::5432",
-            "-v",
-            &vol_arg,
-        ];
-        let extra: Vec<String> = spec
-            .extra_env
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        for e in &extra {
-            args.extend(["-e", e]);
-        }
-        args.push(spec.image);
-        docker(&args);
+            &format!("{source}:{mount}"),
+            spec.image,
+            &["-e", &user_env, "-p", "127.0.0.1::5432"],
+        );
         server.refresh_port();
         server.client("postgres").await;
         server
@@ -181,22 +176,11 @@ impl Server {
             (None, Some(d)) => d.display().to_string(),
             _ => unreachable!(),
         };
-        let vol_arg = format!("{source}:{mount}");
-        let mut args = vec![
-            "run",
-            "-d",
-            "--name",
-            &name,
-            "--label",
-            "org.pgup.test=1",
-            "-e",
-            "POSTGRES_PASSWORD",
-        ];
+        let mut options = vec!["-p", "127.0.0.1::5432"];
         for e in extra_env {
-            args.extend(["-e", e]);
+            options.extend(["-e", e]);
         }
-        args.extend(["-p", "127.0.0.1::5432", "-v", &vol_arg, image]);
-        docker(&args);
+        run_db(&name, &format!("{source}:{mount}"), image, &options);
         let mut s = Server {
             name,
             mount: mount.to_owned(),
@@ -486,20 +470,12 @@ impl TmpfsServer {
             dir: dir.clone(),
             _cleanup: Cleanup(vec![name.clone()], None),
         };
-        let bind = format!("{}:/var/lib/postgresql/data", dir.display());
-        docker(&[
-            "run",
-            "-d",
-            "--name",
+        run_db(
             &name,
-            "--label",
-            "org.pgup.test=1",
-            "-e",
-            "POSTGRES_PASSWORD",
-            "-v",
-            &bind,
+            &format!("{}:/var/lib/postgresql/data", dir.display()),
             image,
-        ]);
+            &[],
+        );
         wait_ready(&name);
         server
     }
