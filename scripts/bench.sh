@@ -153,8 +153,10 @@ run_one() {
 		;;
 	esac
 	t1=$(now)
+	local data=$vols/$name/_data
+	[ "$who" = e ] && data=$out/xfs/data
 	local version
-	version=$(cat "$vols/$name/_data/PG_VERSION" 2>/dev/null || cat "$out/xfs/data/PG_VERSION")
+	version=$(cat "$data/PG_VERSION")
 	[ "$who" = d ] || [ "$version" = 17 ] || { log "$who did not upgrade $label"; exit 1; }
 	printf '%s\t%s\t%s\t%s\n' "$label" "$who" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')" "$rss" >>"$results"
 	drop "$name"
