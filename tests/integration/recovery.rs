@@ -1,6 +1,7 @@
 //! `pgup rollback`, `pgup cleanup`, and upgrades that are killed, interrupted, starved of
 //! disk or raced: every path ends with the data intact and no stray containers.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -342,22 +343,17 @@ async fn crash_at(point: &str) {
     if docker(&["inspect", "--format", "{{.State.Running}}", &s.name]) != "true" {
         docker(&["start", &s.name]);
     }
-    s.refresh_port();
     assert_eq!(
         docker(&["inspect", "--format", "{{.Config.Image}}", &s.name]),
         "pgup/postgres:13"
     );
-    assert_eq!(&s.setting("server_version_num").await[..2], "13");
-    assert_eq!(
-        s.content().await,
-        before,
-        "rolled back after a kill at {point}"
-    );
-    assert_eq!(
-        strays(&s.mount_root()),
-        "",
-        "no stray containers after the rollback ({point})"
-    );
+    runs_with(
+        &mut s,
+        "13",
+        &before,
+        &format!("the rollback after a kill at {point}"),
+    )
+    .await;
 
     let killed = run(upgrade_cmd(&s.name).env("PGUP_KILL_AT", point));
     assert_eq!(killed.code, -1, "killed again at {point}");
@@ -368,21 +364,32 @@ async fn crash_at(point: &str) {
         finished.stderr
     );
     assert!(finished.stderr.contains("resuming"), "{}", finished.stderr);
-    s.refresh_port();
-    assert_eq!(&s.setting("server_version_num").await[..2], "17");
-    assert_eq!(
-        s.content().await,
-        before,
-        "upgraded after a kill at {point}"
-    );
-    assert_eq!(
-        strays(&s.mount_root()),
-        "",
-        "no stray containers after the resumed upgrade ({point})"
-    );
+    runs_with(
+        &mut s,
+        "17",
+        &before,
+        &format!("the resumed upgrade after a kill at {point}"),
+    )
+    .await;
     assert_eq!(
         pgup_json(&["status", "--container", &s.name])["interrupted"],
         serde_json::Value::Null
+    );
+}
+
+/// The server runs `major` with the data it had before, and nothing pgup started is left.
+async fn runs_with(s: &mut Server, major: &str, before: &BTreeMap<String, String>, after: &str) {
+    s.refresh_port();
+    assert_eq!(
+        &s.setting("server_version_num").await[..2],
+        major,
+        "after {after}"
+    );
+    assert_eq!(&s.content().await, before, "the data after {after}");
+    assert_eq!(
+        strays(&s.mount_root()),
+        "",
+        "no stray containers after {after}"
     );
 }
 

@@ -199,29 +199,19 @@ impl Server {
     pub async fn content(&self) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
         let c = self.client("postgres").await;
-        let dbs: Vec<String> = c
-            .query(
-                "SELECT datname::text FROM pg_database WHERE datallowconn AND NOT datistemplate",
-                &[],
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let dbs = column(
+            &c,
+            "SELECT datname::text FROM pg_database WHERE datallowconn AND NOT datistemplate",
+        )
+        .await;
         for db in dbs {
             let c = self.client(&db).await;
-            let tables: Vec<String> = c
-                .query(
-                    "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables \
-                     WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1",
-                    &[],
-                )
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
+            let tables = column(
+                &c,
+                "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables \
+                 WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1",
+            )
+            .await;
             for t in tables {
                 let sql = format!(
                     "SELECT count(*)::text || ' ' || coalesce(md5(string_agg(x::text, '|' ORDER BY x::text)), '') FROM {t} x"
@@ -327,6 +317,16 @@ impl Drop for Server {
             let _ = std::fs::remove_dir_all(d);
         }
     }
+}
+
+/// The first column of every row `sql` returns, as text.
+async fn column(c: &Client, sql: &str) -> Vec<String> {
+    c.query(sql, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
 }
 
 /// `du -sb` of a path, as an operator would measure it.
