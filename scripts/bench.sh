@@ -91,6 +91,9 @@ fresh() {
 	docker volume create "$name" >/dev/null
 	rmdir "$vols/$name/_data"
 	cp -a "$vols/$template/_data" "$vols/$name/_data"
+	# On disk before the clock starts, as a stopped cluster's data is: no contender pays for
+	# flushing the copy.
+	sync
 	docker create --name "$name" -e POSTGRES_PASSWORD -v "$name:/var/lib/postgresql/data" pgup/postgres:13 >/dev/null
 }
 
@@ -106,7 +109,7 @@ by_hand() {
 	[ "$copy" = yes ] && cp -a "$w/_data" "$w/backup"
 	install -d -o 999 -g 999 -m 700 "$w/new"
 	docker run --rm --network none -u 999:999 -v "$w:/w" --tmpfs /tmp:uid=999 -w /tmp pgup/upgrade:latest bash -ec '
-		/usr/lib/postgresql/17/bin/initdb -D /w/new -U postgres --encoding=UTF8 --lc-collate=en_US.utf8 --lc-ctype=en_US.utf8 >/dev/null
+		/usr/lib/postgresql/17/bin/initdb -D /w/new -U postgres -A trust --encoding=UTF8 --lc-collate=en_US.utf8 --lc-ctype=en_US.utf8 >/dev/null
 		/usr/lib/postgresql/17/bin/pg_upgrade -b /usr/lib/postgresql/13/bin -B /usr/lib/postgresql/17/bin \
 			-d /w/_data -D /w/new -U postgres --link --jobs 2 -s /tmp >/dev/null
 		cp /w/_data/pg_hba.conf /w/_data/postgresql.conf /w/new/
@@ -147,7 +150,7 @@ run_one() {
 	d) dump_restore "$name" ;;
 	e)
 		docker rm -f "$name" >/dev/null
-		rm -rf "$out/xfs/data" && cp -a "$vols/$name/_data" "$out/xfs/data"
+		rm -rf "$out/xfs/data" && cp -a "$vols/$name/_data" "$out/xfs/data" && sync
 		t0=$(now)
 		rss=$(peak_rss "$pgup" upgrade --data-dir "$out/xfs/data" --to 17 --mode clone --yes)
 		;;

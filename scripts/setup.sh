@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Makes this machine ready for pgup's demo and tests: installs debootstrap (image builds) and
-# minisign (signing test bundles) if missing, checks Docker, and builds the images from Debian
-# packages unless they are current.
+# Makes this machine ready for pgup's demo, tests and benchmark: installs debootstrap (image
+# builds), minisign (signing test bundles) and xfsprogs (the benchmark's reflink filesystem)
+# if missing, checks Docker, and builds the images from Debian packages unless they are current.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
 command -v debootstrap >/dev/null || missing+=(debootstrap)
 command -v minisign >/dev/null || missing+=(minisign)
+command -v mkfs.xfs >/dev/null || missing+=(xfsprogs)
 if [ ${#missing[@]} -gt 0 ]; then
 	echo "setup: installing ${missing[*]}" >&2
 	apt-get update -q >/dev/null

@@ -89,6 +89,13 @@ pub enum BackupError {
     Io { path: PathBuf, err: std::io::Error },
 }
 
+impl BackupError {
+    /// Whether the copy stopped because it was asked to, not because it failed.
+    pub fn stopped(&self) -> bool {
+        matches!(self, BackupError::Copy(tree::TreeError::Interrupted { .. }))
+    }
+}
+
 /// What pgup records beside a backup (`<name>.json`): what is needed to go back.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Record {

@@ -266,10 +266,29 @@ pub async fn static_checks(
         target: OLD.into(),
         read_only: true,
     };
-    let mut tb = Toolbox::start(docker, pre.toolbox("check", data_read_only)).await?;
-    let probed = probe(&mut tb, &mut pre).await;
-    tb.close().await;
+    // Which C library the old and the new server images use, side by side with the probe:
+    // each asks the engine for a container.
+    let to = args.new_image.clone().unwrap_or_else(|| pre.image.clone());
+    let old_image = pre.target.container.as_ref().map(|c| c.image.clone());
+    let libcs = async {
+        match &old_image {
+            Some(from) => {
+                let (from, to) =
+                    tokio::join!(docker.image_is_musl(from), docker.image_is_musl(&to));
+                anyhow::Ok(Some((from?, to?)))
+            }
+            None => Ok(None),
+        }
+    };
+    let probed = async {
+        let tb = Toolbox::start(docker, pre.toolbox("check", data_read_only)).await?;
+        let probed = probe(&tb, &mut pre).await;
+        tb.close().await;
+        probed
+    };
+    let (probed, libcs) = tokio::join!(probed, libcs);
     probed?;
+    let libcs = libcs?;
     if pre.failed() {
         return Ok(pre);
     }
@@ -393,12 +412,7 @@ pub async fn static_checks(
     }
 
     // C library: text indexes sort differently under musl and glibc.
-    if let Some(c) = &pre.target.container {
-        let to = args.new_image.as_deref().unwrap_or(&pre.image);
-        let (from_musl, to_musl) = (
-            docker.image_is_musl(&c.image).await?,
-            docker.image_is_musl(to).await?,
-        );
+    if let (Some(from), Some((from_musl, to_musl))) = (&old_image, libcs) {
         if from_musl != to_musl {
             let libc = |musl| {
                 if musl {
@@ -411,8 +425,7 @@ pub async fn static_checks(
                 "libc",
                 Outcome::Warn,
                 format!(
-                    "{} uses {} but {to} uses {}: text indexes may sort differently; REINDEX them after the upgrade",
-                    c.image,
+                    "{from} uses {} but {to} uses {}: text indexes may sort differently; REINDEX them after the upgrade",
                     libc(from_musl),
                     libc(to_musl)
                 ),
@@ -421,7 +434,7 @@ pub async fn static_checks(
             pre.push(
                 "libc",
                 Outcome::Ok,
-                format!("{} and {to} use the same C library", c.image),
+                format!("{from} and {to} use the same C library"),
             );
         }
     }
@@ -430,7 +443,7 @@ pub async fn static_checks(
 
 /// Reads, in the toolbox: both bin directories exist, pg_controldata, the settings the new
 /// major accepts.
-async fn probe(tb: &mut Toolbox<'_>, pre: &mut Preflight) -> Result<()> {
+async fn probe(tb: &Toolbox<'_>, pre: &mut Preflight) -> Result<()> {
     for major in [pre.old_major, pre.new_major] {
         let pg_upgrade = format!("{}/pg_upgrade", pgcmd::bindir(major));
         if tb
@@ -512,23 +525,19 @@ pub async fn pick_image(
     }))
 }
 
-/// What the old server tells about itself, learned on an overlay.
-pub struct ClusterFacts {
-    pub settings: InitSettings,
-    /// Data before the upgrade, when asked for.
-    pub snapshot: Option<verify::Snapshot>,
-}
-
-/// The checks that start the old server, on an overlay of PGDATA. For `check`, they end with
-/// `pg_upgrade --check` against a scratch new cluster. For an upgrade they record the data for
-/// verification instead: the real pg_upgrade makes the same checks before it changes anything
-/// (and the one change --link makes when linking starts is undone on failure), so running
-/// them twice would only cost time.
+/// The checks that start the old server, on an overlay of PGDATA; the old cluster's init
+/// settings when they pass. For `check`, they end with `pg_upgrade --check` against a scratch
+/// new cluster. An upgrade skips that: the real pg_upgrade makes the same checks before it
+/// changes anything (and the one change --link makes when linking starts is undone on
+/// failure), so running them twice would only cost time.
+///
+/// Only the catalogs are read here: the server opens every file it reads for writing, so the
+/// overlay copies it up whole, and reading the tables would copy the data.
 pub async fn cluster_checks(
     docker: &Docker,
     pre: &mut Preflight,
     for_upgrade: bool,
-) -> Result<Option<ClusterFacts>> {
+) -> Result<Option<InitSettings>> {
     let scratch = tempfile::Builder::new()
         .prefix("pgup-overlay-")
         .tempdir_in("/var/tmp")
@@ -554,8 +563,8 @@ pub async fn cluster_checks(
     };
     let started = Toolbox::start(docker, pre.toolbox("check", overlay)).await;
     let result = match started {
-        Ok(mut tb) => {
-            let r = on_overlay(&mut tb, pre, for_upgrade).await;
+        Ok(tb) => {
+            let r = on_overlay(&tb, pre, for_upgrade).await;
             tb.close().await;
             r
         }
@@ -566,10 +575,10 @@ pub async fn cluster_checks(
 }
 
 async fn on_overlay(
-    tb: &mut Toolbox<'_>,
+    tb: &Toolbox<'_>,
     pre: &mut Preflight,
     for_upgrade: bool,
-) -> Result<Option<ClusterFacts>> {
+) -> Result<Option<InitSettings>> {
     let (old, new) = (pre.old_major, pre.new_major);
     let control = pre
         .control
@@ -592,10 +601,11 @@ async fn on_overlay(
         .context("cannot learn the bootstrap superuser from single-user mode")?
         .to_owned();
 
-    tb.run(&pgcmd::start_server(old, OLD, RUN)).await?;
-    let facts = verify::server_facts(tb.socket_dir(), &superuser, old, for_upgrade).await;
-    tb.run(&pgcmd::stop_server(old, OLD)).await?;
-    let facts = facts?;
+    let facts = tb
+        .with_server(old, OLD, async || {
+            anyhow::Ok(verify::server_facts(tb.socket_dir(), &superuser, old).await?)
+        })
+        .await?;
     let settings = InitSettings {
         superuser,
         encoding: facts.encoding,
@@ -652,10 +662,7 @@ async fn on_overlay(
     }
 
     if for_upgrade {
-        return Ok(Some(ClusterFacts {
-            settings,
-            snapshot: facts.snapshot,
-        }));
+        return Ok(Some(settings));
     }
     // pg_upgrade --check against a scratch new cluster in the toolbox's own filesystem.
     let scratch_new = "/tmp/pgup-check-new";
@@ -680,10 +687,7 @@ async fn on_overlay(
             format!("pg_upgrade --check: {e}"),
         ),
     }
-    Ok(Some(ClusterFacts {
-        settings,
-        snapshot: facts.snapshot,
-    }))
+    Ok(Some(settings))
 }
 
 fn join<T: fmt::Display>(items: &[T]) -> String {

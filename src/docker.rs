@@ -248,12 +248,14 @@ impl Docker {
         })
     }
 
-    /// The names of the running containers with a mount that holds `path` or lies in it.
+    /// The names of the running containers with a mount that holds `path` or lies in it,
+    /// but this pgup's own temporary containers.
     pub async fn running_using(&self, path: &Path) -> Result<Vec<String>> {
         let all = self.containers_using(path).await?;
+        let me = std::process::id().to_string();
         Ok(all
             .into_iter()
-            .filter(|c| c.running)
+            .filter(|c| c.running && c.labels.get(LABEL_PID) != Some(&me))
             .map(|c| c.name)
             .collect())
     }
@@ -270,7 +272,12 @@ impl Docker {
                     && (path.starts_with(source) || source.starts_with(path))
             });
             if let (true, Some(id)) = (uses, summary.id) {
-                found.push(self.container(&id).await?);
+                match self.container(&id).await {
+                    Ok(c) => found.push(c),
+                    // Removed since the listing (a temporary container that ended).
+                    Err(DockerError::NoSuchContainer(_)) => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
         Ok(found)
@@ -368,13 +375,8 @@ impl Docker {
         Ok(id)
     }
 
-    /// Runs `argv` in a running container; `on_line` sees each line of output as it comes.
-    pub async fn exec(
-        &self,
-        container: &str,
-        argv: &[String],
-        on_line: &mut dyn FnMut(&str),
-    ) -> Result<ExecResult> {
+    /// Runs `argv` in a running container and collects its output (stdout and stderr).
+    pub async fn exec(&self, container: &str, argv: &[String]) -> Result<ExecResult> {
         let options = CreateExecOptions {
             cmd: Some(argv.to_vec()),
             // Writable for any uid; pg_upgrade writes its scripts into its working directory.
@@ -384,25 +386,16 @@ impl Docker {
             ..Default::default()
         };
         let exec = self.api.create_exec(container, options).await?.id;
-        let mut output = String::new();
+        let mut bytes = Vec::new();
         if let StartExecResults::Attached {
             output: mut stream, ..
         } = self.api.start_exec(&exec, None).await?
         {
-            let mut pending = String::new();
             while let Some(chunk) = stream.next().await {
-                pending.push_str(&String::from_utf8_lossy(&chunk?.into_bytes()));
-                while let Some(end) = pending.find('\n') {
-                    let line: String = pending.drain(..=end).collect();
-                    on_line(line.trim_end());
-                    output.push_str(&line);
-                }
-            }
-            if !pending.is_empty() {
-                on_line(&pending);
-                output.push_str(&pending);
+                bytes.extend_from_slice(&chunk?.into_bytes());
             }
         }
+        let output = String::from_utf8_lossy(&bytes).into_owned();
         let code = self.api.inspect_exec(&exec).await?.exit_code.unwrap_or(-1);
         Ok(ExecResult { code, output })
     }

@@ -84,7 +84,7 @@ impl Step {
         match self {
             Step::Stopping => "stopping the server",
             Step::Checking => "checking the stopped cluster",
-            Step::BackingUp => "copying the backup",
+            Step::BackingUp => "recording the backup",
             Step::Upgrading => "running pg_upgrade",
             Step::SwappingOut | Step::SwappingIn => "putting the new cluster in place",
             Step::Verifying => "verifying the new cluster",
@@ -201,7 +201,14 @@ impl Journal {
             Operation::Rollback => format!("run `pgup rollback {target_flags}` to finish it"),
             Operation::Cleanup => format!("run `pgup cleanup {target_flags}` to finish it"),
         };
-        format!("{what} interrupted while {}; {how}", self.step.doing())
+        let doing = match (self.step, self.backup) {
+            // The backup is copied beside the checks.
+            (Step::Checking, Backup::Copy | Backup::Clone) => {
+                "checking the stopped cluster and copying the backup"
+            }
+            (step, _) => step.doing(),
+        };
+        format!("{what} interrupted while {doing}; {how}")
     }
 }
 
@@ -275,13 +282,21 @@ fn chown_like_work_dir(root: &Path, file: &Path) -> std::io::Result<()> {
     std::os::unix::fs::chown(file, Some(meta.uid()), Some(meta.gid()))
 }
 
-/// Lets the crash tests kill pgup at a named point: when `PGUP_KILL_AT` names it, pgup
-/// SIGKILLs itself there, exactly as a crash or `kill -9` would stop it. Points are the
-/// journal's steps (right after each is recorded) and a few places inside long steps.
+/// Lets the crash tests stop pgup at a named point: when `PGUP_KILL_AT` names it, pgup
+/// SIGKILLs itself there, exactly as a crash or `kill -9` would stop it; `PGUP_STOP_AT`
+/// freezes it there with SIGSTOP. Points are the journal's steps (right after each is
+/// recorded) and a few places inside long steps, each reached once.
 pub fn failpoint(name: &str) {
-    if std::env::var("PGUP_KILL_AT").is_ok_and(|at| at == name) {
-        let _ =
-            rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
+    use rustix::process::{Signal, getpid, kill_process};
+    // KILL: a crash right here. STOP: a freeze, so that a test can change the world (fill
+    // the disk, say) at an exact point and then send SIGCONT.
+    for (var, signal) in [
+        ("PGUP_KILL_AT", Signal::KILL),
+        ("PGUP_STOP_AT", Signal::STOP),
+    ] {
+        if std::env::var(var).is_ok_and(|at| at == name) {
+            let _ = kill_process(getpid(), signal);
+        }
     }
 }
 
@@ -319,12 +334,12 @@ mod tests {
         let _lock = Lock::take(root.path(), uid, gid).unwrap();
         assert!(Journal::read(root.path()).unwrap().is_none());
         let mut j = journal();
-        j.advance(root.path(), Step::BackingUp).unwrap();
+        j.advance(root.path(), Step::Checking).unwrap();
         let read = Journal::read(root.path()).unwrap().unwrap();
-        assert_eq!(read.step, Step::BackingUp);
+        assert_eq!(read.step, Step::Checking);
         assert_eq!(
             read.explain("--container db"),
-            "upgrade to 17 interrupted while copying the backup; run `pgup upgrade --container db --to 17` to finish or `pgup rollback --container db` to go back"
+            "upgrade to 17 interrupted while checking the stopped cluster and copying the backup; run `pgup upgrade --container db --to 17` to finish or `pgup rollback --container db` to go back"
         );
         Journal::finish(root.path()).unwrap();
         assert!(Journal::read(root.path()).unwrap().is_none());

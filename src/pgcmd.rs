@@ -40,7 +40,9 @@ pub fn describe_config(major: u32) -> Vec<String> {
     vec![program(major, "postgres"), "--describe-config".into()]
 }
 
-/// initdb with the old cluster's settings, so pg_upgrade finds the two compatible.
+/// initdb with the old cluster's settings, so pg_upgrade finds the two compatible. Without
+/// its flush to disk: pg_upgrade (15 and later, the only new majors) flushes the whole new
+/// cluster when it ends.
 pub fn initdb(major: u32, datadir: &str, s: &InitSettings) -> Vec<String> {
     let mut argv = vec![
         program(major, "initdb"),
@@ -52,6 +54,7 @@ pub fn initdb(major: u32, datadir: &str, s: &InitSettings) -> Vec<String> {
         format!("--wal-segsize={}", s.wal_segment_bytes / (1024 * 1024)),
         "--auth=trust".into(),
         "--no-instructions".into(),
+        "--no-sync".into(),
     ];
     match &s.provider {
         LocaleProvider::Libc => {
@@ -148,13 +151,15 @@ pub fn stop_server(major: u32, datadir: &str) -> Vec<String> {
     ]
 }
 
-/// Planner statistics for the new cluster. 18 carries statistics over, so only what is
+/// Planner statistics for the new cluster, in one full ANALYZE pass: nobody queries the
+/// private server meanwhile, so the rough early stages of --analyze-in-stages (meant for a
+/// server already serving) would be wasted work. 18 carries statistics over, so only what is
 /// missing is gathered.
 pub fn vacuumdb(major: u32, run_dir: &str, superuser: &str, jobs: u32) -> Vec<String> {
     let mut argv = vec![
         program(major, "vacuumdb"),
         "--all".into(),
-        "--analyze-in-stages".into(),
+        "--analyze-only".into(),
         format!("--jobs={jobs}"),
         format!("--host={run_dir}"),
         format!("--username={superuser}"),
@@ -221,7 +226,7 @@ mod tests {
             display(&argv),
             "/usr/lib/postgresql/17/bin/initdb --pgdata=/d --username=app --encoding=UTF8 \
              --lc-collate=en_US.utf8 --lc-ctype=en_US.utf8 --wal-segsize=16 --auth=trust \
-             --no-instructions --locale-provider=libc --data-checksums"
+             --no-instructions --no-sync --locale-provider=libc --data-checksums"
         );
     }
 

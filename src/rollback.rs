@@ -112,12 +112,18 @@ pub async fn run(args: RollbackArgs, printer: &Printer) -> Result<bool> {
             .await?;
         let from = match (journal.operation, journal.step) {
             (Operation::Cleanup, _) => bail!("{}", journal.explain(&flags)),
-            (Operation::Rollback, step) => step,
-            (Operation::Upgrade, step) if step <= Step::Upgrading => {
-                upgrade::undo_before_swap(&root, &target.data_dir, &journal)?;
-                Journal::finish(&root)?;
-                restart(&docker, printer, &journal.running).await;
-                let report = RollbackReport {
+            (Operation::Rollback, step) => Some(step),
+            (Operation::Upgrade, step) if step <= Step::Upgrading => None,
+            (Operation::Upgrade, _) if journal.backup == Backup::None => bail!(
+                "the interrupted upgrade keeps no backup (--no-backup), so there is nothing to go back to; run `{}` to finish it",
+                journal.command
+            ),
+            (Operation::Upgrade, _) => Some(Step::SettingAside),
+        };
+        let report = match from {
+            None => {
+                upgrade::undo_before_swap(&docker, printer, &target, &journal).await?;
+                RollbackReport {
                     target: target.label.clone(),
                     from: journal.new_major,
                     to: journal.old_major,
@@ -129,18 +135,17 @@ pub async fn run(args: RollbackArgs, printer: &Printer) -> Result<bool> {
                     note: Some(
                         "The interrupted upgrade was undone: the old cluster is as it was.".into(),
                     ),
-                };
-                printer.report(&report)?;
-                return Ok(true);
+                }
             }
-            (Operation::Upgrade, _) if journal.backup == Backup::None => bail!(
-                "the interrupted upgrade keeps no backup (--no-backup), so there is nothing to go back to; run `{}` to finish it",
-                journal.command
-            ),
-            (Operation::Upgrade, _) => Step::SettingAside,
+            Some(from) => {
+                journal.operation = Operation::Rollback;
+                finish(&docker, printer, &target, journal, from).await?
+            }
         };
-        journal.operation = Operation::Rollback;
-        let report = finish(&docker, printer, &target, journal, from).await?;
+        // Again: a container the killed pgup asked for may appear only after the first sweep.
+        docker
+            .remove_strays(&target.data_dir, crate::journal::pgup_alive)
+            .await?;
         printer.report(&report)?;
         return Ok(true);
     }
@@ -309,7 +314,7 @@ async fn new_server_ran(
             read_only: true,
         }],
     };
-    let mut tb = Toolbox::start(docker, spec).await?;
+    let tb = Toolbox::start(docker, spec).await?;
     let out = tb
         .run(&pgcmd::controldata(record.new_major, check::OLD))
         .await;

@@ -34,8 +34,9 @@ pub struct Toolbox<'a> {
     docker: &'a Docker,
     id: String,
     run_dir: TempDir,
-    /// Every command and its output, for the log kept with the backup.
-    pub transcript: String,
+    /// Every command and its output, for the log kept with the backup. Commands may run
+    /// side by side, each appending its own block when it ends.
+    transcript: std::sync::Mutex<String>,
 }
 
 /// What a toolbox works on.
@@ -98,7 +99,7 @@ impl<'a> Toolbox<'a> {
             docker,
             id,
             run_dir,
-            transcript: String::new(),
+            transcript: std::sync::Mutex::default(),
         })
     }
 
@@ -108,19 +109,16 @@ impl<'a> Toolbox<'a> {
     }
 
     /// Runs `argv`; fails with the end of its output when it exits non-zero.
-    pub async fn run(&mut self, argv: &[String]) -> Result<String, ToolError> {
-        self.run_watching(argv, &mut |_| {}).await
-    }
-
-    /// As [`Toolbox::run`], showing each output line to `on_line` as it comes.
-    pub async fn run_watching(
-        &mut self,
-        argv: &[String],
-        on_line: &mut dyn FnMut(&str),
-    ) -> Result<String, ToolError> {
-        let _ = writeln!(self.transcript, "$ {}", pgcmd::display(argv));
-        let result = self.docker.exec(&self.id, argv, on_line).await?;
-        self.transcript.push_str(&result.output);
+    pub async fn run(&self, argv: &[String]) -> Result<String, ToolError> {
+        let result = self.docker.exec(&self.id, argv).await;
+        {
+            let mut transcript = self.transcript.lock().expect("not poisoned");
+            let _ = writeln!(transcript, "$ {}", pgcmd::display(argv));
+            if let Ok(done) = &result {
+                transcript.push_str(&done.output);
+            }
+        }
+        let result = result?;
         if result.code != 0 {
             return Err(ToolError::Failed {
                 program: argv[0].rsplit('/').next().unwrap_or_default().to_owned(),
@@ -129,6 +127,28 @@ impl<'a> Toolbox<'a> {
             });
         }
         Ok(result.output)
+    }
+
+    /// Runs `work` while a private server of `major` runs on `datadir` (a path in the
+    /// container, its socket in [`Toolbox::socket_dir`]), and stops the server whatever `work`
+    /// returns: a server left running would hold the cluster in an unclean state.
+    pub async fn with_server<T, E: From<ToolError>>(
+        &self,
+        major: u32,
+        datadir: &str,
+        work: impl AsyncFnOnce() -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.run(&pgcmd::start_server(major, datadir, RUN)).await?;
+        let done = work().await;
+        let stopped = self.run(&pgcmd::stop_server(major, datadir)).await;
+        let done = done?;
+        stopped?;
+        Ok(done)
+    }
+
+    /// What ran so far and its output, taken out of the toolbox.
+    pub fn take_transcript(&self) -> String {
+        std::mem::take(&mut self.transcript.lock().expect("not poisoned"))
     }
 
     /// Removes the container and the run directory. Call on every path; what a killed pgup

@@ -1,19 +1,22 @@
 //! `pgup upgrade`: the plan executed as journaled steps (see `journal`). Each step is recorded
 //! before it acts and can start over from its beginning, so re-running the same command after
-//! any interruption finishes the upgrade. Invariant: before the swap the old cluster is
-//! untouched in place (pg_upgrade --link only renames its pg_control, which is undone); from
-//! the backup's rename on it is also whole in the backup; the swap moves whole entries only.
-//! A failure before the swap undoes everything; during the swap or verification, the backup
-//! is put back (the journal turns into a rollback's).
+//! any interruption finishes the upgrade. Invariant: until the backup is complete the old
+//! cluster is untouched in place; from the backup's rename on it is whole in the backup, byte
+//! for byte (the cluster in place is started from then on: counted, then by pg_upgrade); the
+//! swap moves whole entries only. A failure before pg_upgrade's step undoes everything; from
+//! it on, the backup is put back (the journal turns into a rollback's).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use crate::backup::{self, Record};
-use crate::check::{self, ClusterFacts};
+use crate::check;
 use crate::cli::{Mode, UpgradeArgs, UpgradePlanArgs};
+use crate::cluster::{ControlData, InitSettings};
 use crate::config;
 use crate::docker::Docker;
 use crate::interrupt;
@@ -198,6 +201,8 @@ pub struct Upgrade<'a> {
     preflight: Option<check::Preflight>,
     verified: Option<VerifySummary>,
     extensions_updated: bool,
+    /// The toolbox the steps from pg_upgrade to verification share, once started.
+    tools: Option<Toolbox<'a>>,
 }
 
 impl<'a> Upgrade<'a> {
@@ -220,6 +225,7 @@ impl<'a> Upgrade<'a> {
             preflight: None,
             verified: None,
             extensions_updated: false,
+            tools: None,
         })
     }
 
@@ -265,7 +271,17 @@ impl<'a> Upgrade<'a> {
     }
 
     async fn drive(mut self) -> Result<bool> {
-        match self.steps().await {
+        let done = self.steps().await;
+        if let Some(tb) = self.tools.take() {
+            tb.close().await;
+        }
+        // A container a killed pgup asked for may appear only after the sweep of a resumed
+        // run's start.
+        let _ = self
+            .docker
+            .remove_strays(self.data(), crate::journal::pgup_alive)
+            .await;
+        match done {
             Ok(report) => {
                 Journal::finish(self.root())?;
                 self.printer.report(&report)?;
@@ -283,7 +299,43 @@ impl<'a> Upgrade<'a> {
                     self.advance(Step::Checking)?;
                 }
                 Step::Checking => {
-                    self.check().await?;
+                    // The copy needs nothing the checks learn, so the two run side by side;
+                    // checks that fail stop the copy.
+                    let preflight = self.preflight.take();
+                    let cancel = Arc::new(AtomicBool::new(false));
+                    let checks = async {
+                        let checked = self.check(preflight).await;
+                        if checked.is_err() {
+                            cancel.store(true, Ordering::Relaxed);
+                        }
+                        checked
+                    };
+                    // The next step's toolbox starts meanwhile too.
+                    let (settings, copied, tools) = if self.journal.backup == Backup::None {
+                        let (settings, tools) = tokio::join!(checks, self.start_tools());
+                        (settings, Ok(()), tools)
+                    } else {
+                        tokio::join!(checks, self.copy_backup(cancel.clone()), self.start_tools())
+                    };
+                    if let Ok(tb) = tools {
+                        self.tools = Some(tb);
+                    }
+                    // A copy that failed on its own (a full disk) says more than the checks
+                    // that failed after it.
+                    let stopped = |e: &anyhow::Error| {
+                        e.chain()
+                            .filter_map(|c| c.downcast_ref::<backup::BackupError>())
+                            .any(backup::BackupError::stopped)
+                    };
+                    let settings = match (settings, copied) {
+                        (_, Err(e)) if !stopped(&e) => return Err(e),
+                        (settings, copied) => {
+                            let settings = settings?;
+                            copied?;
+                            settings
+                        }
+                    };
+                    self.journal.settings = Some(settings);
                     let next = if self.journal.backup == Backup::None {
                         Step::Upgrading
                     } else {
@@ -292,7 +344,8 @@ impl<'a> Upgrade<'a> {
                     self.advance(next)?;
                 }
                 Step::BackingUp => {
-                    self.backup().await?;
+                    self.copy_backup(Arc::default()).await?;
+                    self.write_record()?;
                     self.advance(Step::Upgrading)?;
                 }
                 Step::Upgrading => {
@@ -345,10 +398,11 @@ impl<'a> Upgrade<'a> {
         Ok(())
     }
 
-    /// The server-side checks on the stopped cluster, and the record of its data.
-    async fn check(&mut self) -> Result<()> {
+    /// The server-side checks on the stopped cluster; its settings for initdb when they pass.
+    /// `preflight`: this run's static checks, when it is a fresh run.
+    async fn check(&self, preflight: Option<check::Preflight>) -> Result<InitSettings> {
         self.printer
-            .step("reading the stopped cluster's settings and data on a throwaway view");
+            .step("reading the stopped cluster's settings on a throwaway view");
         let args = UpgradePlanArgs {
             to: self.journal.new_major,
             image: Some(self.journal.image.clone()),
@@ -360,7 +414,7 @@ impl<'a> Upgrade<'a> {
             new_image: self.journal.new_image.clone(),
         };
         let no_backup = self.journal.backup == Backup::None;
-        let mut pre = match self.preflight.take() {
+        let mut pre = match preflight {
             // This run's own static checks: the stop changed nothing they read that the
             // next checks rely on (pg_upgrade --check sees the stopped cluster itself).
             Some(mut pre) => {
@@ -379,31 +433,23 @@ impl<'a> Upgrade<'a> {
                 names.join(", ")
             );
         }
-        let facts = if pre.failed() {
+        let settings = if pre.failed() {
             None
         } else {
             check::cluster_checks(self.docker, &mut pre, true).await?
         };
-        let Some(ClusterFacts { settings, snapshot }) = facts.filter(|_| !pre.failed()) else {
-            bail!("the upgrade cannot start: {}", pre.failures());
-        };
-        let before = serde_json::to_vec(&snapshot.expect("asked for a snapshot"))?;
-        backup::private_file(
-            &self.work().join("before.json"),
-            &before,
-            self.uid,
-            self.gid,
-        )?;
-        self.journal.settings = Some(settings);
-        Ok(())
+        match settings.filter(|_| !pre.failed()) {
+            Some(settings) => Ok(settings),
+            None => bail!("the upgrade cannot start: {}", pre.failures()),
+        }
     }
 
-    async fn backup(&mut self) -> Result<()> {
-        let dir = self.backup_dir().expect("a backup step has a backup");
+    /// What `rollback` needs to know about the backup, beside it.
+    fn write_record(&self) -> Result<()> {
         let name = self.journal.backup_name.clone().expect("named");
         let container = self.target.container.as_ref();
-        Record {
-            name: name.clone(),
+        Ok(Record {
+            name,
             old_major: self.journal.old_major,
             new_major: self.journal.new_major,
             old_image: container.map(|c| c.image.clone()),
@@ -416,7 +462,13 @@ impl<'a> Upgrade<'a> {
             upgraded_checkpoint: None,
             rolled_back: None,
         }
-        .write(self.root(), self.uid, self.gid)?;
+        .write(self.root(), self.uid, self.gid)?)
+    }
+
+    /// Copies (or clones) the old cluster into the backup directory, unless a run before this
+    /// one did. `cancel` stops it at the next file.
+    async fn copy_backup(&self, cancel: Arc<AtomicBool>) -> Result<()> {
+        let dir = self.backup_dir().expect("a backup step has a backup");
         if dir.exists() {
             return Ok(()); // renamed into place before the journal moved on
         }
@@ -442,12 +494,12 @@ impl<'a> Upgrade<'a> {
                     skip: &backup::is_pgup_entry,
                     progress: &|n| {
                         progress.inc(n);
-                        copied.set(copied.get() + n);
-                        if copied.get() > 1 << 20 {
+                        let before = copied.replace(copied.get() + n);
+                        if before <= 1 << 20 && copied.get() > 1 << 20 {
                             crate::journal::failpoint("backup-midway");
                         }
                     },
-                    interrupted: &interrupt::interrupted,
+                    interrupted: &|| interrupt::interrupted() || cancel.load(Ordering::Relaxed),
                 },
             )
         })
@@ -456,8 +508,16 @@ impl<'a> Upgrade<'a> {
         made.context("the backup failed")
     }
 
-    /// A toolbox with the mount root mounted read-write at [`VOL`].
-    async fn toolbox(&self) -> Result<Toolbox<'a>> {
+    /// The shared toolbox (the mount root mounted read-write at [`VOL`]), started unless one
+    /// runs, lent to a step, which hands it back with [`Upgrade::give_back`].
+    async fn borrow_tools(&mut self) -> Result<Toolbox<'a>> {
+        match self.tools.take() {
+            Some(tb) => Ok(tb),
+            None => self.start_tools().await,
+        }
+    }
+
+    async fn start_tools(&self) -> Result<Toolbox<'a>> {
         let spec = crate::toolbox::ToolboxSpec {
             image: &self.journal.image,
             role: "upgrade",
@@ -473,6 +533,12 @@ impl<'a> Upgrade<'a> {
         Ok(Toolbox::start(self.docker, spec).await?)
     }
 
+    /// Takes back the toolbox a step borrowed, keeping what ran in it in the log.
+    fn give_back(&mut self, tb: Toolbox<'a>) {
+        self.append_log(&tb.take_transcript());
+        self.tools = Some(tb);
+    }
+
     fn in_vol(&self, host: &Path) -> String {
         Path::new(VOL)
             .join(host.strip_prefix(self.root()).unwrap_or(host))
@@ -480,9 +546,21 @@ impl<'a> Upgrade<'a> {
             .to_string()
     }
 
-    /// initdb and pg_upgrade --link into the staging directory, then the old configuration.
+    /// The old cluster's data recorded, initdb and pg_upgrade --link into the staging
+    /// directory, then the old configuration.
     async fn pg_upgrade(&mut self) -> Result<()> {
         undo_pg_upgrade(self.data(), &self.staging())?;
+        let running = self.docker.running_using(self.data()).await?;
+        if !running.is_empty() {
+            bail!(
+                "container {} runs on the old cluster; stop it and run the same command again",
+                running.join(", ")
+            );
+        }
+        // A server killed on the data (a crash, or pgup killed beside its toolbox) leaves its
+        // postmaster.pid, whose PID a new container may well be using: the server would take
+        // it for a live one and refuse to start. Nothing runs on the data now.
+        let _ = std::fs::remove_file(self.data().join("postmaster.pid"));
         let settings = self
             .journal
             .settings
@@ -490,12 +568,19 @@ impl<'a> Upgrade<'a> {
             .context("the journal lacks the checked settings")?;
         let (old, new) = (self.journal.old_major, self.journal.new_major);
         let (old_in, new_in) = (self.in_vol(self.data()), self.in_vol(&self.staging()));
-        let mut tb = self.toolbox().await?;
+        let tb = self.borrow_tools().await?;
         let result = async {
             self.printer.step(format!(
-                "initdb PostgreSQL {new} with the old cluster's settings"
+                "counting the old cluster's rows; initdb PostgreSQL {new} with its settings"
             ));
-            tb.run(&pgcmd::initdb(new, &new_in, &settings)).await?;
+            let initdb = pgcmd::initdb(new, &new_in, &settings);
+            let (recorded, made) = tokio::join!(
+                self.record_before(&tb, &settings.superuser),
+                tb.run(&initdb)
+            );
+            recorded?;
+            made?;
+            crate::journal::failpoint("counted");
             self.printer
                 .step(format!("pg_upgrade --link --jobs {}", self.journal.jobs));
             let up = PgUpgrade {
@@ -517,7 +602,7 @@ impl<'a> Upgrade<'a> {
             tb.run(&[
                 "sh".into(),
                 "-c".into(),
-                format!("test ! -f update_extensions.sql || cp update_extensions.sql {script}"),
+                format!("test ! -f update_extensions.sql || mv update_extensions.sql {script}"),
             ])
             .await?;
             let accepted =
@@ -530,12 +615,42 @@ impl<'a> Upgrade<'a> {
                 settings.wal_segment_bytes,
             )
         }
-        .await
-        .map(|changes| self.journal.config_changes = changes);
-        let transcript = std::mem::take(&mut tb.transcript);
-        tb.close().await;
-        self.append_log(&transcript);
-        result
+        .await;
+        self.give_back(tb);
+        self.journal.config_changes = result?;
+        Ok(())
+    }
+
+    /// Records the old cluster's databases, row counts, sequences, extensions and roles for
+    /// the verification, unless a run before this one did. The old server is started in
+    /// place, privately, as pg_upgrade itself starts it; never before the backup is complete,
+    /// so that the backup is the stopped cluster byte for byte. (On the throwaway view of the
+    /// checks, counting would copy every table: see [`check::cluster_checks`].)
+    ///
+    /// A run killed while a server ran on the old cluster (this count, or pg_upgrade's own
+    /// start) left it stopped uncleanly, which pg_upgrade refuses: a start and a clean stop
+    /// let PostgreSQL recover it from its WAL first.
+    async fn record_before(&self, tb: &Toolbox<'_>, superuser: &str) -> Result<()> {
+        let (old, data) = (self.journal.old_major, self.in_vol(self.data()));
+        let path = self.work().join("before.json");
+        if path.exists() {
+            let control = ControlData::parse(&tb.run(&pgcmd::controldata(old, &data)).await?);
+            if control.is_some_and(|c| !c.shut_down_cleanly()) {
+                self.printer
+                    .step("recovering the old cluster from its unclean stop");
+                tb.with_server(old, &data, async || anyhow::Ok(())).await?;
+            }
+            return Ok(());
+        }
+        let snapshot = tb
+            .with_server(old, &data, async || {
+                crate::journal::failpoint("counting");
+                let client = verify::connect(tb.socket_dir(), superuser, "template1").await?;
+                anyhow::Ok(verify::take(tb.socket_dir(), superuser, &client).await?)
+            })
+            .await?;
+        let json = serde_json::to_vec(&snapshot)?;
+        Ok(backup::private_file(&path, &json, self.uid, self.gid)?)
     }
 
     fn append_log(&self, text: &str) {
@@ -563,49 +678,38 @@ impl<'a> Upgrade<'a> {
         let new = self.journal.new_major;
         let data_in = self.in_vol(self.data());
         let script = self.work().join("update_extensions.sql");
-        let mut tb = self.toolbox().await?;
+        let superuser = &settings.superuser;
+        let tb = self.borrow_tools().await?;
         let result = async {
-            tb.run(&pgcmd::start_server(new, &data_in, RUN)).await?;
-            let checked = async {
-                if script.exists() {
-                    tb.run(&pgcmd::psql_file(
-                        new,
-                        RUN,
-                        &settings.superuser,
-                        &self.in_vol(&script),
-                    ))
-                    .await
-                    .context("update_extensions.sql failed")?;
-                }
-                tb.run(&pgcmd::vacuumdb(
-                    new,
-                    RUN,
-                    &settings.superuser,
-                    self.journal.jobs,
-                ))
+            let after = tb
+                .with_server(new, &data_in, async || {
+                    if script.exists() {
+                        let file = self.in_vol(&script);
+                        tb.run(&pgcmd::psql_file(new, RUN, superuser, &file))
+                            .await
+                            .context("update_extensions.sql failed")?;
+                    }
+                    // Statistics and counting side by side: both only read.
+                    let analyze = pgcmd::vacuumdb(new, RUN, superuser, self.journal.jobs);
+                    let (analyzed, after) = tokio::join!(tb.run(&analyze), async {
+                        let client =
+                            verify::connect(tb.socket_dir(), superuser, "template1").await?;
+                        verify::take(tb.socket_dir(), superuser, &client).await
+                    });
+                    analyzed?;
+                    let after = after?;
+                    let diffs = verify::differences(&before, &after);
+                    if !diffs.is_empty() {
+                        bail!("verification found differences: {}", diffs.join("; "));
+                    }
+                    anyhow::Ok(after)
+                })
                 .await?;
-                let client =
-                    verify::connect(tb.socket_dir(), &settings.superuser, "template1").await?;
-                let after = verify::take(tb.socket_dir(), &settings.superuser, &client).await?;
-                let diffs = verify::differences(&before, &after);
-                if !diffs.is_empty() {
-                    bail!("verification found differences: {}", diffs.join("; "));
-                }
-                anyhow::Ok(after)
-            }
-            .await;
-            let stopped = tb.run(&pgcmd::stop_server(new, &data_in)).await;
-            let after = checked?;
-            stopped?;
-            let control = crate::cluster::ControlData::parse(
-                &tb.run(&pgcmd::controldata(new, &data_in)).await?,
-            );
+            let control = ControlData::parse(&tb.run(&pgcmd::controldata(new, &data_in)).await?);
             anyhow::Ok((after, control))
         }
         .await;
-        let transcript = std::mem::take(&mut tb.transcript);
-        tb.close().await;
-        self.append_log(&transcript);
+        self.give_back(tb);
         let (after, control) = result?;
         self.extensions_updated = script.exists();
         self.verified = Some(VerifySummary {
@@ -718,13 +822,12 @@ impl<'a> Upgrade<'a> {
         };
         let step = self.journal.step;
         if step <= Step::Upgrading {
-            let undone = undo_before_swap(self.root(), self.data(), &self.journal)
-                .and_then(|()| Ok(Journal::finish(self.root())?));
-            rollback::restart(self.docker, self.printer, &self.journal.running).await;
+            let undone =
+                undo_before_swap(self.docker, self.printer, &self.target, &self.journal).await;
             return match undone {
                 Ok(()) => e.context("nothing was changed: the old cluster is as it was"),
                 Err(u) => e.context(format!(
-                    "and undoing it failed too ({u:#}); run `pgup rollback` on this data"
+                    "the upgrade failed and so did undoing it ({u:#}); run `pgup rollback` with the same target flags to restore the old cluster"
                 )),
             };
         }
@@ -752,9 +855,48 @@ impl<'a> Upgrade<'a> {
     }
 }
 
-/// Undoes an upgrade interrupted before the swap: pg_upgrade's rename of pg_control, the
-/// staging directory, and the backup this run made (so the space is free again).
-pub fn undo_before_swap(root: &Path, data: &Path, journal: &Journal) -> Result<()> {
+/// Undoes an upgrade stopped before the swap, ends its journal and starts the containers
+/// that ran again. From pg_upgrade's step on, the cluster in place may have been started (to
+/// count its rows, by pg_upgrade itself), so the backup, which is the stopped cluster byte for
+/// byte, is put back by a rollback's journaled steps and the started copy removed. Before, the
+/// cluster in place is untouched, and this run's backup, partial or whole, is removed (so the
+/// space is free again); with no backup, pg_upgrade's rename of pg_control is undone.
+pub async fn undo_before_swap(
+    docker: &Docker,
+    printer: &Printer,
+    target: &Target,
+    journal: &Journal,
+) -> Result<()> {
+    let root = &target.mount_root;
+    let whole_backup = journal
+        .backup_name
+        .as_ref()
+        .filter(|name| journal.step == Step::Upgrading && root.join(name).exists());
+    if let Some(name) = whole_backup {
+        undo_pg_upgrade(&target.data_dir, &Journal::work_dir(root).join("new"))?;
+        printer.step(format!(
+            "putting back {name}: the cluster in place has been started since the copy"
+        ));
+        let mut rolling_back = journal.clone();
+        rolling_back.operation = Operation::Rollback;
+        let report =
+            rollback::finish(docker, printer, target, rolling_back, Step::SettingAside).await?;
+        if let Some(started) = report.set_aside {
+            std::fs::remove_dir_all(&started)
+                .with_context(|| format!("cannot remove {}", started.display()))?;
+        }
+        let _ = std::fs::remove_file(Record::path(root, name));
+        return Ok(tree::sync_dir(root)?);
+    }
+    let undone = undo_files(root, &target.data_dir, journal).and_then(|()| {
+        Journal::finish(root)?;
+        Ok(())
+    });
+    rollback::restart(docker, printer, &journal.running).await;
+    undone
+}
+
+fn undo_files(root: &Path, data: &Path, journal: &Journal) -> Result<()> {
     undo_pg_upgrade(data, &Journal::work_dir(root).join("new"))?;
     if let Some(name) = &journal.backup_name {
         let dir = root.join(name);

@@ -406,6 +406,7 @@ crash_tests! {
     kill_in_the_middle_of_the_backup => "backup-midway",
     kill_before_the_backup_is_renamed => "backup-complete",
     kill_before_pg_upgrade => "Upgrading",
+    kill_while_counting_the_old_rows => "counting",
     kill_after_pg_upgrade => "pg_upgrade-done",
     kill_before_the_swap => "SwappingOut",
     kill_in_the_middle_of_the_swap => "move-midway",
@@ -488,13 +489,37 @@ async fn temporary_container_killed_mid_upgrade() {
     assert_eq!(s.content().await, before);
 }
 
+/// The old cluster stopped uncleanly while an upgrade waits at pg_upgrade (pgup and its
+/// toolbox killed while pg_upgrade had the old server up, as in a host crash; here: killed
+/// after counting, then the old server run and killed): pg_upgrade refuses such a cluster, so
+/// the re-run lets PostgreSQL recover it first.
 #[tokio::test]
-async fn disk_full_during_the_upgrade() {
+async fn an_uncleanly_stopped_old_cluster_is_recovered_before_pg_upgrade() {
+    let mut s = Server::start(ServerSpec::new("pgup/postgres:13")).await;
+    s.seed("postgres").await;
+    let before = s.content().await;
+    let killed = run(upgrade_cmd(&s.name).env("PGUP_KILL_AT", "counted"));
+    assert_eq!(killed.code, -1, "{}", killed.stderr);
+    docker(&["start", &s.name]);
+    s.refresh_port();
+    s.setting("server_version_num").await;
+    docker(&["kill", &s.name]);
+    let finished = run(&mut upgrade_cmd(&s.name));
+    assert_eq!(finished.code, 0, "{}", finished.stderr);
+    assert!(
+        finished.stderr.contains("recovering the old cluster"),
+        "{}",
+        finished.stderr
+    );
+    runs_with(&mut s, "17", &before, "the resumed upgrade").await;
+}
+
+/// A stopped cluster of about 90 MB on a 900 MB tmpfs, its container and its tree hash.
+fn tmpfs_cluster_to_fill() -> (TmpfsServer, String) {
     let s = TmpfsServer::start("pgup/postgres:15", "900m");
-    let (name, dir) = (s.name.clone(), s.dir.clone());
     docker(&[
         "exec",
-        &name,
+        &s.name,
         "psql",
         "-q",
         "-U",
@@ -502,31 +527,37 @@ async fn disk_full_during_the_upgrade() {
         "-c",
         "CREATE TABLE big AS SELECT g, repeat('x', 200) AS pad FROM generate_series(1, 400000) g",
     ]);
-    docker(&["stop", &name]);
-    let hash = cluster_hash(&dir);
-    let free_before = df_avail(&dir);
+    docker(&["stop", &s.name]);
+    let hash = cluster_hash(&s.dir);
+    (s, hash)
+}
 
-    // Another process fills the disk as soon as the backup starts.
-    let child = spawn(Command::new(env!("CARGO_BIN_EXE_pgup")).args([
-        "upgrade",
-        "--container",
-        &name,
-        "--to",
-        "17",
-        "--yes",
-    ]));
-    let filler = dir.join("filler");
-    wait_for(120, "the backup to start", || {
-        std::fs::read_dir(&dir)
-            .unwrap()
-            .flatten()
-            .any(|e| e.file_name().to_string_lossy().ends_with(".partial"))
+/// Starts `pgup upgrade` frozen at `point` (see `PGUP_STOP_AT`), lets another process fill
+/// the disk, resumes pgup and returns how it ended. The filler is removed before returning.
+fn upgrade_while_the_disk_fills_at(name: &str, dir: &Path, point: &str) -> Run {
+    let child = spawn(
+        Command::new(env!("CARGO_BIN_EXE_pgup"))
+            .args(["upgrade", "--container", name, "--to", "17", "--yes"])
+            .env("PGUP_STOP_AT", point),
+    );
+    let stat = format!("/proc/{}/stat", child.id());
+    wait_for(120, &format!("pgup to freeze at {point}"), || {
+        std::fs::read_to_string(&stat).is_ok_and(|s| {
+            // The state follows the parenthesised command name.
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('T'))
+        })
     });
-    // dd writes until the filesystem is full, however much the copy took meanwhile.
+    let filler = dir.join("filler");
+    // dd writes until the filesystem is full.
     let _ = Command::new("dd")
         .args(["if=/dev/zero", "bs=1M"])
         .arg(format!("of={}", filler.display()))
         .stderr(Stdio::null())
+        .status();
+    let _ = Command::new("kill")
+        .args(["-CONT", &child.id().to_string()])
         .status();
     let r = finish(child);
     std::fs::remove_file(&filler).unwrap();
@@ -535,27 +566,58 @@ async fn disk_full_during_the_upgrade() {
     assert!(
         last.starts_with("error: ")
             && (last.contains("is full") || last.contains("No space left on device")),
-        "{last}"
+        "{}",
+        r.stderr
     );
-    assert_eq!(cluster_hash(&dir), hash, "the original cluster is intact");
-    let leftovers: Vec<String> = std::fs::read_dir(&dir)
+    r
+}
+
+/// What a failed upgrade must leave: the cluster as it was, no backup, record or temporary
+/// container, the space free again, the container stopped as it was before.
+fn nothing_is_left(s: &TmpfsServer, hash: &str, free_before: u64) {
+    assert_eq!(cluster_hash(&s.dir), hash, "the original cluster is intact");
+    let leftovers: Vec<String> = std::fs::read_dir(&s.dir)
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with("upgrade_backup_") && !n.ends_with(".log"))
         .collect();
     assert_eq!(leftovers, Vec::<String>::new(), "partial files removed");
-    let free_after = df_avail(&dir);
+    let free_after = df_avail(&s.dir);
     assert!(
         free_before - free_after < 1024 * 1024,
         "free space is back: {free_before} before, {free_after} after"
     );
     assert_eq!(
-        docker(&["inspect", "--format", "{{.State.Running}}", &name]),
+        docker(&["inspect", "--format", "{{.State.Running}}", &s.name]),
         "false",
         "it was stopped before"
     );
-    assert_eq!(strays(&dir), "");
+    assert_eq!(strays(&s.dir), "");
+}
+
+#[tokio::test]
+async fn disk_full_during_the_backup() {
+    let (s, hash) = tmpfs_cluster_to_fill();
+    let free_before = df_avail(&s.dir);
+    upgrade_while_the_disk_fills_at(&s.name, &s.dir, "backup-midway");
+    nothing_is_left(&s, &hash, free_before);
+}
+
+/// The disk fills once the backup is whole: initdb and the old server cannot write. Putting
+/// the backup back needs a few bytes for the journal, which another process may take first;
+/// then the error says to run `pgup rollback`, which must restore everything once there is
+/// room.
+#[tokio::test]
+async fn disk_full_after_the_backup() {
+    let (s, hash) = tmpfs_cluster_to_fill();
+    let free_before = df_avail(&s.dir);
+    let r = upgrade_while_the_disk_fills_at(&s.name, &s.dir, "Upgrading");
+    if r.stderr.contains("pgup rollback") {
+        let rolled = pgup(&["rollback", "--container", &s.name, "--yes"]);
+        assert_eq!(rolled.code, 0, "{}", rolled.stderr);
+    }
+    nothing_is_left(&s, &hash, free_before);
 }
 
 #[tokio::test]
