@@ -485,7 +485,7 @@ impl<'a> Upgrade<'a> {
         };
         let progress = bar.clone();
         let made = tokio::task::spawn_blocking(move || {
-            let copied = std::cell::Cell::new(0u64);
+            let copied = std::sync::atomic::AtomicU64::new(0);
             backup::make(
                 &data,
                 &dir,
@@ -494,8 +494,8 @@ impl<'a> Upgrade<'a> {
                     skip: &backup::is_pgup_entry,
                     progress: &|n| {
                         progress.inc(n);
-                        let before = copied.replace(copied.get() + n);
-                        if before <= 1 << 20 && copied.get() > 1 << 20 {
+                        let before = copied.fetch_add(n, Ordering::Relaxed);
+                        if before <= 1 << 20 && before + n > 1 << 20 {
                             crate::journal::failpoint("backup-midway");
                         }
                     },
