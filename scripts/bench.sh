@@ -4,7 +4,9 @@
 #
 #   scripts/bench.sh --quick     one size (0.5 GB), one repetition: a few minutes (CI)
 #   scripts/bench.sh --full      0, 0.5, 1, 2, 4 GB and 1,000 / 10,000 tables, 3 repetitions
-#   PGUP_BENCH_SIZES, PGUP_BENCH_TABLES, PGUP_BENCH_REPS override a mode's sets.
+#                                (about 95 minutes)
+#   PGUP_BENCH_SIZES, PGUP_BENCH_TABLES, PGUP_BENCH_REPS, PGUP_BENCH_CONTENDERS override a
+#   mode's sets.
 #
 # Contenders (13 → 17, every one from a fresh copy of the same stopped cluster):
 #   a  pgup upgrade, default safe mode (backup kept)
@@ -15,6 +17,8 @@
 #   e  pgup upgrade --mode clone on a loop-mounted XFS with reflinks (when the machine allows)
 # Output: a table on stdout (also written to target/bench/results.md) and pgup's peak RSS.
 set -euo pipefail
+# A failure inside $(...) (making a template, say) stops the run instead of timing nothing.
+shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
 
 mode=${1:---quick}
@@ -74,10 +78,15 @@ make_template() {
 		scale=$(awk -v g="$amount" 'BEGIN { s = int(g * 1024 / 15); print (s < 1 ? 1 : s) }')
 		[ "$amount" = 0 ] || docker exec "$c" pgbench -q -i -s "$scale" -U postgres postgres >/dev/null 2>&1
 	else
-		docker exec "$c" psql -q -U postgres -c "DO \$\$ BEGIN FOR i IN 1..$amount LOOP
+		# A commit every 500 tables: one transaction runs out of lock slots after about 3,000.
+		docker exec "$c" psql -q -v ON_ERROR_STOP=1 -U postgres -c "DO \$\$ BEGIN FOR i IN 1..$amount LOOP
 			EXECUTE format('CREATE TABLE t%s (id int PRIMARY KEY, v text)', i);
 			EXECUTE format('INSERT INTO t%s SELECT g, md5(g::text) FROM generate_series(1, 10) g', i);
+			IF i % 500 = 0 THEN COMMIT; END IF;
 			END LOOP; END \$\$;" >/dev/null
+		local made
+		made=$(docker exec "$c" psql -qtA -U postgres -c "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+		[ "$made" = "$amount" ] || { log "made $made tables of $amount"; exit 1; }
 	fi
 	# A clean shutdown: pg_upgrade (and pgup) refuse a cluster that was not shut down cleanly.
 	docker stop -t 120 "$c" >/dev/null
@@ -172,6 +181,7 @@ bench_set() {
 	log "$label: $(numfmt --to=iec "$bytes") of data"
 	contenders=(a b c c0 d)
 	[ "$xfs_ready" = yes ] && contenders+=(e)
+	read -ra contenders <<<"${PGUP_BENCH_CONTENDERS-${contenders[*]}}"
 	for ((r = 0; r < reps; r++)); do
 		local order=("${contenders[@]}")
 		# Alternate the order from one repetition to the next.
