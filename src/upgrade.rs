@@ -645,8 +645,7 @@ impl<'a> Upgrade<'a> {
         let snapshot = tb
             .with_server(old, &data, async || {
                 crate::journal::failpoint("counting");
-                let client = verify::connect(tb.socket_dir(), superuser, "template1").await?;
-                anyhow::Ok(verify::take(tb.socket_dir(), superuser, &client).await?)
+                anyhow::Ok(verify::take(tb.socket_dir(), superuser).await?)
             })
             .await?;
         let json = serde_json::to_vec(&snapshot)?;
@@ -691,11 +690,8 @@ impl<'a> Upgrade<'a> {
                     }
                     // Statistics and counting side by side: both only read.
                     let analyze = pgcmd::vacuumdb(new, RUN, superuser, self.journal.jobs);
-                    let (analyzed, after) = tokio::join!(tb.run(&analyze), async {
-                        let client =
-                            verify::connect(tb.socket_dir(), superuser, "template1").await?;
-                        verify::take(tb.socket_dir(), superuser, &client).await
-                    });
+                    let (analyzed, after) =
+                        tokio::join!(tb.run(&analyze), verify::take(tb.socket_dir(), superuser));
                     analyzed?;
                     let after = after?;
                     let diffs = verify::differences(&before, &after);

@@ -125,9 +125,10 @@ pub async fn server_facts(socket_dir: &Path, superuser: &str, major: u32) -> Res
     })
 }
 
-/// Takes a snapshot through `client` (connected to any database) and one connection per database.
-pub async fn take(socket_dir: &Path, superuser: &str, client: &Client) -> Result<Snapshot> {
+/// Takes a snapshot of the server listening in `socket_dir`, one connection per database.
+pub async fn take(socket_dir: &Path, superuser: &str) -> Result<Snapshot> {
     let db = "template1";
+    let client = connect(socket_dir, superuser, db).await?;
     let mut snap = Snapshot::default();
     for r in client
         .query(
