@@ -17,6 +17,12 @@ pub fn is_backup_name(name: &str) -> bool {
     name.starts_with(PREFIX)
 }
 
+/// A backup directory's own name: beside it are `<name>.partial` while it is made, and
+/// `<name>.pg_upgrade_output.d`, pg_upgrade's logs of a failed run.
+fn is_backup_dir_name(name: &str) -> bool {
+    is_backup_name(name) && !name.contains('.')
+}
+
 /// Entries of a mount root that are pgup's, not the cluster's: backups with their records
 /// and logs, and the work directory. Copies, swaps and restores leave them where they are.
 pub fn is_pgup_entry(name: &str) -> bool {
@@ -190,7 +196,7 @@ pub fn find(dirs: &[&Path]) -> std::io::Result<Vec<Backup>> {
                 continue;
             };
             let meta = entry.metadata()?;
-            if !is_backup_name(&name)
+            if !is_backup_dir_name(&name)
                 || !meta.is_dir()
                 || found.iter().any(|b| b.path == entry.path())
             {

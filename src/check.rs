@@ -17,11 +17,13 @@ use crate::cli::{CheckArgs, UpgradePlanArgs};
 use crate::cluster::{Cluster, ControlData, InitSettings, LocaleProvider};
 use crate::config::{self, Change};
 use crate::docker::{Container, Docker};
+use crate::options;
+use crate::pg_upgrade_output;
 use crate::pgcmd::{self, PgUpgrade, Transfer};
 use crate::plan::{self, Backup};
 use crate::space;
 use crate::target::Target;
-use crate::toolbox::{RUN, ToolMount, Toolbox, ToolboxSpec};
+use crate::toolbox::{RUN, ToolError, ToolMount, Toolbox, ToolboxSpec};
 use crate::tree;
 use crate::ui::Printer;
 use crate::verify;
@@ -61,6 +63,8 @@ pub struct Preflight {
     /// Settings the new major accepts (`postgres --describe-config`).
     pub accepted: BTreeSet<String>,
     pub config_changes: Vec<Change>,
+    /// Stored catalog options the new major does not know (found by the cluster checks).
+    pub unknown_options: Vec<options::Key>,
     /// Running containers that use the data.
     pub running: Vec<Container>,
     pub items: Vec<Item>,
@@ -145,7 +149,7 @@ pub async fn run(args: CheckArgs, printer: &Printer) -> Result<bool> {
     let mut pre = static_checks(&docker, target, &args.plan, None).await?;
     if !pre.failed() {
         if pre.running.is_empty() {
-            cluster_checks(&docker, &mut pre, false).await?;
+            cluster_checks(&docker, &mut pre, false, true).await?;
         } else {
             let names: Vec<&str> = pre.running.iter().map(|c| c.name.as_str()).collect();
             pre.push(
@@ -200,6 +204,7 @@ pub async fn static_checks(
         control: None,
         accepted: BTreeSet::new(),
         config_changes: Vec::new(),
+        unknown_options: Vec::new(),
         running,
         items: Vec::new(),
     };
@@ -537,6 +542,7 @@ pub async fn cluster_checks(
     docker: &Docker,
     pre: &mut Preflight,
     for_upgrade: bool,
+    may_strip: bool,
 ) -> Result<Option<InitSettings>> {
     let scratch = tempfile::Builder::new()
         .prefix("pgup-overlay-")
@@ -564,7 +570,7 @@ pub async fn cluster_checks(
     let started = Toolbox::start(docker, pre.toolbox("check", overlay)).await;
     let result = match started {
         Ok(tb) => {
-            let r = on_overlay(&tb, pre, for_upgrade).await;
+            let r = on_overlay(&tb, pre, for_upgrade, may_strip).await;
             tb.close().await;
             r
         }
@@ -578,6 +584,7 @@ async fn on_overlay(
     tb: &Toolbox<'_>,
     pre: &mut Preflight,
     for_upgrade: bool,
+    may_strip: bool,
 ) -> Result<Option<InitSettings>> {
     let (old, new) = (pre.old_major, pre.new_major);
     let control = pre
@@ -601,9 +608,10 @@ async fn on_overlay(
         .context("cannot learn the bootstrap superuser from single-user mode")?
         .to_owned();
 
-    let facts = tb
+    let (facts, stored) = tb
         .with_server(old, OLD, async || {
-            anyhow::Ok(verify::server_facts(tb.socket_dir(), &superuser, old).await?)
+            let facts = verify::server_facts(tb.socket_dir(), &superuser, old).await?;
+            anyhow::Ok((facts, options::gather(tb.socket_dir(), &superuser).await?))
         })
         .await?;
     let settings = InitSettings {
@@ -661,12 +669,24 @@ async fn on_overlay(
         return Ok(None);
     }
 
+    // A scratch new cluster in the toolbox's own filesystem: it judges the stored options,
+    // and pg_upgrade --check runs against it.
+    let scratch_new = "/tmp/pgup-check-new";
+    if !for_upgrade || !stored.is_empty() {
+        tb.run(&pgcmd::initdb(new, scratch_new, &settings)).await?;
+    }
+    let verdicts = if stored.is_empty() {
+        Vec::new()
+    } else {
+        tb.with_server(new, scratch_new, async || {
+            anyhow::Ok(options::judge(tb.socket_dir(), &settings.superuser, &stored).await?)
+        })
+        .await?
+    };
+    judge_options(pre, &stored, &verdicts, may_strip);
     if for_upgrade {
         return Ok(Some(settings));
     }
-    // pg_upgrade --check against a scratch new cluster in the toolbox's own filesystem.
-    let scratch_new = "/tmp/pgup-check-new";
-    tb.run(&pgcmd::initdb(new, scratch_new, &settings)).await?;
     let check = PgUpgrade {
         old_major: old,
         new_major: new,
@@ -681,13 +701,80 @@ async fn on_overlay(
     };
     match tb.run(&check.argv()).await {
         Ok(_) => pre.push("pg_upgrade", Outcome::Ok, "pg_upgrade --check passed"),
-        Err(e) => pre.push(
-            "pg_upgrade",
-            Outcome::Fail,
-            format!("pg_upgrade --check: {e}"),
-        ),
+        Err(e) => {
+            let why = explain_check_failure(tb, &e).await;
+            pre.push(
+                "pg_upgrade",
+                Outcome::Fail,
+                format!("pg_upgrade --check: {why}"),
+            );
+        }
     }
     Ok(Some(settings))
+}
+
+/// Why pg_upgrade --check failed, from the files it names in the toolbox (gone with it).
+async fn explain_check_failure(tb: &Toolbox<'_>, e: &ToolError) -> String {
+    let ToolError::Failed { output, .. } = e else {
+        return e.to_string();
+    };
+    let mut files = Vec::new();
+    for path in pg_upgrade_output::referenced_files(output) {
+        if let Ok(content) = tb.run(&["cat".into(), path.clone()]).await {
+            files.push((path, content));
+        }
+    }
+    pg_upgrade_output::summarize(output, &files).unwrap_or_else(|| e.to_string())
+}
+
+/// The "options" items: stored options the new major does not know are removed by the
+/// upgrade once the backup exists; `may_strip` is false for an upgrade keeping no backup
+/// without --strip-unknown-options, which then refuses.
+fn judge_options(
+    pre: &mut Preflight,
+    stored: &[options::Stored],
+    verdicts: &[options::Verdict],
+    may_strip: bool,
+) {
+    let new = pre.new_major;
+    let lines = options::describe(stored, verdicts, new);
+    if stored.is_empty() {
+        pre.push(
+            "options",
+            Outcome::Ok,
+            "no column or storage options are stored",
+        );
+    } else if lines.is_empty() {
+        pre.push(
+            "options",
+            Outcome::Ok,
+            format!(
+                "PostgreSQL {new} accepts each of the {} stored column and storage options",
+                stored.len()
+            ),
+        );
+    }
+    for (verdict, text) in lines {
+        match verdict {
+            options::Verdict::Unknown if may_strip => pre.push(
+                "options",
+                Outcome::Warn,
+                format!("{text}: the upgrade removes it from the old cluster once the backup (which keeps it) exists"),
+            ),
+            options::Verdict::Unknown => pre.push(
+                "options",
+                Outcome::Fail,
+                format!("{text}: with --no-backup it would be removed from the only copy; add --strip-unknown-options to allow that, or keep a backup"),
+            ),
+            _ => pre.push("options", Outcome::Warn, text),
+        }
+    }
+    pre.unknown_options = stored
+        .iter()
+        .zip(verdicts)
+        .filter(|(_, v)| **v == options::Verdict::Unknown)
+        .map(|(s, _)| s.key.clone())
+        .collect();
 }
 
 fn join<T: fmt::Display>(items: &[T]) -> String {

@@ -15,7 +15,7 @@ use crate::backup::{self, Record};
 use crate::cli::CleanupArgs;
 use crate::docker::Docker;
 use crate::interrupt;
-use crate::journal::{self, Journal, Lock, Operation, Step};
+use crate::journal::{self, Journal, Learned, Lock, Operation, Step};
 use crate::plan::Backup;
 use crate::recreate;
 use crate::target::{self, Target};
@@ -135,8 +135,7 @@ pub async fn run(args: CleanupArgs, printer: &Printer) -> Result<bool> {
         jobs: 1,
         container: None,
         running: Vec::new(),
-        settings: None,
-        config_changes: Vec::new(),
+        learned: Learned::default(),
         updated: chrono::Utc::now(),
     };
     journal.advance(&root, Step::Removing)?;

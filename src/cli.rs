@@ -137,6 +137,11 @@ pub struct UpgradeArgs {
     #[arg(long)]
     pub no_backup: bool,
 
+    /// With --no-backup: remove catalog options the new major does not know from the old
+    /// cluster (with a backup this is done anyway, and the backup keeps them).
+    #[arg(long, requires = "no_backup")]
+    pub strip_unknown_options: bool,
+
     /// Do not ask for confirmation.
     #[arg(long, short = 'y')]
     pub yes: bool,

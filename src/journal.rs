@@ -120,12 +120,26 @@ pub struct Journal {
     /// The container pgup was pointed at, and the containers that were running.
     pub container: Option<String>,
     pub running: Vec<String>,
+    /// What an upgrade learned and decided on the way (empty for other operations).
+    #[serde(flatten)]
+    pub learned: Learned,
+    pub updated: DateTime<Utc>,
+}
+
+/// What an upgrade's steps learn and later steps (of a resumed run, too) act on.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Learned {
     /// The old cluster's init settings, once checked.
     pub settings: Option<InitSettings>,
     /// Settings changed in the new cluster's configuration, one line each.
     #[serde(default)]
     pub config_changes: Vec<String>,
-    pub updated: DateTime<Utc>,
+    /// --strip-unknown-options: with no backup, unknown catalog options may be removed.
+    #[serde(default)]
+    pub strip_unknown_options: bool,
+    /// Catalog options the new major does not know, once checked: removed after the backup.
+    #[serde(default)]
+    pub unknown_options: Vec<crate::options::Key>,
 }
 
 impl Journal {
@@ -320,8 +334,7 @@ mod tests {
             jobs: 2,
             container: Some("db".into()),
             running: vec!["db".into()],
-            settings: None,
-            config_changes: vec![],
+            learned: Learned::default(),
             updated: Utc::now(),
         }
     }

@@ -11,6 +11,8 @@ mod docker;
 mod image;
 mod interrupt;
 mod journal;
+mod options;
+mod pg_upgrade_output;
 mod pgcmd;
 mod plan;
 mod recreate;

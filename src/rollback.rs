@@ -16,7 +16,7 @@ use crate::cli::RollbackArgs;
 use crate::cluster::{Cluster, ControlData};
 use crate::docker::Docker;
 use crate::interrupt;
-use crate::journal::{Journal, Lock, Operation, Step};
+use crate::journal::{Journal, Learned, Lock, Operation, Step};
 use crate::pgcmd;
 use crate::plan::Backup;
 use crate::recreate;
@@ -227,8 +227,7 @@ pub async fn run(args: RollbackArgs, printer: &Printer) -> Result<bool> {
             .map(|c| c.name.clone())
             .or(record.container.clone()),
         running,
-        settings: None,
-        config_changes: Vec::new(),
+        learned: Learned::default(),
         updated: chrono::Utc::now(),
     };
     interrupt::journal_at(root.clone(), flags);

@@ -27,6 +27,8 @@ pub enum ToolError {
         program: String,
         code: i64,
         tail: String,
+        /// Everything it printed.
+        output: String,
     },
 }
 
@@ -124,6 +126,7 @@ impl<'a> Toolbox<'a> {
                 program: argv[0].rsplit('/').next().unwrap_or_default().to_owned(),
                 code: result.code,
                 tail: tail(&result.output),
+                output: result.output,
             });
         }
         Ok(result.output)

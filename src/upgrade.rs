@@ -20,7 +20,9 @@ use crate::cluster::{ControlData, InitSettings};
 use crate::config;
 use crate::docker::Docker;
 use crate::interrupt;
-use crate::journal::{Journal, Lock, Operation, Step};
+use crate::journal::{Journal, Learned, Lock, Operation, Step};
+use crate::options;
+use crate::pg_upgrade_output;
 use crate::pgcmd::{self, PgUpgrade, Transfer};
 use crate::plan::{self, Backup, Plan};
 use crate::recreate;
@@ -33,6 +35,8 @@ use crate::verify::{self, Snapshot};
 
 /// Where the mount root is mounted in the upgrade toolbox.
 const VOL: &str = "/pgup/vol";
+/// In the work directory: how many unknown options were removed, per database.
+const REMOVED: &str = "options-removed.json";
 
 #[derive(Debug, Serialize)]
 pub struct UpgradeReport {
@@ -41,6 +45,10 @@ pub struct UpgradeReport {
     pub to: u32,
     pub backup: Option<PathBuf>,
     pub settings_changed: Vec<String>,
+    /// Catalog options the new major does not know, removed from the old cluster before
+    /// pg_upgrade (the backup keeps them).
+    pub options_removed: u64,
+    pub options_removed_by_database: std::collections::BTreeMap<String, u64>,
     pub extensions_updated: bool,
     /// None when a resumed run started after verification.
     pub verified: Option<VerifySummary>,
@@ -83,6 +91,15 @@ impl std::fmt::Display for UpgradeReport {
         }
         for change in &self.settings_changed {
             writeln!(f, "Setting changed: {change}")?;
+        }
+        if self.options_removed > 0 {
+            writeln!(
+                f,
+                "Removed {} catalog option(s) PostgreSQL {} does not know from the old cluster before pg_upgrade ({}); the backup keeps them, the log names each.",
+                self.options_removed,
+                self.to,
+                options::per_database(&self.options_removed_by_database)
+            )?;
         }
         if let (Some(c), Some(image), Some(v)) =
             (&self.container, &self.image, self.server_version_num)
@@ -177,8 +194,10 @@ pub async fn run(args: UpgradeArgs, printer: &Printer) -> Result<bool> {
         jobs,
         container: pre.target.container.as_ref().map(|c| c.name.clone()),
         running: plan.stop.clone(),
-        settings: None,
-        config_changes: Vec::new(),
+        learned: Learned {
+            strip_unknown_options: args.strip_unknown_options,
+            ..Learned::default()
+        },
         updated: chrono::Utc::now(),
     };
     let mut up = Upgrade::new(&docker, printer, pre.target.clone(), journal, lock)?;
@@ -200,6 +219,9 @@ pub struct Upgrade<'a> {
     /// The static checks of a fresh run, for its checking step.
     preflight: Option<check::Preflight>,
     verified: Option<VerifySummary>,
+    /// Unknown catalog options removed, per database (None when a resumed run started after
+    /// verification).
+    options_removed: Option<std::collections::BTreeMap<String, u64>>,
     extensions_updated: bool,
     /// The toolbox the steps from pg_upgrade to verification share, once started.
     tools: Option<Toolbox<'a>>,
@@ -224,6 +246,7 @@ impl<'a> Upgrade<'a> {
             _lock: lock,
             preflight: None,
             verified: None,
+            options_removed: None,
             extensions_updated: false,
             tools: None,
         })
@@ -335,7 +358,9 @@ impl<'a> Upgrade<'a> {
                             settings
                         }
                     };
-                    self.journal.settings = Some(settings);
+                    let (settings, unknown) = settings;
+                    self.journal.learned.settings = Some(settings);
+                    self.journal.learned.unknown_options = unknown;
                     let next = if self.journal.backup == Backup::None {
                         Step::Upgrading
                     } else {
@@ -400,7 +425,10 @@ impl<'a> Upgrade<'a> {
 
     /// The server-side checks on the stopped cluster; its settings for initdb when they pass.
     /// `preflight`: this run's static checks, when it is a fresh run.
-    async fn check(&self, preflight: Option<check::Preflight>) -> Result<InitSettings> {
+    async fn check(
+        &self,
+        preflight: Option<check::Preflight>,
+    ) -> Result<(InitSettings, Vec<options::Key>)> {
         self.printer
             .step("reading the stopped cluster's settings on a throwaway view");
         let args = UpgradePlanArgs {
@@ -436,10 +464,12 @@ impl<'a> Upgrade<'a> {
         let settings = if pre.failed() {
             None
         } else {
-            check::cluster_checks(self.docker, &mut pre, true).await?
+            let may_strip =
+                self.journal.backup != Backup::None || self.journal.learned.strip_unknown_options;
+            check::cluster_checks(self.docker, &mut pre, true, may_strip).await?
         };
         match settings.filter(|_| !pre.failed()) {
-            Some(settings) => Ok(settings),
+            Some(settings) => Ok((settings, pre.unknown_options)),
             None => bail!("the upgrade cannot start: {}", pre.failures()),
         }
     }
@@ -458,7 +488,12 @@ impl<'a> Upgrade<'a> {
             mode: self.journal.backup,
             created: chrono::Utc::now(),
             restart_policy: container.and_then(|c| c.restart_policy.clone()),
-            superuser: self.journal.settings.as_ref().map(|s| s.superuser.clone()),
+            superuser: self
+                .journal
+                .learned
+                .settings
+                .as_ref()
+                .map(|s| s.superuser.clone()),
             upgraded_checkpoint: None,
             rolled_back: None,
         }
@@ -563,6 +598,7 @@ impl<'a> Upgrade<'a> {
         let _ = std::fs::remove_file(self.data().join("postmaster.pid"));
         let settings = self
             .journal
+            .learned
             .settings
             .clone()
             .context("the journal lacks the checked settings")?;
@@ -594,7 +630,9 @@ impl<'a> Upgrade<'a> {
                 jobs: self.journal.jobs,
                 check_only: false,
             };
-            tb.run(&up.argv()).await.context("pg_upgrade failed")?;
+            if let Err(e) = tb.run(&up.argv()).await {
+                return Err(self.explain_pg_upgrade(e));
+            }
             crate::journal::failpoint("pg_upgrade-done");
             // pg_upgrade writes update_extensions.sql into its working directory, which
             // goes with the toolbox: keep it for the verification step.
@@ -617,7 +655,7 @@ impl<'a> Upgrade<'a> {
         }
         .await;
         self.give_back(tb);
-        self.journal.config_changes = result?;
+        self.journal.learned.config_changes = result?;
         Ok(())
     }
 
@@ -633,7 +671,9 @@ impl<'a> Upgrade<'a> {
     async fn record_before(&self, tb: &Toolbox<'_>, superuser: &str) -> Result<()> {
         let (old, data) = (self.journal.old_major, self.in_vol(self.data()));
         let path = self.work().join("before.json");
-        if path.exists() {
+        let removed = self.work().join(REMOVED);
+        let strip = !self.journal.learned.unknown_options.is_empty() && !removed.exists();
+        if path.exists() && !strip {
             let control = ControlData::parse(&tb.run(&pgcmd::controldata(old, &data)).await?);
             if control.is_some_and(|c| !c.shut_down_cleanly()) {
                 self.printer
@@ -642,14 +682,86 @@ impl<'a> Upgrade<'a> {
             }
             return Ok(());
         }
-        let snapshot = tb
-            .with_server(old, &data, async || {
+        tb.with_server(old, &data, async || {
+            if strip {
+                self.strip_unknown_options(tb, superuser, &removed).await?;
+            }
+            if !path.exists() {
                 crate::journal::failpoint("counting");
-                anyhow::Ok(verify::take(tb.socket_dir(), superuser).await?)
+                let snapshot = verify::take(tb.socket_dir(), superuser).await?;
+                let json = serde_json::to_vec(&snapshot)?;
+                backup::private_file(&path, &json, self.uid, self.gid)?;
+            }
+            anyhow::Ok(())
+        })
+        .await
+    }
+
+    /// Removes the catalog options the new major does not know from the old cluster (its
+    /// backup, made before, keeps them), logging each object changed, and records how many.
+    async fn strip_unknown_options(
+        &self,
+        tb: &Toolbox<'_>,
+        superuser: &str,
+        record: &Path,
+    ) -> Result<()> {
+        let unknown = &self.journal.learned.unknown_options;
+        let names: Vec<String> = unknown.iter().map(ToString::to_string).collect();
+        self.printer.step(format!(
+            "removing options PostgreSQL {} does not know from the old cluster: {}",
+            self.journal.new_major,
+            names.join(", ")
+        ));
+        let removed = options::strip(tb.socket_dir(), superuser, unknown)
+            .await
+            .context("cannot remove the unknown options from the old cluster")?;
+        let mut log = format!(
+            "removed {} option(s) ({}) from the old cluster's catalogs:\n",
+            removed.total(),
+            names.join(", ")
+        );
+        for line in &removed.lines {
+            log.push_str(line);
+            log.push('\n');
+        }
+        self.append_log(&log);
+        crate::journal::failpoint("options-removed");
+        let json = serde_json::to_vec(&removed.per_database)?;
+        Ok(backup::private_file(record, &json, self.uid, self.gid)?)
+    }
+
+    /// Keeps pg_upgrade's output directory beside the log (the staging directory it is in
+    /// goes with the undo) and says why it failed, from the files it points at.
+    fn explain_pg_upgrade(&self, e: crate::toolbox::ToolError) -> anyhow::Error {
+        let crate::toolbox::ToolError::Failed {
+            output, code, tail, ..
+        } = &e
+        else {
+            return anyhow::Error::from(e).context("pg_upgrade failed");
+        };
+        let kept = self.log_path().with_extension("pg_upgrade_output.d");
+        let _ = std::fs::remove_dir_all(&kept);
+        let kept = std::fs::rename(pg_upgrade_output::output_dir(&self.staging()), &kept)
+            .is_ok()
+            .then_some(kept);
+        let in_toolbox = pg_upgrade_output::output_dir(Path::new(&self.in_vol(&self.staging())));
+        let files: Vec<(String, String)> = pg_upgrade_output::referenced_files(output)
+            .into_iter()
+            .filter_map(|file| {
+                let below = Path::new(&file).strip_prefix(&in_toolbox).ok()?;
+                let text = std::fs::read_to_string(kept.as_ref()?.join(below)).ok()?;
+                Some((file, text))
             })
-            .await?;
-        let json = serde_json::to_vec(&snapshot)?;
-        Ok(backup::private_file(&path, &json, self.uid, self.gid)?)
+            .collect();
+        let why = pg_upgrade_output::summarize(output, &files)
+            .unwrap_or_else(|| format!("exit code {code}: {tail}"));
+        match kept {
+            Some(dir) => anyhow::anyhow!(
+                "pg_upgrade failed: {why} (its logs are kept in {})",
+                dir.display()
+            ),
+            None => anyhow::anyhow!("pg_upgrade failed: {why}"),
+        }
     }
 
     fn append_log(&self, text: &str) {
@@ -669,6 +781,7 @@ impl<'a> Upgrade<'a> {
             .step("starting the new cluster privately: extensions, statistics, verification");
         let settings = self
             .journal
+            .learned
             .settings
             .clone()
             .context("the journal lacks the checked settings")?;
@@ -724,7 +837,15 @@ impl<'a> Upgrade<'a> {
             record.upgraded_checkpoint = Some(control.checkpoint);
             record.write(self.root(), self.uid, self.gid)?;
         }
-        for leftover in [self.aside(), script, self.work().join("before.json")] {
+        self.options_removed = std::fs::read(self.work().join(REMOVED))
+            .ok()
+            .and_then(|j| serde_json::from_slice(&j).ok());
+        for leftover in [
+            self.aside(),
+            script,
+            self.work().join("before.json"),
+            self.work().join(REMOVED),
+        ] {
             let _ = std::fs::remove_dir_all(&leftover).or_else(|_| std::fs::remove_file(&leftover));
         }
         Ok(())
@@ -739,6 +860,7 @@ impl<'a> Upgrade<'a> {
         let image = self.journal.new_image.clone().expect("with a new image");
         let superuser = &self
             .journal
+            .learned
             .settings
             .as_ref()
             .context("the journal lacks the settings")?
@@ -786,7 +908,9 @@ impl<'a> Upgrade<'a> {
             from: self.journal.old_major,
             to: self.journal.new_major,
             backup: self.backup_dir(),
-            settings_changed: self.journal.config_changes.clone(),
+            settings_changed: self.journal.learned.config_changes.clone(),
+            options_removed: self.options_removed.iter().flat_map(|m| m.values()).sum(),
+            options_removed_by_database: self.options_removed.clone().unwrap_or_default(),
             extensions_updated: self.extensions_updated,
             verified: self.verified.clone(),
             container: None,
@@ -900,7 +1024,7 @@ fn undo_files(root: &Path, data: &Path, journal: &Journal) -> Result<()> {
         let _ = std::fs::remove_dir_all(&dir);
         let _ = std::fs::remove_file(Record::path(root, name));
     }
-    for leftover in ["before.json", "update_extensions.sql"] {
+    for leftover in ["before.json", "update_extensions.sql", REMOVED] {
         let _ = std::fs::remove_file(Journal::work_dir(root).join(leftover));
     }
     Ok(tree::sync_dir(root)?)
@@ -913,7 +1037,7 @@ pub fn remove_leftovers(root: &Path) {
     for dir in ["new", "old", "failed"] {
         let _ = std::fs::remove_dir_all(work.join(dir));
     }
-    for file in ["before.json", "update_extensions.sql"] {
+    for file in ["before.json", "update_extensions.sql", REMOVED] {
         let _ = std::fs::remove_file(work.join(file));
     }
 }

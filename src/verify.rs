@@ -12,13 +12,16 @@ use crate::cluster::LocaleProvider;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
-    #[error("cannot connect to the temporary server as {user} (database {db}): {err}")]
+    #[error(
+        "cannot connect to the temporary server as {user} (database {db}): {}",
+        message(err)
+    )]
     Connect {
         user: String,
         db: String,
         err: tokio_postgres::Error,
     },
-    #[error("query on database {db} failed: {err}")]
+    #[error("query on database {db} failed: {}", message(err))]
     Query {
         db: String,
         err: tokio_postgres::Error,
@@ -26,6 +29,14 @@ pub enum VerifyError {
 }
 
 type Result<T> = std::result::Result<T, VerifyError>;
+
+/// The server's own words when it sent an error ("db error" alone says nothing).
+pub fn message(err: &tokio_postgres::Error) -> String {
+    match err.as_db_error() {
+        Some(db) => format!("{}: {}", db.severity(), db.message()),
+        None => err.to_string(),
+    }
+}
 
 /// The data as a snapshot sees it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,7 +87,7 @@ pub async fn connect(socket_dir: &Path, user: &str, db: &str) -> Result<Client> 
     Ok(client)
 }
 
-fn query_err(db: &str) -> impl Fn(tokio_postgres::Error) -> VerifyError + '_ {
+pub fn query_err(db: &str) -> impl Fn(tokio_postgres::Error) -> VerifyError + '_ {
     move |err| VerifyError::Query {
         db: db.to_owned(),
         err,
@@ -143,22 +154,31 @@ pub async fn take(socket_dir: &Path, superuser: &str) -> Result<Snapshot> {
     {
         snap.roles.insert(r.get(0), r.get(1));
     }
-    let names: Vec<String> = client
-        .query(
-            "SELECT datname::text FROM pg_database WHERE datallowconn ORDER BY 1",
-            &[],
-        )
-        .await
-        .map_err(query_err(db))?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    for name in names {
+    for name in databases(&client).await? {
         let c = connect(socket_dir, superuser, &name).await?;
         snap.databases
             .insert(name.clone(), database(&c, &name).await?);
     }
     Ok(snap)
+}
+
+/// The databases a client can connect to: all but template0 (pg_upgrade refuses others
+/// that do not allow connections).
+pub async fn connectable_databases(socket_dir: &Path, superuser: &str) -> Result<Vec<String>> {
+    databases(&connect(socket_dir, superuser, "template1").await?).await
+}
+
+async fn databases(client: &Client) -> Result<Vec<String>> {
+    Ok(client
+        .query(
+            "SELECT datname::text FROM pg_database WHERE datallowconn ORDER BY 1",
+            &[],
+        )
+        .await
+        .map_err(query_err("template1"))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
 }
 
 async fn database(c: &Client, db: &str) -> Result<Database> {
