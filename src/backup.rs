@@ -162,6 +162,11 @@ pub fn log_path(root: &Path, name: &str) -> PathBuf {
     root.join(format!("{name}.log"))
 }
 
+/// Where pg_upgrade's own logs of a failed run are kept: beside the run's log.
+pub fn pg_upgrade_logs(log: &Path) -> PathBuf {
+    log.with_extension("pg_upgrade_output.d")
+}
+
 /// Writes a file only its owner (the data owner) can read, synced to disk.
 pub fn private_file(path: &Path, content: &[u8], uid: u32, gid: u32) -> std::io::Result<()> {
     use std::io::Write;

@@ -755,26 +755,34 @@ fn judge_options(
         );
     }
     for (verdict, text) in lines {
-        match verdict {
-            options::Verdict::Unknown if may_strip => pre.push(
-                "options",
-                Outcome::Warn,
-                format!("{text}: the upgrade removes it from the old cluster once the backup (which keeps it) exists"),
-            ),
-            options::Verdict::Unknown => pre.push(
-                "options",
-                Outcome::Fail,
-                format!("{text}: with --no-backup it would be removed from the only copy; add --strip-unknown-options to allow that, or keep a backup"),
-            ),
-            _ => pre.push("options", Outcome::Warn, text),
-        }
+        let text = if verdict == options::Verdict::Unknown {
+            format!(
+                "{text}: the upgrade removes it from the old cluster once the backup (which keeps it) exists"
+            )
+        } else {
+            text
+        };
+        pre.push("options", Outcome::Warn, text);
     }
-    pre.unknown_options = stored
+    let unknown: Vec<&options::Stored> = stored
         .iter()
         .zip(verdicts)
         .filter(|(_, v)| **v == options::Verdict::Unknown)
-        .map(|(s, _)| s.key.clone())
+        .map(|(s, _)| s)
         .collect();
+    if !may_strip && !unknown.is_empty() {
+        let names: Vec<String> = unknown.iter().map(|s| s.key.to_string()).collect();
+        pre.push(
+            "options",
+            Outcome::Fail,
+            format!(
+                "PostgreSQL {new} does not know {} stored option(s): {}; with --no-backup they would be removed from the only copy: add --strip-unknown-options to allow that, or keep a backup",
+                unknown.iter().map(|s| s.count()).sum::<u64>(),
+                names.join(", ")
+            ),
+        );
+    }
+    pre.unknown_options = unknown.iter().map(|s| s.key.clone()).collect();
 }
 
 fn join<T: fmt::Display>(items: &[T]) -> String {

@@ -175,17 +175,14 @@ async fn plan(docker: &Docker, target: &Target, args: &CleanupArgs) -> Result<Ve
             path: Some(b.path.clone()),
             bytes: b.bytes,
         });
+        let log = backup::log_path(root, &b.name);
         for (kind, path) in [
             ("record", Record::path(root, &b.name)),
-            ("log", backup::log_path(root, &b.name)),
+            ("pg_upgrade logs", backup::pg_upgrade_logs(&log)),
+            ("log", log),
         ] {
-            if let Ok(meta) = std::fs::metadata(&path) {
-                out.push(Removal {
-                    kind,
-                    name: file_name(&path),
-                    path: Some(path),
-                    bytes: meta.len(),
-                });
+            if let Some(removal) = removal(kind, path) {
+                out.push(removal);
             }
         }
         // The container an upgrade kept for going back to this backup.
@@ -229,6 +226,19 @@ async fn plan(docker: &Docker, target: &Target, args: &CleanupArgs) -> Result<Ve
             path: Some(entry.path()),
         });
     }
+    // Logs of failed upgrades, whose backups their undo removed.
+    for entry in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        let name = file_name(&entry.path());
+        let Some(made_by) = name
+            .strip_suffix(".log")
+            .or_else(|| name.strip_suffix(".pg_upgrade_output.d"))
+        else {
+            continue;
+        };
+        if backup::is_backup_name(made_by) && !root.join(made_by).exists() {
+            out.extend(removal("failed run's log", entry.path()));
+        }
+    }
     for (kind, name) in docker.strays(None, journal::pgup_alive).await? {
         out.push(Removal {
             kind,
@@ -263,6 +273,22 @@ async fn remove(docker: &Docker, root: &Path, r: &Removal) -> Result<()> {
         (_, None) => {}
     }
     Ok(())
+}
+
+/// A file or directory to remove, with its size, if it exists.
+fn removal(kind: &'static str, path: PathBuf) -> Option<Removal> {
+    let meta = std::fs::symlink_metadata(&path).ok()?;
+    let bytes = if meta.is_dir() {
+        tree::tree_bytes(&path, |_| false).unwrap_or(0)
+    } else {
+        meta.len()
+    };
+    Some(Removal {
+        kind,
+        name: file_name(&path),
+        path: Some(path),
+        bytes,
+    })
 }
 
 fn file_name(path: &Path) -> String {

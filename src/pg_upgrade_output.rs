@@ -73,8 +73,10 @@ fn failed_check(output: &str) -> Option<String> {
     })
 }
 
-/// The first distinct ERROR/FATAL/PANIC lines of a log, each with the statement that caused
-/// it ("Command was: …", its first line).
+/// The first distinct ERROR/FATAL/PANIC lines of a log, each with the object pg_restore was
+/// restoring ("from TOC entry 200; 1259 16384 VIEW checkpoint_load app") and the
+/// statement that failed: the first line after "Command was:" that is not a comment or one of
+/// pg_upgrade's own binary_upgrade calls.
 fn error_lines(log: &str) -> Vec<String> {
     let lines: Vec<&str> = log.lines().collect();
     let mut found: Vec<String> = Vec::new();
@@ -87,11 +89,19 @@ fn error_lines(log: &str) -> Vec<String> {
             continue;
         };
         let mut text = line[at..].split_whitespace().collect::<Vec<_>>().join(" ");
-        if let Some(cmd) = lines
-            .get(i + 1)
-            .and_then(|l| l.trim().strip_prefix("Command was:"))
+        let mut about = Vec::new();
+        if let Some(object) = lines[i.saturating_sub(3)..i]
+            .iter()
+            .rev()
+            .find_map(|l| toc_object(l))
         {
-            text.push_str(&format!(" (statement: {})", clip(cmd.trim(), 200)));
+            about.push(format!("object: {object}"));
+        }
+        if let Some(statement) = failed_statement(&lines[i + 1..]) {
+            about.push(format!("statement: {}", clip(statement, 200)));
+        }
+        if !about.is_empty() {
+            text.push_str(&format!(" ({})", about.join("; ")));
         }
         if !found.contains(&text) {
             found.push(text);
@@ -101,6 +111,29 @@ fn error_lines(log: &str) -> Vec<String> {
         }
     }
     found
+}
+
+/// "pg_restore: from TOC entry 200; 1259 16384 VIEW v app" (type, name, owner) → "VIEW v".
+fn toc_object(line: &str) -> Option<String> {
+    let entry = line.split("from TOC entry ").nth(1)?;
+    let words: Vec<&str> = entry.split("; ").nth(1)?.split_whitespace().collect();
+    (words.len() > 3).then(|| words[2..words.len() - 1].join(" "))
+}
+
+fn failed_statement<'a>(after: &[&'a str]) -> Option<&'a str> {
+    let start = after
+        .iter()
+        .take(10)
+        .position(|l| l.starts_with("Command was:"))?;
+    let first = after[start].trim_start_matches("Command was:").trim();
+    std::iter::once(first)
+        .chain(after[start + 1..].iter().map(|l| l.trim()))
+        .take_while(|l| !l.starts_with("pg_restore:"))
+        .find(|l| {
+            !l.is_empty()
+                && !l.starts_with("--")
+                && !l.starts_with("SELECT pg_catalog.binary_upgrade_")
+        })
 }
 
 fn clip(text: &str, max: usize) -> String {
@@ -146,7 +179,7 @@ Command was: ALTER TABLE ONLY \"public\".\"items\" ALTER COLUMN \"id\" SET (pg_a
         );
         assert_eq!(
             summarize(RESTORE_FAILED, &[(files[0].clone(), DUMP_LOG.into())]).unwrap(),
-            "ERROR: unrecognized parameter \"pg_attver\" (statement: ALTER TABLE ONLY \"public\".\"items\" ALTER COLUMN \"id\" SET (pg_attver=22117776);)"
+            "ERROR: unrecognized parameter \"pg_attver\" (object: TABLE items; statement: ALTER TABLE ONLY \"public\".\"items\" ALTER COLUMN \"id\" SET (pg_attver=22117776);)"
         );
     }
 
@@ -172,6 +205,29 @@ Failure, exiting
         assert_eq!(
             summarize(output, &[(files[0].clone(), list.into())]).unwrap(),
             "Checking for user-defined postfix operators: Your installation contains user-defined postfix operators, which are not supported anymore.  Consider dropping the postfix operators and replacing them with prefix operators or function calls.; listed: In database: app / (oid=16390) public.!! (pg_catalog.int8)"
+        );
+    }
+
+    #[test]
+    fn the_statement_is_found_behind_pg_upgrade_s_own_calls() {
+        let log = "\
+pg_restore: while PROCESSING TOC:
+pg_restore: from TOC entry 200; 1259 16384 VIEW checkpoint_load postgres
+pg_restore: error: could not execute query: ERROR:  column pg_stat_bgwriter.checkpoints_timed does not exist
+LINE 18:  SELECT \"pg_stat_bgwriter\".\"checkpoints_timed\"
+                 ^
+Command was:
+-- For binary upgrade, must preserve pg_type oid
+SELECT pg_catalog.binary_upgrade_set_next_pg_type_oid('16386'::pg_catalog.oid);
+
+CREATE VIEW \"public\".\"checkpoint_load\" AS
+ SELECT \"pg_stat_bgwriter\".\"checkpoints_timed\"
+";
+        assert_eq!(
+            error_lines(log),
+            [
+                "ERROR: column pg_stat_bgwriter.checkpoints_timed does not exist (object: VIEW checkpoint_load; statement: CREATE VIEW \"public\".\"checkpoint_load\" AS)"
+            ]
         );
     }
 

@@ -739,7 +739,7 @@ impl<'a> Upgrade<'a> {
         else {
             return anyhow::Error::from(e).context("pg_upgrade failed");
         };
-        let kept = self.log_path().with_extension("pg_upgrade_output.d");
+        let kept = backup::pg_upgrade_logs(&self.log_path());
         let _ = std::fs::remove_dir_all(&kept);
         let kept = std::fs::rename(pg_upgrade_output::output_dir(&self.staging()), &kept)
             .is_ok()

@@ -3,6 +3,7 @@
 
 mod common;
 mod image;
+mod options;
 mod recovery;
 mod status;
 mod upgrade;

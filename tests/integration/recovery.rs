@@ -25,18 +25,6 @@ fn upgrade_cmd(container: &str) -> Command {
     cmd
 }
 
-/// The cluster's own entries (not pgup's, and not the directory itself, whose times pgup's
-/// entries beside the cluster move), hashed like `tree_hash`.
-fn cluster_hash(dir: &Path) -> String {
-    let script = r#"cd "$1" && { find . -mindepth 1 \( -path './.pgup' -o -path './upgrade_backup_*' \) -prune -o -printf '%P %y %m %U:%G %s %T@ %l\n' | grep -v '^\.pgup \|^upgrade_backup_' | sort; find . \( -path './.pgup' -o -path './upgrade_backup_*' \) -prune -o -type f -print0 | sort -z | xargs -0r sha256sum; } | sha256sum"#;
-    let out = Command::new("sh")
-        .args(["-c", script, "sh"])
-        .arg(dir)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 /// pgup's temporary containers working on `data`: after any ending there must be none.
 fn strays(data: &Path) -> String {
     let label = format!("label=org.pgup.data={}", data.display());

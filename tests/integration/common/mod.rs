@@ -320,7 +320,7 @@ impl Drop for Server {
 }
 
 /// The first column of every row `sql` returns, as text.
-async fn column(c: &Client, sql: &str) -> Vec<String> {
+pub async fn column(c: &Client, sql: &str) -> Vec<String> {
     c.query(sql, &[])
         .await
         .unwrap()
@@ -399,6 +399,43 @@ impl Run {
     }
 }
 
+impl Run {
+    /// A failure after steps were reported: exit 1, the last line of stderr is the one error
+    /// line and contains `text`; no panic, no trace.
+    pub fn assert_failed_with(&self, text: &str) {
+        let last = self.stderr.lines().last().unwrap_or_default();
+        assert_eq!(self.code, 1, "exit code; stderr: {}", self.stderr);
+        assert!(last.starts_with("error: "), "{}", self.stderr);
+        assert!(last.contains(text), "{:?} not in {}", text, self.stderr);
+        let errors = self
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("error"))
+            .count();
+        assert_eq!(errors, 1, "one error line: {}", self.stderr);
+        assert!(!self.stderr.contains("panicked") && !self.stderr.contains("backtrace"));
+    }
+}
+
+/// The text of every check item of `kind` with `outcome`.
+pub fn items(check: &serde_json::Value, kind: &str, outcome: &str) -> Vec<String> {
+    check["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["check"] == kind && i["outcome"] == outcome)
+        .map(|i| i["detail"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// One of `lines` contains `text`.
+pub fn assert_mentioned(lines: &[String], text: &str) {
+    assert!(
+        lines.iter().any(|l| l.contains(text)),
+        "{text:?} not in {lines:?}"
+    );
+}
+
 /// A hash of a file tree: every entry's path, type, mode, owner, size, mtime and link target,
 /// and every file's content, as `find` and `sha256sum` see them.
 pub fn tree_hash(root: &Path) -> String {
@@ -409,6 +446,20 @@ pub fn tree_hash(root: &Path) -> String {
         .output()
         .unwrap();
     assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The cluster's own entries (not pgup's, and not the directory itself, whose times pgup's
+/// entries beside the cluster move), hashed like `tree_hash`, but for the sizes of
+/// directories: they tell how the filesystem laid the entries out (a copy of a directory that
+/// once held more entries is smaller), not what the cluster holds.
+pub fn cluster_hash(dir: &Path) -> String {
+    let script = r#"cd "$1" && { find . -mindepth 1 \( -path './.pgup' -o -path './upgrade_backup_*' \) -prune -o -type d -printf '%P %y %m %U:%G %T@\n' -o -printf '%P %y %m %U:%G %s %T@ %l\n' | grep -v '^\.pgup \|^upgrade_backup_' | sort; find . \( -path './.pgup' -o -path './upgrade_backup_*' \) -prune -o -type f -print0 | sort -z | xargs -0r sha256sum; } | sha256sum"#;
+    let out = Command::new("sh")
+        .args(["-c", script, "sh"])
+        .arg(dir)
+        .output()
+        .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
