@@ -725,9 +725,12 @@ impl<'a> Upgrade<'a> {
             log.push('\n');
         }
         self.append_log(&log);
-        crate::journal::failpoint("options-removed");
+        // A crash before the record is written loses only the count (the log has the lines):
+        // the next run finds nothing left to remove.
         let json = serde_json::to_vec(&removed.per_database)?;
-        Ok(backup::private_file(record, &json, self.uid, self.gid)?)
+        backup::private_file(record, &json, self.uid, self.gid)?;
+        crate::journal::failpoint("options-removed");
+        Ok(())
     }
 
     /// Keeps pg_upgrade's output directory beside the log (the staging directory it is in

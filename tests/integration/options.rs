@@ -161,6 +161,41 @@ async fn a_made_up_option_is_found_removed_and_rolled_back() {
     assert_eq!(restored, ["n_distinct=100", "pgup_made_up=7"]);
 }
 
+/// Killed right after the options were removed: the rollback gives back the untouched
+/// catalog, and a second kill there followed by the same command finishes the upgrade and
+/// still counts what was removed.
+#[tokio::test]
+async fn killed_after_removing_options() {
+    let s = Server::start(ServerSpec::new("pgup/postgres:15")).await;
+    s.seed("postgres").await;
+    let written = write_made_up_options(&s).await;
+    let before = s.content().await;
+    s.stop();
+    let vol = s.volume.clone().unwrap();
+    let root = s.mount_root();
+    let hash = cluster_hash(&root);
+    let args = ["upgrade", "--volume", &vol, "--to", "17", "--yes"];
+    let killed = || {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pgup"));
+        cmd.args(args).env("PGUP_KILL_AT", "options-removed");
+        let r = run(&mut cmd);
+        assert_eq!(r.code, -1, "killed: {}{}", r.stdout, r.stderr);
+    };
+    killed();
+    let r = pgup(&["rollback", "--volume", &vol, "--yes"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        cluster_hash(&root),
+        hash,
+        "the rollback gives back the old catalog"
+    );
+    killed();
+    let report = pgup_json(&args);
+    assert_eq!(report["options_removed"], written, "{report}");
+    let on_17 = s.attach("pgup/postgres:17", &s.mount, &[]).await;
+    assert_eq!(on_17.content().await, before);
+}
+
 /// Without a backup the options would be removed from the only copy: refused, unless asked.
 #[tokio::test]
 async fn without_a_backup_removing_options_needs_to_be_asked_for() {
