@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Makes this machine ready for pgup's demo, tests and benchmark: installs debootstrap (image
+# Makes this machine ready for pgup's demo, tests and benchmark: installs debootstrap and wget (image
 # builds), minisign (signing test bundles) and xfsprogs (the benchmark's reflink filesystem)
 # if missing, checks Docker, and builds the images from Debian packages unless they are current.
 set -euo pipefail
@@ -9,6 +9,8 @@ missing=()
 command -v debootstrap >/dev/null || missing+=(debootstrap)
 command -v minisign >/dev/null || missing+=(minisign)
 command -v mkfs.xfs >/dev/null || missing+=(xfsprogs)
+# images/build.sh asks the mirror for its Release files before it decides what to build.
+command -v wget >/dev/null || missing+=(wget)
 if [ ${#missing[@]} -gt 0 ]; then
 	echo "setup: installing ${missing[*]}" >&2
 	apt-get update -q >/dev/null
