@@ -13,6 +13,7 @@ mod interrupt;
 mod journal;
 mod options;
 mod pg_upgrade_output;
+mod pgclient;
 mod pgcmd;
 mod plan;
 mod recreate;

@@ -15,9 +15,9 @@ use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 
-use crate::verify::{self, VerifyError};
+use crate::pgclient::{self, ClientError};
 
-type Result<T> = std::result::Result<T, VerifyError>;
+type Result<T> = std::result::Result<T, ClientError>;
 
 /// The kind of object an option is stored on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -109,12 +109,12 @@ pub enum Verdict {
 /// the databases. Only catalogs are read.
 pub async fn gather(socket_dir: &Path, superuser: &str) -> Result<Vec<Stored>> {
     let mut merged: BTreeMap<Key, Stored> = BTreeMap::new();
-    for db in verify::connectable_databases(socket_dir, superuser).await? {
-        let client = verify::connect(socket_dir, superuser, &db).await?;
+    for db in pgclient::connectable_databases(socket_dir, superuser).await? {
+        let client = pgclient::connect(socket_dir, superuser, &db).await?;
         let rows = client
             .query(GATHER, &[])
             .await
-            .map_err(verify::query_err(&db))?;
+            .map_err(pgclient::query_err(&db))?;
         for row in rows {
             let Some(kind) = Kind::parse(row.get(0)) else {
                 continue;
@@ -163,13 +163,13 @@ FROM stored GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 4";
 /// `socket_dir`, each in a transaction that is rolled back.
 pub async fn judge(socket_dir: &Path, superuser: &str, stored: &[Stored]) -> Result<Vec<Verdict>> {
     let db = "postgres";
-    let mut client = verify::connect(socket_dir, superuser, db).await?;
+    let mut client = pgclient::connect(socket_dir, superuser, db).await?;
     let mut verdicts = Vec::with_capacity(stored.len());
     for option in stored {
         verdicts.push(
             try_option(&mut client, option)
                 .await
-                .map_err(verify::query_err(db))?,
+                .map_err(pgclient::query_err(db))?,
         );
     }
     Ok(verdicts)
@@ -284,9 +284,9 @@ impl Removed {
 /// session setting from 12 on); each database in one transaction.
 pub async fn strip(socket_dir: &Path, superuser: &str, unknown: &[Key]) -> Result<Removed> {
     let mut removed = Removed::default();
-    for db in verify::connectable_databases(socket_dir, superuser).await? {
-        let mut client = verify::connect(socket_dir, superuser, &db).await?;
-        let err = verify::query_err(&db);
+    for db in pgclient::connectable_databases(socket_dir, superuser).await? {
+        let mut client = pgclient::connect(socket_dir, superuser, &db).await?;
+        let err = pgclient::query_err(&db);
         let tx = client.transaction().await.map_err(&err)?;
         tx.batch_execute("SET LOCAL allow_system_table_mods = on")
             .await

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::docker::Docker;
-use crate::verify;
 
 pub struct Moved {
     pub server_version_num: i32,
@@ -97,7 +96,7 @@ pub async fn server_version(docker: &Docker, name: &str, superuser: &str) -> Res
                 .map(|d| root.join(d))
                 .find(|d| d.join(".s.PGSQL.5432").exists())
                 .context("no server socket yet")?;
-            let client = verify::connect(&socket, superuser, "template1").await?;
+            let client = crate::pgclient::connect(&socket, superuser, "template1").await?;
             let row = client
                 .query_one("SELECT current_setting('server_version_num')::int", &[])
                 .await?;

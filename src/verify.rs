@@ -6,37 +6,12 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use crate::cluster::LocaleProvider;
+use crate::pgclient::{ClientError, connect, databases, query_err};
 
-#[derive(Debug, thiserror::Error)]
-pub enum VerifyError {
-    #[error(
-        "cannot connect to the temporary server as {user} (database {db}): {}",
-        message(err)
-    )]
-    Connect {
-        user: String,
-        db: String,
-        err: tokio_postgres::Error,
-    },
-    #[error("query on database {db} failed: {}", message(err))]
-    Query {
-        db: String,
-        err: tokio_postgres::Error,
-    },
-}
-
-type Result<T> = std::result::Result<T, VerifyError>;
-
-/// The server's own words when it sent an error ("db error" alone says nothing).
-pub fn message(err: &tokio_postgres::Error) -> String {
-    match err.as_db_error() {
-        Some(db) => format!("{}: {}", db.severity(), db.message()),
-        None => err.to_string(),
-    }
-}
+type Result<T> = std::result::Result<T, ClientError>;
 
 /// The data as a snapshot sees it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,34 +39,6 @@ pub struct ServerFacts {
     pub provider: LocaleProvider,
     /// Every libc locale a database uses.
     pub locales: Vec<String>,
-}
-
-pub async fn connect(socket_dir: &Path, user: &str, db: &str) -> Result<Client> {
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host_path(socket_dir)
-        .port(5432)
-        .user(user)
-        .dbname(db)
-        // Counting a big table crosses jit_above_cost; compiling costs more than it saves.
-        .options("-c jit=off");
-    let (client, connection) = config
-        .connect(NoTls)
-        .await
-        .map_err(|err| VerifyError::Connect {
-            user: user.to_owned(),
-            db: db.to_owned(),
-            err,
-        })?;
-    tokio::spawn(connection);
-    Ok(client)
-}
-
-pub fn query_err(db: &str) -> impl Fn(tokio_postgres::Error) -> VerifyError + '_ {
-    move |err| VerifyError::Query {
-        db: db.to_owned(),
-        err,
-    }
 }
 
 pub async fn server_facts(socket_dir: &Path, superuser: &str, major: u32) -> Result<ServerFacts> {
@@ -160,25 +107,6 @@ pub async fn take(socket_dir: &Path, superuser: &str) -> Result<Snapshot> {
             .insert(name.clone(), database(&c, &name).await?);
     }
     Ok(snap)
-}
-
-/// The databases a client can connect to: all but template0 (pg_upgrade refuses others
-/// that do not allow connections).
-pub async fn connectable_databases(socket_dir: &Path, superuser: &str) -> Result<Vec<String>> {
-    databases(&connect(socket_dir, superuser, "template1").await?).await
-}
-
-async fn databases(client: &Client) -> Result<Vec<String>> {
-    Ok(client
-        .query(
-            "SELECT datname::text FROM pg_database WHERE datallowconn ORDER BY 1",
-            &[],
-        )
-        .await
-        .map_err(query_err("template1"))?
-        .iter()
-        .map(|r| r.get(0))
-        .collect())
 }
 
 async fn database(c: &Client, db: &str) -> Result<Database> {
