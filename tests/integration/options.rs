@@ -161,19 +161,47 @@ async fn a_made_up_option_is_found_removed_and_rolled_back() {
     assert_eq!(restored, ["n_distinct=100", "pgup_made_up=7"]);
 }
 
-/// Killed right after the options were removed: the rollback gives back the untouched
-/// catalog, and a second kill there followed by the same command finishes the upgrade and
-/// still counts what was removed.
-#[tokio::test]
-async fn killed_after_removing_options() {
+/// A stopped 15 cluster on a volume with made-up options, and what the tests compare with.
+struct StoppedWithMadeUp {
+    s: Server,
+    written: i64,
+    before: std::collections::BTreeMap<String, String>,
+    vol: String,
+    root: std::path::PathBuf,
+    hash: String,
+}
+
+async fn stopped_with_made_up_options() -> StoppedWithMadeUp {
     let s = Server::start(ServerSpec::new("pgup/postgres:15")).await;
     s.seed("postgres").await;
     let written = write_made_up_options(&s).await;
     let before = s.content().await;
     s.stop();
-    let vol = s.volume.clone().unwrap();
-    let root = s.mount_root();
+    let (vol, root) = (s.volume.clone().unwrap(), s.mount_root());
     let hash = cluster_hash(&root);
+    StoppedWithMadeUp {
+        s,
+        written,
+        before,
+        vol,
+        root,
+        hash,
+    }
+}
+
+/// Killed right after the options were removed: the rollback gives back the untouched
+/// catalog, and a second kill there followed by the same command finishes the upgrade and
+/// still counts what was removed.
+#[tokio::test]
+async fn killed_after_removing_options() {
+    let StoppedWithMadeUp {
+        s,
+        written,
+        before,
+        vol,
+        root,
+        hash,
+    } = stopped_with_made_up_options().await;
     let args = ["upgrade", "--volume", &vol, "--to", "17", "--yes"];
     let killed = || {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pgup"));
@@ -199,14 +227,14 @@ async fn killed_after_removing_options() {
 /// Without a backup the options would be removed from the only copy: refused, unless asked.
 #[tokio::test]
 async fn without_a_backup_removing_options_needs_to_be_asked_for() {
-    let s = Server::start(ServerSpec::new("pgup/postgres:15")).await;
-    s.seed("postgres").await;
-    let written = write_made_up_options(&s).await;
-    let before = s.content().await;
-    s.stop();
-    let vol = s.volume.clone().unwrap();
-    let root = s.mount_root();
-    let hash = cluster_hash(&root);
+    let StoppedWithMadeUp {
+        s,
+        written,
+        before,
+        vol,
+        root,
+        hash,
+    } = stopped_with_made_up_options().await;
     let args = [
         "upgrade",
         "--volume",
