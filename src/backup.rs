@@ -8,30 +8,14 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::failpoint;
+use crate::layout::{self, Layout, RootEntry, STAMP_FORMAT, is_pgup_entry};
+use crate::plan::BackupKind;
 use crate::tree::{self, CopyOptions, tree_bytes};
-
-pub const PREFIX: &str = "upgrade_backup_";
-const STAMP: &str = "%Y%m%dT%H%M%SZ";
-
-pub fn is_backup_name(name: &str) -> bool {
-    name.starts_with(PREFIX)
-}
-
-/// A backup directory's own name: beside it are `<name>.partial` while it is made, and
-/// `<name>.pg_upgrade_output.d`, pg_upgrade's logs of a failed run.
-fn is_backup_dir_name(name: &str) -> bool {
-    is_backup_name(name) && !name.contains('.')
-}
-
-/// Entries of a mount root that are pgup's, not the cluster's: backups with their records
-/// and logs, and the work directory. Copies, swaps and restores leave them where they are.
-pub fn is_pgup_entry(name: &str) -> bool {
-    is_backup_name(name) || name == crate::journal::WORK_DIR
-}
 
 /// A backup directory found on disk.
 #[derive(Debug, Clone, Serialize)]
-pub struct Backup {
+pub struct BackupDir {
     pub name: String,
     #[serde(skip)]
     pub path: PathBuf,
@@ -40,20 +24,25 @@ pub struct Backup {
     pub created: DateTime<Utc>,
 }
 
-/// Copies the cluster in `data` to `backup_dir`: complete and synced under `<name>.partial`,
+/// Copies the cluster in `data` to backup `name`: complete and synced under `<name>.partial`,
 /// then renamed, so a directory with the final name is always a whole backup. Mode 0700.
-pub fn make(data: &Path, backup_dir: &Path, options: &CopyOptions) -> Result<(), BackupError> {
-    let partial = backup_dir.with_extension("partial");
+pub fn make(
+    data: &Path,
+    layout: &Layout,
+    name: &str,
+    options: &CopyOptions,
+) -> Result<(), BackupError> {
+    let (backup_dir, partial) = (&layout.backup(name), layout.partial_backup(name));
     let _ = std::fs::remove_dir_all(&partial);
     if let Err(e) = tree::copy_tree(data, &partial, options) {
         let _ = std::fs::remove_dir_all(&partial);
         return Err(e.into());
     }
-    crate::journal::failpoint("backup-complete");
+    failpoint::hit("backup-complete");
     std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o700))
         .map_err(io_at(&partial))?;
     std::fs::rename(&partial, backup_dir).map_err(io_at(backup_dir))?;
-    tree::sync_dir(backup_dir.parent().unwrap_or(Path::new("/"))).map_err(io_at(backup_dir))
+    tree::sync_dir(layout.root()).map_err(io_at(backup_dir))
 }
 
 /// Moves the cluster in `data` (not pgup's entries) into `aside`, created if missing.
@@ -114,7 +103,7 @@ pub struct Record {
     pub container: Option<String>,
     /// PGDATA's path below the mount root ("" when it is the root).
     pub pgdata_below_root: PathBuf,
-    pub mode: crate::plan::Backup,
+    pub mode: BackupKind,
     pub created: DateTime<Utc>,
     /// The bootstrap superuser, to check the server after a rollback.
     #[serde(default)]
@@ -132,19 +121,15 @@ pub struct Record {
 }
 
 impl Record {
-    pub fn path(root: &Path, name: &str) -> PathBuf {
-        root.join(format!("{name}.json"))
-    }
-
     pub fn read(root: &Path, name: &str) -> std::io::Result<Self> {
-        let text = std::fs::read(Self::path(root, name))?;
+        let text = std::fs::read(Layout::new(root).record(name))?;
         serde_json::from_slice(&text).map_err(std::io::Error::other)
     }
 
     /// Writes the record durably (temporary file, fsync, rename), readable only by the data
     /// owner.
     pub fn write(&self, root: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
-        let path = Self::path(root, &self.name);
+        let path = Layout::new(root).record(&self.name);
         let tmp = path.with_extension("json.tmp");
         private_file(
             &tmp,
@@ -155,16 +140,6 @@ impl Record {
         std::fs::rename(&tmp, &path)?;
         std::fs::File::open(root)?.sync_all()
     }
-}
-
-/// The log of the upgrade that made backup `name`.
-pub fn log_path(root: &Path, name: &str) -> PathBuf {
-    root.join(format!("{name}.log"))
-}
-
-/// Where pg_upgrade's own logs of a failed run are kept: beside the run's log.
-pub fn pg_upgrade_logs(log: &Path) -> PathBuf {
-    log.with_extension("pg_upgrade_output.d")
 }
 
 /// Writes a file only its owner (the data owner) can read, synced to disk.
@@ -184,16 +159,16 @@ pub fn private_file(path: &Path, content: &[u8], uid: u32, gid: u32) -> std::io:
 
 /// The timestamp a backup's name carries.
 fn stamp_of(name: &str) -> Option<DateTime<Utc>> {
-    let stamp = name.strip_prefix(PREFIX)?;
-    NaiveDateTime::parse_from_str(stamp, STAMP)
+    let stamp = layout::stamp_of(name)?;
+    NaiveDateTime::parse_from_str(stamp, STAMP_FORMAT)
         .ok()
         .map(|t| t.and_utc())
 }
 
 /// Backups directly inside any of `dirs` (the mount root, and PGDATA when that differs),
 /// oldest first.
-pub fn find(dirs: &[&Path]) -> std::io::Result<Vec<Backup>> {
-    let mut found: Vec<Backup> = Vec::new();
+pub fn find(dirs: &[&Path]) -> std::io::Result<Vec<BackupDir>> {
+    let mut found: Vec<BackupDir> = Vec::new();
     for dir in dirs {
         for entry in std::fs::read_dir(dir)? {
             let entry = entry?;
@@ -201,7 +176,7 @@ pub fn find(dirs: &[&Path]) -> std::io::Result<Vec<Backup>> {
                 continue;
             };
             let meta = entry.metadata()?;
-            if !is_backup_dir_name(&name)
+            if RootEntry::classify(&name) != Some(RootEntry::Backup)
                 || !meta.is_dir()
                 || found.iter().any(|b| b.path == entry.path())
             {
@@ -209,7 +184,7 @@ pub fn find(dirs: &[&Path]) -> std::io::Result<Vec<Backup>> {
             }
             let created = stamp_of(&name)
                 .unwrap_or_else(|| meta.modified().map(Into::into).unwrap_or_default());
-            found.push(Backup {
+            found.push(BackupDir {
                 bytes: tree_bytes(&entry.path(), |_| false)?,
                 path: entry.path(),
                 name,

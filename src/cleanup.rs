@@ -12,13 +12,16 @@ use indicatif::HumanBytes;
 use serde::Serialize;
 
 use crate::backup::{self, Record};
-use crate::cli::CleanupArgs;
 use crate::docker::Docker;
+use crate::error::Status;
 use crate::interrupt;
-use crate::journal::{self, Journal, Learned, Lock, Operation, Step};
-use crate::plan::Backup;
+use crate::journal::{Journal, Lock};
+use crate::layout::{self, Layout, RootEntry, WorkEntry};
+use crate::plan::{Operation, Step};
 use crate::recreate;
+use crate::settings;
 use crate::target::{self, Target};
+use crate::toolbox;
 use crate::tree;
 use crate::ui::Printer;
 
@@ -83,10 +86,10 @@ impl fmt::Display for Listing<'_> {
     }
 }
 
-pub async fn run(args: CleanupArgs, printer: &Printer) -> Result<bool> {
+pub async fn run(args: settings::Cleanup, printer: &Printer) -> Result<Status> {
     let docker = Docker::connect().await?;
     let target = Target::resolve(&args.target, &docker).await?;
-    let flags = target::flags(&args.target);
+    let flags = args.target.flags();
     let root = target.mount_root.clone();
     if let Some(j) = Journal::read(&root)?.filter(|j| j.operation != Operation::Cleanup) {
         bail!(
@@ -104,7 +107,7 @@ pub async fn run(args: CleanupArgs, printer: &Printer) -> Result<bool> {
     };
     if args.dry_run || report.removed.is_empty() {
         printer.report(&report)?;
-        return Ok(true);
+        return Ok(Status::Done);
     }
     let listing = format!(
         "pgup cleanup will remove from {}:\n{}",
@@ -116,28 +119,11 @@ pub async fn run(args: CleanupArgs, printer: &Printer) -> Result<bool> {
     }
     let (uid, gid) = target::owner(&target.data_dir)?;
     let _lock = Lock::take(&root, uid, gid)?;
-    let mut journal = Journal {
-        operation: Operation::Cleanup,
-        step: Step::Removing,
-        stamp: chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string(),
-        command: format!("pgup cleanup {flags}"),
-        pgdata: target
-            .data_dir
-            .strip_prefix(&root)
-            .unwrap_or(Path::new(""))
-            .to_owned(),
-        old_major: 0,
-        new_major: 0,
-        image: String::new(),
-        new_image: None,
-        backup: Backup::None,
-        backup_name: None,
-        jobs: 1,
-        container: None,
-        running: Vec::new(),
-        learned: Learned::default(),
-        updated: chrono::Utc::now(),
-    };
+    let mut journal = Journal::begin(
+        Operation::Cleanup,
+        target.pgdata_below_root(),
+        format!("pgup cleanup {flags}"),
+    );
     journal.advance(&root, Step::Removing)?;
     interrupt::journal_at(root.clone(), flags);
     for r in &report.removed {
@@ -147,17 +133,15 @@ pub async fn run(args: CleanupArgs, printer: &Printer) -> Result<bool> {
     Journal::finish(&root)?;
     report.dry_run = false;
     printer.report(&report)?;
-    Ok(true)
+    Ok(Status::Done)
 }
 
 /// What the flags select, with sizes. Pure reading: nothing is removed here.
-async fn plan(docker: &Docker, target: &Target, args: &CleanupArgs) -> Result<Vec<Removal>> {
+async fn plan(docker: &Docker, target: &Target, args: &settings::Cleanup) -> Result<Vec<Removal>> {
     let root = &target.mount_root;
-    let mut dirs = vec![root.as_path()];
-    if target.data_dir != *root {
-        dirs.push(&target.data_dir);
-    }
-    let backups = backup::find(&dirs).context("cannot list the backups")?;
+    let layout = Layout::new(root);
+    let backups =
+        backup::find(&layout.backup_dirs(&target.data_dir)).context("cannot list the backups")?;
     let keep_newest = args.keep.unwrap_or(0);
     let cutoff = args.older_than.map(|d| {
         chrono::Utc::now() - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
@@ -175,10 +159,10 @@ async fn plan(docker: &Docker, target: &Target, args: &CleanupArgs) -> Result<Ve
             path: Some(b.path.clone()),
             bytes: b.bytes,
         });
-        let log = backup::log_path(root, &b.name);
+        let log = layout.run_log(Some(&b.name), "");
         for (kind, path) in [
-            ("record", Record::path(root, &b.name)),
-            ("pg_upgrade logs", backup::pg_upgrade_logs(&log)),
+            ("record", layout.record(&b.name)),
+            ("pg_upgrade logs", Layout::pg_upgrade_logs(&log)),
             ("log", log),
         ] {
             if let Some(removal) = removal(kind, path) {
@@ -187,8 +171,7 @@ async fn plan(docker: &Docker, target: &Target, args: &CleanupArgs) -> Result<Ve
         }
         // The container an upgrade kept for going back to this backup.
         if let Some(c) = Record::read(root, &b.name).ok().and_then(|r| r.container) {
-            let kept =
-                recreate::kept_name(&c, b.name.strip_prefix(backup::PREFIX).unwrap_or_default());
+            let kept = recreate::kept_name(&c, layout::stamp_of(&b.name).unwrap_or_default());
             if docker.exists(&kept).await? {
                 out.push(Removal {
                     kind: "container",
@@ -200,25 +183,29 @@ async fn plan(docker: &Docker, target: &Target, args: &CleanupArgs) -> Result<Ve
         }
     }
     // Set-aside clusters and what interrupted runs left, in the work directory and the root.
-    let work = Journal::work_dir(root);
-    let leftovers = std::fs::read_dir(&work)
+    let in_work = std::fs::read_dir(layout.work())
         .into_iter()
         .flatten()
-        .chain(std::fs::read_dir(root).into_iter().flatten())
         .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()));
-    for entry in leftovers {
-        let name = file_name(&entry.path());
-        let kind = if name.starts_with("upgraded-") {
-            "set-aside cluster"
-        } else if ["new", "old", "failed"].contains(&name.as_str())
-            || name.starts_with("trash-")
-            || (backup::is_backup_name(&name) && name.ends_with(".partial"))
-        {
-            "leftover"
-        } else {
+        .filter_map(|e| {
+            let kind = match WorkEntry::classify(&file_name(&e.path()))? {
+                WorkEntry::SetAside => "set-aside cluster",
+                WorkEntry::Staging | WorkEntry::OldAside | WorkEntry::Trash => "leftover",
+                _ => return None,
+            };
+            Some((kind, e))
+        });
+    let in_root = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| RootEntry::classify(&file_name(&e.path())) == Some(RootEntry::PartialBackup))
+        .map(|e| ("leftover", e));
+    for (kind, entry) in in_work.chain(in_root) {
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
             continue;
-        };
+        }
+        let name = file_name(&entry.path());
         out.push(Removal {
             kind,
             bytes: tree::tree_bytes(&entry.path(), |_| false).unwrap_or(0),
@@ -229,17 +216,16 @@ async fn plan(docker: &Docker, target: &Target, args: &CleanupArgs) -> Result<Ve
     // Logs of failed upgrades, whose backups their undo removed.
     for entry in std::fs::read_dir(root).into_iter().flatten().flatten() {
         let name = file_name(&entry.path());
-        let Some(made_by) = name
-            .strip_suffix(".log")
-            .or_else(|| name.strip_suffix(".pg_upgrade_output.d"))
-        else {
-            continue;
-        };
-        if backup::is_backup_name(made_by) && !root.join(made_by).exists() {
+        let log = matches!(
+            RootEntry::classify(&name),
+            Some(RootEntry::Log | RootEntry::PgUpgradeLogs)
+        );
+        let made_by = RootEntry::backup_of(&name).unwrap_or_default();
+        if log && !layout.backup(made_by).exists() {
             out.extend(removal("failed run's log", entry.path()));
         }
     }
-    for (kind, name) in docker.strays(None, journal::pgup_alive).await? {
+    for (kind, name) in docker.strays(None, toolbox::pgup_alive).await? {
         out.push(Removal {
             kind,
             name,
@@ -255,11 +241,7 @@ async fn remove(docker: &Docker, root: &Path, r: &Removal) -> Result<()> {
         ("container", _) => docker.remove(&r.name).await,
         ("volume", _) => docker.remove_volume(&r.name).await,
         (_, Some(path)) if path.is_dir() => {
-            let trash = Journal::work_dir(root).join(if r.name.starts_with("trash-") {
-                r.name.clone()
-            } else {
-                format!("trash-{}", r.name)
-            });
+            let trash = Layout::new(root).trash(&r.name);
             if *path != trash {
                 std::fs::rename(path, &trash)
                     .with_context(|| format!("cannot move {} away", path.display()))?;

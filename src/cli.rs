@@ -1,10 +1,15 @@
-//! The command line: clap definitions only. Values are validated here where clap can do it;
-//! everything that needs the disk or Docker is resolved later, in `target`.
+//! The command line: clap's definitions, and their resolution into plain `settings` once,
+//! here, so that nothing below knows clap. Values are validated here where no disk or Docker
+//! is needed; what needs them is resolved later, in `target`.
 
-use std::path::PathBuf;
+use std::path::{Component, PathBuf};
+use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+
+use crate::error::{Kind, UsageError};
+use crate::settings::{self, Intent, Place, TargetSpec};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -15,9 +20,12 @@ Examples:
   pgup cleanup --volume db_data --keep 1 --dry-run
 
 Exit codes:
-  0  success
-  1  failure: the message says what is wrong and what to do next
-  2  the command line is wrong";
+  0    success
+  1    failure: the message says what is wrong and what to do next
+  2    the command line is wrong
+  3    a check refused the operation; nothing was changed
+  130  interrupted (Ctrl-C, SIGTERM): the message says how to finish or undo
+With --json, a failure prints {\"error\": ..., \"kind\": \"error|usage|refused|interrupted\"}.";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -84,7 +92,7 @@ pub struct StatusArgs {
 
 /// How the old cluster is kept (pg_upgrade itself always links the files it moves).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Mode {
+pub enum ModeArg {
     /// clone where the filesystem supports reflinks, else copy
     Auto,
     /// back up with a full copy: needs free space for the whole data
@@ -106,8 +114,8 @@ pub struct UpgradePlanArgs {
     pub image: Option<String>,
 
     /// How the old cluster is kept: a full copy, a reflink copy, or (link) not at all.
-    #[arg(long, value_enum, default_value_t = Mode::Auto)]
-    pub mode: Mode,
+    #[arg(long, value_enum, default_value_t = ModeArg::Auto)]
+    pub mode: ModeArg,
 
     /// The server image of the new major to run the container on afterwards.
     #[arg(long, value_name = "IMAGE")]
@@ -230,6 +238,141 @@ pub enum ImageCommand {
     List,
 }
 
+/// A clap error: its own message (and with --json a document saying so), its exit status.
+pub fn reject(e: clap::Error) -> ExitCode {
+    if e.use_stderr() && std::env::args().any(|a| a == "--json") {
+        // The message up to clap's usage lines, on one line.
+        let text = e.to_string();
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+            .filter(|l| !l.is_empty())
+            .collect();
+        let line = lines.join(" ");
+        let line = line.strip_prefix("error: ").unwrap_or(&line);
+        println!(
+            "{}",
+            serde_json::json!({ "error": line, "kind": Kind::Usage })
+        );
+    }
+    let _ = e.print();
+    ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1))
+}
+
+impl TargetArgs {
+    pub fn resolve(self) -> Result<TargetSpec, UsageError> {
+        let place = match (self.container, self.volume, self.data_dir) {
+            (Some(c), _, _) => Place::Container(c),
+            (_, Some(v), _) => Place::Volume(v),
+            (_, _, Some(d)) => Place::DataDir(d),
+            _ => unreachable!("clap requires exactly one target"),
+        };
+        let pgdata_subdir = self.pgdata_subdir.map(checked_subdir).transpose()?;
+        Ok(TargetSpec {
+            place,
+            pgdata_subdir,
+        })
+    }
+}
+
+/// --pgdata-subdir stays inside the mount.
+fn checked_subdir(p: PathBuf) -> Result<PathBuf, UsageError> {
+    let inside = p
+        .components()
+        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+    if inside && p.components().next().is_some() {
+        Ok(p)
+    } else {
+        Err(UsageError(format!(
+            "--pgdata-subdir {p:?} must be a relative path inside the mount, without `..`"
+        )))
+    }
+}
+
+impl From<ModeArg> for settings::Mode {
+    fn from(mode: ModeArg) -> Self {
+        match mode {
+            ModeArg::Auto => Self::Auto,
+            ModeArg::Copy => Self::Copy,
+            ModeArg::Clone => Self::Clone,
+            ModeArg::Link => Self::Link,
+        }
+    }
+}
+
+impl UpgradePlanArgs {
+    fn intent(self, no_backup: Option<bool>) -> Intent {
+        Intent {
+            to: self.to,
+            image: self.image,
+            mode: self.mode.into(),
+            no_backup,
+            new_image: self.new_image,
+        }
+    }
+}
+
+impl CheckArgs {
+    pub fn resolve(self) -> Result<(TargetSpec, Intent), UsageError> {
+        Ok((self.target.resolve()?, self.plan.intent(None)))
+    }
+}
+
+impl UpgradeArgs {
+    pub fn resolve(self) -> Result<settings::Upgrade, UsageError> {
+        if self.no_backup && !self.yes {
+            return Err(UsageError(
+                "--no-backup keeps no copy of the old cluster, so there will be no rollback; add --yes to confirm that".into(),
+            ));
+        }
+        let jobs = self
+            .jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
+        Ok(settings::Upgrade {
+            target: self.target.resolve()?,
+            intent: self.plan.intent(Some(self.no_backup)),
+            jobs,
+            strip_unknown_options: self.strip_unknown_options,
+            yes: self.yes,
+        })
+    }
+}
+
+impl RollbackArgs {
+    pub fn resolve(self) -> Result<settings::Rollback, UsageError> {
+        Ok(settings::Rollback {
+            target: self.target.resolve()?,
+            backup: self.backup,
+            discard_upgraded: self.discard_upgraded,
+            yes: self.yes,
+        })
+    }
+}
+
+impl CleanupArgs {
+    pub fn resolve(self) -> Result<settings::Cleanup, UsageError> {
+        Ok(settings::Cleanup {
+            target: self.target.resolve()?,
+            keep: self.keep,
+            older_than: self.older_than,
+            dry_run: self.dry_run,
+            yes: self.yes,
+        })
+    }
+}
+
+impl From<VerifyArgs> for settings::Bundle {
+    fn from(args: VerifyArgs) -> Self {
+        Self {
+            file: args.file,
+            sha256: args.sha256,
+            signature: args.signature,
+            public_key: args.public_key,
+        }
+    }
+}
+
 /// Parses "7d", "12h", "30m" or "45s".
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let bad = || format!("{s:?} is not a duration; write a number and a unit: 7d, 12h, 30m or 45s");
@@ -274,5 +417,34 @@ mod tests {
         assert!(parse(&["--container", "db", "--volume", "v"]).is_err());
         assert!(parse(&["--container", "db", "--pgdata-subdir", "x"]).is_err());
         assert!(parse(&["--volume", "v", "--pgdata-subdir", "18/docker"]).is_ok());
+    }
+
+    #[test]
+    fn subdir_must_stay_inside() {
+        assert!(checked_subdir("18/docker".into()).is_ok());
+        assert!(checked_subdir("../x".into()).is_err());
+        assert!(checked_subdir("/abs".into()).is_err());
+        assert!(checked_subdir("".into()).is_err());
+    }
+
+    #[test]
+    fn resolved_once() {
+        let upgrade = |args: &[&str]| {
+            let cli = Cli::try_parse_from([&["pgup", "upgrade", "--volume", "v"], args].concat())
+                .unwrap();
+            let Command::Upgrade(a) = cli.command else {
+                unreachable!()
+            };
+            a.resolve()
+        };
+        let u = upgrade(&["--to", "17", "--mode", "copy", "--jobs", "3"]).unwrap();
+        assert_eq!(u.target.place, Place::Volume("v".into()));
+        assert_eq!(u.intent.mode, settings::Mode::Copy);
+        assert_eq!(u.intent.no_backup, Some(false));
+        assert_eq!(u.jobs, 3);
+        assert!(upgrade(&["--to", "17"]).unwrap().jobs >= 1);
+        let refused = upgrade(&["--to", "17", "--no-backup"]).unwrap_err();
+        assert!(refused.0.contains("add --yes"), "{refused}");
+        assert!(upgrade(&["--to", "17", "--no-backup", "--yes"]).is_ok());
     }
 }

@@ -1,12 +1,10 @@
 //! Facts about a PostgreSQL data directory that its files tell without a server: the major
-//! version (PG_VERSION), the owner, the size, and whether `postmaster.pid` is present.
+//! version (PG_VERSION), the owner, and whether `postmaster.pid` is present; what
+//! `pg_controldata` says; the settings a new cluster must share with it.
 
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-
-use crate::backup::is_pgup_entry;
-use crate::tree::tree_bytes;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -23,7 +21,6 @@ pub enum ClusterError {
 /// A data directory as found on disk.
 #[derive(Debug, Clone)]
 pub struct Cluster {
-    pub dir: PathBuf,
     /// The major version as PG_VERSION writes it: "13", "18", or "9.6".
     pub major: String,
     pub uid: u32,
@@ -47,20 +44,10 @@ impl Cluster {
         }
         let meta = std::fs::metadata(dir).map_err(read_err(dir.to_owned()))?;
         Ok(Self {
-            dir: dir.to_owned(),
             major,
             uid: meta.uid(),
             gid: meta.gid(),
             postmaster_pid: dir.join("postmaster.pid").exists(),
-        })
-    }
-
-    /// Bytes of the cluster, leaving out what pgup keeps inside PGDATA when it is the volume
-    /// root (backups as the manual procedure does, and the work directory).
-    pub fn bytes(&self) -> Result<u64, ClusterError> {
-        tree_bytes(&self.dir, is_pgup_entry).map_err(|err| ClusterError::Read {
-            path: self.dir.clone(),
-            err,
         })
     }
 }

@@ -13,31 +13,26 @@ use minisign_verify::{PublicKey, Signature};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::cli::{ImageCommand, VerifyArgs};
 use crate::docker::Docker;
+use crate::error::Status;
+use crate::settings::Bundle;
+use crate::toolbox::{UpgradeImage, upgrade_images};
 use crate::ui::Printer;
 
 const CHUNK: usize = 1 << 20;
-const MAJORS_LABEL: &str = "org.pgup.majors";
 
-pub async fn run(command: ImageCommand, printer: &Printer) -> Result<bool> {
-    match command {
-        ImageCommand::Save { images, output } => save(&images, &output, printer).await,
-        ImageCommand::Verify(args) => {
-            let verified = verify(&args, false, printer)?;
-            printer.report(&verified)?;
-            Ok(true)
-        }
-        ImageCommand::Load {
-            verify: args,
-            allow_unverified,
-        } => load(&args, allow_unverified, printer).await,
-        ImageCommand::List => {
-            let docker = Docker::connect().await?;
-            printer.report(&UpgradeImages(upgrade_images(&docker).await?))?;
-            Ok(true)
-        }
-    }
+/// `pgup image verify`.
+pub fn check(bundle: &Bundle, printer: &Printer) -> Result<Status> {
+    let verified = verify(bundle, false, printer)?;
+    printer.report(&verified)?;
+    Ok(Status::Done)
+}
+
+/// `pgup image list`.
+pub async fn list(printer: &Printer) -> Result<Status> {
+    let docker = Docker::connect().await?;
+    printer.report(&UpgradeImages(upgrade_images(&docker).await?))?;
+    Ok(Status::Done)
 }
 
 #[derive(Debug, Serialize)]
@@ -71,7 +66,8 @@ impl fmt::Display for Saved {
     }
 }
 
-async fn save(images: &[String], output: &Path, printer: &Printer) -> Result<bool> {
+/// `pgup image save`.
+pub async fn save(images: &[String], output: &Path, printer: &Printer) -> Result<Status> {
     let docker = Docker::connect().await?;
     for image in images {
         if docker.image(image).await?.is_none() {
@@ -125,7 +121,7 @@ async fn save(images: &[String], output: &Path, printer: &Printer) -> Result<boo
         bytes,
         images: images.to_vec(),
     })?;
-    Ok(true)
+    Ok(Status::Done)
 }
 
 /// `path` with `suffix` appended to its file name.
@@ -233,7 +229,7 @@ impl fmt::Display for Verified {
 
 /// Reads the bundle once, checking its sha256 and its minisign signature, whichever are
 /// given or found beside it. Without either, refuses unless `allow_unverified`.
-pub fn verify(args: &VerifyArgs, allow_unverified: bool, printer: &Printer) -> Result<Verified> {
+fn verify(args: &Bundle, allow_unverified: bool, printer: &Printer) -> Result<Verified> {
     let file = &args.file;
     let size = std::fs::metadata(file)
         .with_context(|| format!("cannot read {}", file.display()))?
@@ -334,7 +330,7 @@ pub fn verify(args: &VerifyArgs, allow_unverified: bool, printer: &Printer) -> R
 }
 
 /// The expected digest: `--sha256` as hex or as a sha256sum file, else FILE.sha256 if present.
-fn expected_sha256(args: &VerifyArgs) -> Result<Option<String>> {
+fn expected_sha256(args: &Bundle) -> Result<Option<String>> {
     let is_hex = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
     let from_file = |path: &Path| -> Result<String> {
         let text = std::fs::read_to_string(path)
@@ -420,7 +416,8 @@ impl fmt::Display for Loaded {
     }
 }
 
-async fn load(args: &VerifyArgs, allow_unverified: bool, printer: &Printer) -> Result<bool> {
+/// `pgup image load`: verified first, hashed again while it streams into Docker.
+pub async fn load(args: &Bundle, allow_unverified: bool, printer: &Printer) -> Result<Status> {
     let verified = verify(args, allow_unverified, printer)?;
     if verified.checked.is_empty() {
         printer.step(format!(
@@ -481,15 +478,7 @@ async fn load(args: &VerifyArgs, allow_unverified: bool, printer: &Printer) -> R
         images,
         upgrades,
     })?;
-    Ok(true)
-}
-
-#[derive(Debug, Serialize)]
-pub struct UpgradeImage {
-    pub image: String,
-    pub majors: Vec<u32>,
-    /// Every pair it can do, oldest first: "13→17".
-    pub upgrades: Vec<String>,
+    Ok(Status::Done)
 }
 
 struct UpgradeImages(Vec<UpgradeImage>);
@@ -515,47 +504,9 @@ impl fmt::Display for UpgradeImages {
     }
 }
 
-/// Local images labelled with the majors they hold, and the upgrades each can do.
-pub async fn upgrade_images(docker: &Docker) -> Result<Vec<UpgradeImage>> {
-    let mut out = Vec::new();
-    for image in docker.images_labelled(MAJORS_LABEL).await? {
-        let mut majors: Vec<u32> = image.labels[MAJORS_LABEL]
-            .split(',')
-            .filter_map(|m| m.trim().parse().ok())
-            .collect();
-        majors.sort_unstable();
-        let upgrades = pairs(&majors);
-        for tag in image.tags.iter().filter(|t| !t.ends_with(":<none>")) {
-            out.push(UpgradeImage {
-                image: tag.clone(),
-                majors: majors.clone(),
-                upgrades: upgrades.clone(),
-            });
-        }
-    }
-    out.sort_by(|a, b| a.image.cmp(&b.image));
-    Ok(out)
-}
-
-fn pairs(majors: &[u32]) -> Vec<String> {
-    let mut out = Vec::new();
-    for (i, old) in majors.iter().enumerate() {
-        for new in &majors[i + 1..] {
-            out.push(format!("{old}→{new}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn upgrade_pairs() {
-        assert_eq!(pairs(&[13, 15, 17]), vec!["13→15", "13→17", "15→17"]);
-        assert!(pairs(&[17]).is_empty());
-    }
 
     #[test]
     fn sibling_names() {

@@ -15,12 +15,10 @@ use rustix::fs::{FlockOperation, flock};
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::InitSettings;
-use crate::plan::Backup;
-
-/// pgup's work directory in a mount root.
-pub const WORK_DIR: &str = ".pgup";
-const FILE: &str = "journal.json";
-const LOCK: &str = "lock";
+use crate::failpoint;
+use crate::layout::{Layout, STAMP_FORMAT};
+use crate::plan::{self, BackupKind, Operation, Step};
+use crate::settings::Intent;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -49,54 +47,6 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Operation {
-    Upgrade,
-    Rollback,
-    Cleanup,
-}
-
-/// The steps, in the order they run. Each is recorded before it starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Step {
-    // upgrade
-    Stopping,
-    Checking,
-    BackingUp,
-    Upgrading,
-    SwappingOut,
-    SwappingIn,
-    Verifying,
-    Recreating,
-    // rollback
-    SettingAside,
-    Restoring,
-    Restarting,
-    // cleanup
-    Removing,
-}
-
-impl Step {
-    /// What the step does, for "interrupted while …".
-    pub fn doing(self) -> &'static str {
-        match self {
-            Step::Stopping => "stopping the server",
-            Step::Checking => "checking the stopped cluster",
-            Step::BackingUp => "recording the backup",
-            Step::Upgrading => "running pg_upgrade",
-            Step::SwappingOut | Step::SwappingIn => "putting the new cluster in place",
-            Step::Verifying => "verifying the new cluster",
-            Step::Recreating => "re-creating the container",
-            Step::SettingAside => "setting the upgraded cluster aside",
-            Step::Restoring => "restoring the backup",
-            Step::Restarting => "restarting the container",
-            Step::Removing => "removing old backups",
-        }
-    }
-}
-
 /// An operation in progress.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Journal {
@@ -113,7 +63,7 @@ pub struct Journal {
     /// The upgrade image.
     pub image: String,
     pub new_image: Option<String>,
-    pub backup: Backup,
+    pub backup: BackupKind,
     /// The backup this operation made or restores.
     pub backup_name: Option<String>,
     pub jobs: u32,
@@ -143,17 +93,55 @@ pub struct Learned {
 }
 
 impl Journal {
-    pub fn work_dir(root: &Path) -> PathBuf {
-        root.join(WORK_DIR)
+    /// A new operation on the data, at its first step, stamped now; the caller fills in what
+    /// its operation needs. `pgdata` is PGDATA below the mount root, `command` the command
+    /// line that finishes it.
+    pub fn begin(operation: Operation, pgdata: PathBuf, command: String) -> Self {
+        Self {
+            operation,
+            step: match operation {
+                Operation::Cleanup => Step::Removing,
+                Operation::Upgrade | Operation::Rollback => Step::Stopping,
+            },
+            stamp: Utc::now().format(STAMP_FORMAT).to_string(),
+            command,
+            pgdata,
+            old_major: 0,
+            new_major: 0,
+            image: String::new(),
+            new_image: None,
+            backup: BackupKind::None,
+            backup_name: None,
+            jobs: 1,
+            container: None,
+            running: Vec::new(),
+            learned: Learned::default(),
+            updated: Utc::now(),
+        }
     }
 
-    fn path(root: &Path) -> PathBuf {
-        Self::work_dir(root).join(FILE)
+    /// The steps of this upgrade, in order: the container named is re-created when there is
+    /// a new image.
+    pub fn upgrade_steps(&self) -> Vec<Step> {
+        let recreate = self.container.is_some() && self.new_image.is_some();
+        plan::upgrade_steps(self.backup, recreate)
+    }
+
+    /// What this upgrade asks for, as the command line that started it did: the checks of a
+    /// resumed run start from it.
+    pub fn intent(&self) -> Intent {
+        Intent {
+            to: self.new_major,
+            image: Some(self.image.clone()),
+            mode: self.backup.mode(),
+            no_backup: Some(self.backup == BackupKind::None),
+            new_image: self.new_image.clone(),
+        }
     }
 
     /// The operation in progress on the data in `root`, if any.
     pub fn read(root: &Path) -> Result<Option<Self>> {
-        let path = Self::path(root);
+        let path = Layout::new(root).journal();
         match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
@@ -163,11 +151,12 @@ impl Journal {
         }
     }
 
-    /// Records `step` durably, then lets a test kill pgup right there (see [`failpoint`]).
+    /// Records `step` durably, then lets a test kill pgup right there (see `failpoint`).
     pub fn advance(&mut self, root: &Path, step: Step) -> Result<()> {
         self.step = step;
         self.updated = Utc::now();
-        let path = Self::path(root);
+        let layout = Layout::new(root);
+        let path = layout.journal();
         let tmp = path.with_extension("json.tmp");
         let text = serde_json::to_vec_pretty(self).expect("a journal always serializes");
         let write = || -> std::io::Result<()> {
@@ -179,20 +168,21 @@ impl Journal {
                 .open(&tmp)?;
             f.write_all(&text)?;
             f.sync_all()?;
-            chown_like_work_dir(root, &tmp)?;
+            chown_like_work_dir(&layout, &tmp)?;
             std::fs::rename(&tmp, &path)?;
-            File::open(Self::work_dir(root))?.sync_all()
+            File::open(layout.work())?.sync_all()
         };
         write().map_err(io("write", &path))?;
-        failpoint(&format!("{step:?}"));
+        failpoint::hit(&format!("{step:?}"));
         Ok(())
     }
 
     /// The operation is over: no journal means nothing is in progress.
     pub fn finish(root: &Path) -> Result<()> {
-        let path = Self::path(root);
+        let layout = Layout::new(root);
+        let path = layout.journal();
         match std::fs::remove_file(&path) {
-            Ok(()) => File::open(Self::work_dir(root))
+            Ok(()) => File::open(layout.work())
                 .and_then(|d| d.sync_all())
                 .map_err(io("sync", &path)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -217,13 +207,19 @@ impl Journal {
         };
         let doing = match (self.step, self.backup) {
             // The backup is copied beside the checks.
-            (Step::Checking, Backup::Copy | Backup::Clone) => {
+            (Step::Checking, BackupKind::Copy | BackupKind::Clone) => {
                 "checking the stopped cluster and copying the backup"
             }
             (step, _) => step.doing(),
         };
         format!("{what} interrupted while {doing}; {how}")
     }
+}
+
+/// This pgup's command line, as a journal names the command that finishes its operation.
+pub fn this_command() -> String {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    format!("pgup {}", crate::pgcmd::display(&argv))
 }
 
 /// Exclusive use of the data in a mount root for this process's lifetime.
@@ -234,14 +230,15 @@ pub struct Lock {
 impl Lock {
     /// Takes the lock, creating the work directory (owned by the data owner, mode 0700).
     pub fn take(root: &Path, uid: u32, gid: u32) -> Result<Self> {
-        let dir = Journal::work_dir(root);
+        let layout = Layout::new(root);
+        let dir = layout.work();
         let setup = || -> std::io::Result<()> {
             std::fs::create_dir_all(&dir)?;
             std::os::unix::fs::chown(&dir, Some(uid), Some(gid))?;
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
         };
         setup().map_err(io("create", &dir))?;
-        let path = dir.join(LOCK);
+        let path = layout.lock();
         let mut file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -273,45 +270,11 @@ impl Lock {
     }
 }
 
-/// Whether `pid` is a running pgup: temporary containers carry their pgup's pid.
-pub fn pgup_alive(pid: u32) -> bool {
-    use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
-    let pid = Pid::from_u32(pid);
-    // When processes cannot be read, count it as alive: never remove what may be in use.
-    let Ok(mut system) = System::new() else {
-        return true;
-    };
-    system.refresh_processes_specifics(
-        ProcessesToUpdate::Some(&[pid]),
-        true,
-        ProcessRefreshKind::nothing(),
-    );
-    system.process(pid).is_some_and(|p| p.name() == "pgup")
-}
-
 /// Files pgup keeps with the data belong to the data owner, as the work directory does.
-fn chown_like_work_dir(root: &Path, file: &Path) -> std::io::Result<()> {
+fn chown_like_work_dir(layout: &Layout, file: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(Journal::work_dir(root))?;
+    let meta = std::fs::metadata(layout.work())?;
     std::os::unix::fs::chown(file, Some(meta.uid()), Some(meta.gid()))
-}
-
-/// Lets the crash tests stop pgup at a named point: when `PGUP_KILL_AT` names it, pgup
-/// SIGKILLs itself there, exactly as a crash or `kill -9` would stop it; `PGUP_STOP_AT`
-/// freezes it there with SIGSTOP. Points are the journal's steps (right after each is
-/// recorded) and a few places inside long steps, each reached once.
-pub fn failpoint(name: &str) {
-    use rustix::process::{Signal, getpid, kill_process};
-    // KILL: a crash right here. STOP: a freeze, so that a test can change the world (fill
-    // the disk, say) at an exact point and then send SIGCONT.
-    for (var, signal) in [
-        ("PGUP_KILL_AT", Signal::KILL),
-        ("PGUP_STOP_AT", Signal::STOP),
-    ] {
-        if std::env::var(var).is_ok_and(|at| at == name) {
-            let _ = kill_process(getpid(), signal);
-        }
-    }
 }
 
 #[cfg(test)]
@@ -320,22 +283,19 @@ mod tests {
 
     fn journal() -> Journal {
         Journal {
-            operation: Operation::Upgrade,
-            step: Step::Stopping,
-            stamp: "20261121T101530Z".into(),
-            command: "pgup upgrade --container db --to 17".into(),
-            pgdata: PathBuf::new(),
             old_major: 13,
             new_major: 17,
             image: "pgup/upgrade:latest".into(),
-            new_image: None,
-            backup: Backup::Copy,
+            backup: BackupKind::Copy,
             backup_name: Some("upgrade_backup_20261121T101530Z".into()),
             jobs: 2,
             container: Some("db".into()),
             running: vec!["db".into()],
-            learned: Learned::default(),
-            updated: Utc::now(),
+            ..Journal::begin(
+                Operation::Upgrade,
+                PathBuf::new(),
+                "pgup upgrade --container db --to 17".into(),
+            )
         }
     }
 

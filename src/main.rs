@@ -1,5 +1,6 @@
 //! pgup: upgrade the PostgreSQL major version of a database running in Docker, and go back.
-//! This file parses the command line and dispatches; each command lives in its own module.
+//! This file parses the command line, dispatches, and turns how the command ended into the
+//! exit status (see `error`); each command lives in its own module.
 
 mod backup;
 mod check;
@@ -8,16 +9,22 @@ mod cli;
 mod cluster;
 mod config;
 mod docker;
+mod error;
+mod failpoint;
 mod image;
 mod interrupt;
 mod journal;
+mod layout;
 mod options;
 mod pg_upgrade_output;
 mod pgclient;
 mod pgcmd;
 mod plan;
+mod preflight;
 mod recreate;
+mod restore;
 mod rollback;
+mod settings;
 mod space;
 mod status;
 mod target;
@@ -31,32 +38,49 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, ImageCommand};
+use crate::error::{Kind, Status};
 use crate::ui::Printer;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return cli::reject(e),
+    };
     let printer = Printer::new(cli.json);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a single-threaded runtime always builds");
-    let result = runtime.block_on(interrupt::run(async {
-        match cli.command {
-            Command::Status(args) => status::run(args, &printer).await.map(|()| true),
-            Command::Check(args) => check::run(args, &printer).await,
-            Command::Upgrade(args) => upgrade::run(args, &printer).await,
-            Command::Rollback(args) => rollback::run(args, &printer).await,
-            Command::Cleanup(args) => cleanup::run(args, &printer).await,
-            Command::Image(command) => image::run(command, &printer).await,
-        }
-    }));
+    let result = runtime.block_on(interrupt::run(dispatch(cli.command, &printer)));
     match result {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
+        Ok(status) => ExitCode::from(status.exit_code()),
         Err(err) => {
-            printer.error(&err);
-            ExitCode::FAILURE
+            let kind = Kind::of(&err, interrupt::interrupted());
+            printer.error(&err, kind);
+            ExitCode::from(kind.exit_code())
         }
+    }
+}
+
+async fn dispatch(command: Command, printer: &Printer) -> anyhow::Result<Status> {
+    match command {
+        Command::Status(args) => status::run(args.target.resolve()?, printer).await,
+        Command::Check(args) => {
+            let (target, intent) = args.resolve()?;
+            check::run(target, intent, printer).await
+        }
+        Command::Upgrade(args) => upgrade::run(args.resolve()?, printer).await,
+        Command::Rollback(args) => rollback::run(args.resolve()?, printer).await,
+        Command::Cleanup(args) => cleanup::run(args.resolve()?, printer).await,
+        Command::Image(ImageCommand::Save { images, output }) => {
+            image::save(&images, &output, printer).await
+        }
+        Command::Image(ImageCommand::Verify(args)) => image::check(&args.into(), printer),
+        Command::Image(ImageCommand::Load {
+            verify,
+            allow_unverified,
+        }) => image::load(&verify.into(), allow_unverified, printer).await,
+        Command::Image(ImageCommand::List) => image::list(printer).await,
     }
 }

@@ -7,13 +7,16 @@ use anyhow::{Context, Result};
 use indicatif::HumanBytes;
 use serde::Serialize;
 
-use crate::backup::{self, Backup};
-use crate::cli::StatusArgs;
+use crate::backup::{self, BackupDir};
 use crate::cluster::Cluster;
 use crate::docker::Docker;
+use crate::error::Status as Exit;
 use crate::journal::Journal;
+use crate::layout::{Layout, WorkEntry};
+use crate::settings::TargetSpec;
 use crate::space;
-use crate::target::Target;
+use crate::target::{self, Target};
+use crate::tree;
 use crate::ui::Printer;
 
 #[derive(Debug, Serialize)]
@@ -34,20 +37,20 @@ pub struct Status {
     pub image: Option<String>,
     /// postmaster.pid exists: a server runs, or was not shut down cleanly.
     pub postmaster_pid: bool,
-    pub backups: Vec<Backup>,
+    pub backups: Vec<BackupDir>,
     /// Upgraded clusters a rollback set aside.
     pub set_aside: Vec<String>,
     /// An operation that was interrupted, and how to finish or undo it.
     pub interrupted: Option<String>,
 }
 
-pub async fn run(args: StatusArgs, printer: &Printer) -> Result<()> {
+pub async fn run(spec: TargetSpec, printer: &Printer) -> Result<Exit> {
     let docker = Docker::connect().await?;
-    let target = Target::resolve(&args.target, &docker).await?;
-    let flags = crate::target::flags(&args.target);
-    let interrupted = Journal::read(&target.mount_root)?.map(|j| j.explain(&flags));
+    let target = Target::resolve(&spec, &docker).await?;
+    let interrupted = Journal::read(&target.mount_root)?.map(|j| j.explain(&spec.flags()));
     let status = Status::read(&target, &docker, interrupted).await?;
-    printer.report(&status)
+    printer.report(&status)?;
+    Ok(Exit::Done)
 }
 
 impl Status {
@@ -62,23 +65,20 @@ impl Status {
             Err(_) if interrupted.is_some() => None,
             Err(e) => return Err(e.into()),
         };
-        let (uid, gid) = crate::target::owner(&target.data_dir)?;
+        let (uid, gid) = target::owner(&target.data_dir)?;
         let users = docker.containers_using(&target.data_dir).await?;
         let image = match (&target.container, users.as_slice()) {
             (Some(c), _) => Some(c.image.clone()),
             (None, [only]) => Some(only.image.clone()),
             _ => None,
         };
-        let mut dirs = vec![target.mount_root.as_path()];
-        if target.data_dir != target.mount_root {
-            dirs.push(&target.data_dir);
-        }
+        let layout = Layout::new(&target.mount_root);
         Ok(Self {
             target: target.label.clone(),
             volume: target.volume.clone(),
             data_dir: target.data_dir.clone(),
             pg_version: cluster.as_ref().map(|c| c.major.clone()),
-            data_bytes: crate::tree::tree_bytes(&target.data_dir, crate::backup::is_pgup_entry)?,
+            data_bytes: tree::data_size(&target.data_dir)?.bytes,
             free_bytes: space::free_bytes(&target.data_dir).with_context(|| {
                 format!("cannot measure free space at {}", target.data_dir.display())
             })?,
@@ -87,15 +87,15 @@ impl Status {
             containers: users.iter().map(|c| c.name.clone()).collect(),
             image,
             postmaster_pid: cluster.is_some_and(|c| c.postmaster_pid),
-            set_aside: std::fs::read_dir(Journal::work_dir(&target.mount_root))
+            set_aside: std::fs::read_dir(layout.work())
                 .into_iter()
                 .flatten()
                 .flatten()
                 .filter_map(|e| e.file_name().to_str().map(str::to_owned))
-                .filter(|n| n.starts_with("upgraded-"))
+                .filter(|n| WorkEntry::classify(n) == Some(WorkEntry::SetAside))
                 .collect(),
             interrupted,
-            backups: backup::find(&dirs).with_context(|| {
+            backups: backup::find(&layout.backup_dirs(&target.data_dir)).with_context(|| {
                 format!("cannot list backups in {}", target.mount_root.display())
             })?,
         })

@@ -6,17 +6,16 @@
 //! right to read them (as root, usually).
 
 use std::io;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
-use crate::cli::TargetArgs;
 use crate::docker::{Container, Docker, DockerError, MountKind};
+use crate::journal::Journal;
+use crate::settings::{Place, TargetSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
     #[error(transparent)]
     Docker(#[from] DockerError),
-    #[error("--pgdata-subdir {0:?} must be a relative path inside the mount, without `..`")]
-    BadSubdir(PathBuf),
     #[error("cannot read {} ({err}); {hint}", path.display())]
     Unreachable {
         path: PathBuf,
@@ -69,28 +68,26 @@ pub struct Target {
 }
 
 impl Target {
-    pub async fn resolve(args: &TargetArgs, docker: &Docker) -> Result<Self, TargetError> {
-        let subdir = args
-            .pgdata_subdir
-            .as_deref()
-            .map(checked_subdir)
-            .transpose()?;
-        if let Some(name) = &args.container {
-            return Self::from_container(docker.container(name).await?);
-        }
-        let (label, root, volume) = if let Some(name) = &args.volume {
-            let v = docker.volume(name).await?;
-            if v.driver != "local" {
-                return Err(TargetError::RemoteVolume {
-                    name: v.name,
-                    driver: v.driver,
-                });
+    pub async fn resolve(spec: &TargetSpec, docker: &Docker) -> Result<Self, TargetError> {
+        let subdir = spec.pgdata_subdir.as_deref();
+        let (label, root, volume) = match &spec.place {
+            Place::Container(name) => {
+                return Self::from_container(docker.container(name).await?);
             }
-            (format!("volume {}", v.name), v.mountpoint, Some(v.name))
-        } else {
-            let dir = args.data_dir.clone().expect("clap requires one target");
-            let dir = std::path::absolute(&dir).unwrap_or(dir);
-            (format!("directory {}", dir.display()), dir, None)
+            Place::Volume(name) => {
+                let v = docker.volume(name).await?;
+                if v.driver != "local" {
+                    return Err(TargetError::RemoteVolume {
+                        name: v.name,
+                        driver: v.driver,
+                    });
+                }
+                (format!("volume {}", v.name), v.mountpoint, Some(v.name))
+            }
+            Place::DataDir(dir) => {
+                let dir = std::path::absolute(dir).unwrap_or(dir.clone());
+                (format!("directory {}", dir.display()), dir, None)
+            }
         };
         readable(&root)?;
         let data_dir = locate_pgdata(&label, &root, subdir)?;
@@ -101,6 +98,14 @@ impl Target {
             container: None,
             volume,
         })
+    }
+
+    /// PGDATA's path below the mount root ("" when it is the root).
+    pub fn pgdata_below_root(&self) -> PathBuf {
+        self.data_dir
+            .strip_prefix(&self.mount_root)
+            .unwrap_or(Path::new(""))
+            .to_owned()
     }
 
     fn from_container(c: Container) -> Result<Self, TargetError> {
@@ -142,20 +147,6 @@ impl Target {
     }
 }
 
-/// The target flags as the operator typed them, for hints ("--container db").
-pub fn flags(args: &TargetArgs) -> String {
-    let mut flags = match (&args.container, &args.volume, &args.data_dir) {
-        (Some(c), _, _) => format!("--container {c}"),
-        (_, Some(v), _) => format!("--volume {v}"),
-        (_, _, Some(d)) => format!("--data-dir {}", d.display()),
-        _ => String::new(),
-    };
-    if let Some(sub) = &args.pgdata_subdir {
-        flags.push_str(&format!(" --pgdata-subdir {}", sub.display()));
-    }
-    flags
-}
-
 /// The owner (uid, gid) of PGDATA: pgup runs PostgreSQL's programs as it.
 pub fn owner(data_dir: &Path) -> std::io::Result<(u32, u32)> {
     use std::os::unix::fs::MetadataExt;
@@ -171,17 +162,6 @@ fn container_pgdata(c: &Container) -> PathBuf {
     match c.env.get("PG_MAJOR").and_then(|m| m.parse::<u32>().ok()) {
         Some(major) if major >= 18 => format!("/var/lib/postgresql/{major}/docker").into(),
         _ => "/var/lib/postgresql/data".into(),
-    }
-}
-
-fn checked_subdir(p: &Path) -> Result<&Path, TargetError> {
-    let ok = p
-        .components()
-        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
-    if ok && p.components().next().is_some() {
-        Ok(p)
-    } else {
-        Err(TargetError::BadSubdir(p.to_owned()))
     }
 }
 
@@ -202,7 +182,7 @@ fn locate_pgdata(label: &str, root: &Path, subdir: Option<&Path>) -> Result<Path
         what: label.to_owned(),
         path,
     };
-    let interrupted = || crate::journal::Journal::read(root).is_ok_and(|j| j.is_some());
+    let interrupted = || Journal::read(root).is_ok_and(|j| j.is_some());
     if let Some(sub) = subdir.filter(|s| !s.as_os_str().is_empty()) {
         let dir = root.join(sub);
         return if is_cluster(&dir) || (dir.is_dir() && interrupted()) {
@@ -215,7 +195,7 @@ fn locate_pgdata(label: &str, root: &Path, subdir: Option<&Path>) -> Result<Path
         return Ok(root.to_owned());
     }
     // Mid-swap, PGDATA may hold no cluster for a moment: the journal says where it is.
-    if let Ok(Some(journal)) = crate::journal::Journal::read(root) {
+    if let Ok(Some(journal)) = Journal::read(root) {
         return Ok(root.join(journal.pgdata));
     }
     let mut found: Vec<PathBuf> = std::fs::read_dir(root)
@@ -279,14 +259,6 @@ mod tests {
             container_pgdata(&container(&[("PG_MAJOR", "13")])),
             Path::new("/var/lib/postgresql/data")
         );
-    }
-
-    #[test]
-    fn subdir_must_stay_inside() {
-        assert!(checked_subdir(Path::new("18/docker")).is_ok());
-        assert!(checked_subdir(Path::new("../x")).is_err());
-        assert!(checked_subdir(Path::new("/abs")).is_err());
-        assert!(checked_subdir(Path::new("")).is_err());
     }
 
     #[test]

@@ -2,12 +2,15 @@
 //! data owner, with no network and no capabilities. Its run directory is a host directory only
 //! the data owner can read (mode 0700), mounted at `/pgup/run`: it holds the servers' sockets,
 //! the private hba file, and passwd/group entries naming the owner's uid (initdb and
-//! pg_upgrade refuse to run as a uid without one).
+//! pg_upgrade refuse to run as a uid without one). Also which local upgrade image to use (they
+//! carry the majors they hold in a label), and whether the pgup that labelled a temporary
+//! container is still alive.
 
 use std::fmt::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use serde::Serialize;
 use tempfile::TempDir;
 
 use crate::docker::{Docker, DockerError, TempContainer};
@@ -15,6 +18,10 @@ use crate::pgcmd;
 
 /// Where the run directory is mounted inside the container.
 pub const RUN: &str = "/pgup/run";
+/// Where the old cluster is mounted in toolboxes that read it.
+pub const OLD: &str = "/pgup/old";
+/// The label listing the majors an upgrade image holds.
+const MAJORS_LABEL: &str = "org.pgup.majors";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ToolError {
@@ -161,6 +168,105 @@ impl<'a> Toolbox<'a> {
     }
 }
 
+/// Picks the upgrade image: `--image`, else a local image labelled with both majors.
+/// The inner error says which image to build or load.
+pub async fn pick_image(
+    docker: &Docker,
+    explicit: Option<&str>,
+    old: u32,
+    new: u32,
+) -> Result<Result<String, String>, DockerError> {
+    if let Some(name) = explicit {
+        return Ok(match docker.image(name).await? {
+            Some(_) => Ok(name.to_owned()),
+            None => Err(format!(
+                "image {name} is not here; build it (`sudo images/build.sh`) or load it (`pgup image load FILE`)"
+            )),
+        });
+    }
+    let holds = |label: &str, m: u32| label.split(',').any(|x| x.trim() == m.to_string());
+    let mut candidates: Vec<String> = docker
+        .images_labelled(MAJORS_LABEL)
+        .await?
+        .into_iter()
+        .filter(|i| {
+            i.labels
+                .get(MAJORS_LABEL)
+                .is_some_and(|l| holds(l, old) && holds(l, new))
+        })
+        .flat_map(|i| i.tags.into_iter().filter(|t| !t.ends_with(":<none>")))
+        .collect();
+    // Predictable: pgup's own latest image, then its other tags, then anything else by name.
+    candidates.sort_by_key(|t| {
+        (
+            t != "pgup/upgrade:latest",
+            !t.starts_with("pgup/upgrade:"),
+            t.clone(),
+        )
+    });
+    Ok(candidates.into_iter().next().ok_or_else(|| {
+        format!(
+            "no local upgrade image holds PostgreSQL {old} and {new}; build one with `sudo images/build.sh` (13, 15, 17, 18), or load one with `pgup image load FILE`"
+        )
+    }))
+}
+
+#[derive(Debug, Serialize)]
+pub struct UpgradeImage {
+    pub image: String,
+    pub majors: Vec<u32>,
+    /// Every pair it can do, oldest first: "13→17".
+    pub upgrades: Vec<String>,
+}
+
+/// Local images labelled with the majors they hold, and the upgrades each can do.
+pub async fn upgrade_images(docker: &Docker) -> Result<Vec<UpgradeImage>, DockerError> {
+    let mut out = Vec::new();
+    for image in docker.images_labelled(MAJORS_LABEL).await? {
+        let mut majors: Vec<u32> = image.labels[MAJORS_LABEL]
+            .split(',')
+            .filter_map(|m| m.trim().parse().ok())
+            .collect();
+        majors.sort_unstable();
+        let upgrades = pairs(&majors);
+        for tag in image.tags.iter().filter(|t| !t.ends_with(":<none>")) {
+            out.push(UpgradeImage {
+                image: tag.clone(),
+                majors: majors.clone(),
+                upgrades: upgrades.clone(),
+            });
+        }
+    }
+    out.sort_by(|a, b| a.image.cmp(&b.image));
+    Ok(out)
+}
+
+fn pairs(majors: &[u32]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, old) in majors.iter().enumerate() {
+        for new in &majors[i + 1..] {
+            out.push(format!("{old}→{new}"));
+        }
+    }
+    out
+}
+
+/// Whether `pid` is a running pgup: temporary containers carry their pgup's pid.
+pub fn pgup_alive(pid: u32) -> bool {
+    use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+    let pid = Pid::from_u32(pid);
+    // When processes cannot be read, count it as alive: never remove what may be in use.
+    let Ok(mut system) = System::new() else {
+        return true;
+    };
+    system.refresh_processes_specifics(
+        ProcessesToUpdate::Some(&[pid]),
+        true,
+        ProcessRefreshKind::nothing(),
+    );
+    system.process(pid).is_some_and(|p| p.name() == "pgup")
+}
+
 /// The last lines of a program's output that say what went wrong, on one line, led by the
 /// first line naming a full disk when there is one: a server that PANICs on a full disk
 /// says so well before its last lines.
@@ -216,6 +322,12 @@ fn prepare_run_dir(uid: u32, gid: u32) -> Result<TempDir, ToolError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upgrade_pairs() {
+        assert_eq!(pairs(&[13, 15, 17]), vec!["13→15", "13→17", "15→17"]);
+        assert!(pairs(&[17]).is_empty());
+    }
 
     #[test]
     fn tail_keeps_the_last_lines() {

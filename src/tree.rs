@@ -19,7 +19,7 @@ use walkdir::WalkDir;
 
 /// How file contents reach the copy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transfer {
+pub enum CopyMethod {
     /// Copy the bytes.
     Copy,
     /// Share the source's extents (reflink, FICLONE): instant and takes no space until written.
@@ -47,7 +47,7 @@ pub enum TreeError {
 }
 
 pub struct CopyOptions<'a> {
-    pub transfer: Transfer,
+    pub method: CopyMethod,
     /// Top-level entry names (directly under src) to leave out.
     pub skip: &'a dyn Fn(&str) -> bool,
     /// Called, from any of the copying threads, with the number of bytes of file data just
@@ -118,7 +118,7 @@ pub fn copy_tree(src: &Path, dst: &Path, opts: &CopyOptions) -> Result<u64, Tree
     let copied = AtomicU64::new(0);
     let failure = Failure::default();
     // What the copying threads use (`skip` is the walk's, and need not be Sync).
-    let (transfer, progress, interrupted) = (opts.transfer, opts.progress, opts.interrupted);
+    let (method, progress, interrupted) = (opts.method, opts.progress, opts.interrupted);
     let (jobs, queue) = std::sync::mpsc::sync_channel::<FileJob>(64);
     let queue = Mutex::new(queue);
     let dirs = std::thread::scope(|scope| {
@@ -137,7 +137,7 @@ pub fn copy_tree(src: &Path, dst: &Path, opts: &CopyOptions) -> Result<u64, Tree
                         });
                         continue;
                     }
-                    match fill_file(&job, transfer, dst) {
+                    match fill_file(&job, method, dst) {
                         Ok(bytes) => {
                             copied.fetch_add(bytes, Ordering::Relaxed);
                             progress(bytes);
@@ -278,16 +278,16 @@ fn create_entry(
 
 /// Fills in a file that [`create_entry`] made: its contents, then its metadata. Returns the
 /// bytes of file data copied.
-fn fill_file(job: &FileJob, transfer: Transfer, root: &Path) -> Result<u64, TreeError> {
+fn fill_file(job: &FileJob, method: CopyMethod, root: &Path) -> Result<u64, TreeError> {
     let FileJob { from, to, meta } = job;
     let fail = |err: io::Error| TreeError::Copy {
         src: from.to_owned(),
         dst: to.to_owned(),
         err,
     };
-    let bytes = match transfer {
-        Transfer::Copy => fs::copy(from, to).map_err(fail)?,
-        Transfer::Clone => {
+    let bytes = match method {
+        CopyMethod::Copy => fs::copy(from, to).map_err(fail)?,
+        CopyMethod::Clone => {
             let input = File::open(from).map_err(fail)?;
             let output = OpenOptions::new().write(true).open(to).map_err(fail)?;
             match rustix::fs::ioctl_ficlone(&output, &input) {
@@ -367,7 +367,7 @@ pub fn move_entries(from: &Path, to: &Path, keep: &dyn Fn(&str) -> bool) -> io::
             continue;
         }
         fs::rename(entry.path(), to.join(&name))?;
-        crate::journal::failpoint("move-midway");
+        crate::failpoint::hit("move-midway");
     }
     sync_dir(to)?;
     sync_dir(from)
@@ -392,8 +392,25 @@ pub fn supports_reflink(dir: &Path, sample: &Path) -> bool {
 /// too), hard links once, symlinks not followed. Top-level entries named as `skip` says are
 /// left out.
 pub fn tree_bytes(root: &Path, skip: impl Fn(&str) -> bool) -> io::Result<u64> {
+    tree_size(root, skip).map(|s| s.bytes)
+}
+
+/// Bytes and files of a tree, each counted as [`tree_bytes`] does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TreeSize {
+    pub bytes: u64,
+    /// Regular files: pg_upgrade's time grows with them (one link or copy each).
+    pub files: u64,
+}
+
+/// The size of a cluster's data, leaving out pgup's own entries in it.
+pub fn data_size(data: &Path) -> io::Result<TreeSize> {
+    tree_size(data, crate::layout::is_pgup_entry)
+}
+
+pub fn tree_size(root: &Path, skip: impl Fn(&str) -> bool) -> io::Result<TreeSize> {
     let mut seen = HashSet::new();
-    let mut total = 0;
+    let mut total = TreeSize::default();
     let walk = WalkDir::new(root)
         .into_iter()
         .filter_entry(|e| e.depth() != 1 || !e.file_name().to_str().is_some_and(&skip));
@@ -402,7 +419,8 @@ pub fn tree_bytes(root: &Path, skip: impl Fn(&str) -> bool) -> io::Result<u64> {
         if meta.nlink() > 1 && !meta.is_dir() && !seen.insert((meta.dev(), meta.ino())) {
             continue;
         }
-        total += meta.len();
+        total.bytes += meta.len();
+        total.files += u64::from(meta.is_file());
     }
     Ok(total)
 }
@@ -412,7 +430,7 @@ mod tests {
     use std::os::unix::fs::{PermissionsExt, chown, symlink};
 
     use super::*;
-    use crate::backup::is_backup_name;
+    use crate::layout::is_pgup_entry;
 
     #[test]
     fn sizes_count_hard_links_once_and_skip_backups() {
@@ -427,7 +445,8 @@ mod tests {
         )
         .unwrap();
         let dir_len = std::fs::metadata(root).unwrap().len();
-        assert_eq!(tree_bytes(root, is_backup_name).unwrap(), dir_len + 1000);
+        assert_eq!(tree_bytes(root, is_pgup_entry).unwrap(), dir_len + 1000);
+        assert_eq!(data_size(root).unwrap().files, 1, "hard links count once");
         assert!(tree_bytes(root, |_| false).unwrap() >= dir_len + 6000);
     }
 
@@ -523,7 +542,7 @@ mod tests {
         let before = entries(&src, "skipme");
         let reported = AtomicU64::new(0);
         let opts = CopyOptions {
-            transfer: Transfer::Copy,
+            method: CopyMethod::Copy,
             skip: &|name| name == "skipme",
             progress: &|n| {
                 reported.fetch_add(n, Ordering::Relaxed);
@@ -593,7 +612,7 @@ mod tests {
         fs::create_dir(&src).unwrap();
         std::os::unix::net::UnixListener::bind(src.join("socket")).unwrap();
         let opts = CopyOptions {
-            transfer: Transfer::Copy,
+            method: CopyMethod::Copy,
             skip: &|_| false,
             progress: &|_| {},
             interrupted: &|| false,
@@ -623,7 +642,7 @@ mod tests {
             assert!(!clones);
         }
         let opts = CopyOptions {
-            transfer: Transfer::Clone,
+            method: CopyMethod::Clone,
             skip: &|_| false,
             progress: &|_| {},
             interrupted: &|| false,

@@ -5,9 +5,11 @@
 use std::fmt::Display;
 use std::io::{BufRead, IsTerminal, Write};
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
+
+use crate::error::{Kind, UsageError};
 
 pub struct Printer {
     json: bool,
@@ -54,9 +56,10 @@ impl Printer {
     /// terminal to ask on.
     pub fn confirm(&self, what: &dyn Display, question: &str) -> Result<bool> {
         if !std::io::stdin().is_terminal() {
-            bail!(
-                "nothing was changed: there is no terminal to confirm on; pass --yes to proceed without asking"
-            );
+            return Err(UsageError(
+                "nothing was changed: there is no terminal to confirm on; pass --yes to proceed without asking".into(),
+            )
+            .into());
         }
         eprint!("{what}{question} [y/N] ");
         let mut answer = String::new();
@@ -65,12 +68,12 @@ impl Printer {
     }
 
     /// The one line of a failure on stderr (the whole cause chain); with --json also
-    /// `{"error": ...}` on stdout, so scripts always get a document.
-    pub fn error(&self, err: &anyhow::Error) {
+    /// `{"error": ..., "kind": ...}` on stdout, so scripts always get a document.
+    pub fn error(&self, err: &anyhow::Error, kind: Kind) {
         let line = format!("{err:#}");
         eprintln!("error: {line}");
         if self.json {
-            println!("{}", serde_json::json!({ "error": line }));
+            println!("{}", serde_json::json!({ "error": line, "kind": kind }));
         }
     }
 }

@@ -14,29 +14,30 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use crate::backup::{self, Record};
-use crate::check;
-use crate::cli::{Mode, UpgradeArgs, UpgradePlanArgs};
 use crate::cluster::{ControlData, InitSettings};
 use crate::config;
 use crate::docker::Docker;
+use crate::error::{NotUndone, Refusal, Status};
+use crate::failpoint;
 use crate::interrupt;
-use crate::journal::{Journal, Learned, Lock, Operation, Step};
+use crate::journal::{self, Journal, Learned, Lock};
+use crate::layout::{self, Layout};
 use crate::options;
 use crate::pg_upgrade_output;
 use crate::pgcmd::{self, PgUpgrade, Transfer};
-use crate::plan::{self, Backup, Plan};
+use crate::plan::{self, BackupKind, Operation, Plan, Step};
+use crate::preflight::{self, Preflight};
 use crate::recreate;
-use crate::rollback;
-use crate::target::{self, Target};
-use crate::toolbox::{RUN, ToolMount, Toolbox};
+use crate::restore;
+use crate::settings;
+use crate::target::Target;
+use crate::toolbox::{self, RUN, ToolMount, Toolbox};
 use crate::tree;
 use crate::ui::Printer;
 use crate::verify::{self, Snapshot};
 
 /// Where the mount root is mounted in the upgrade toolbox.
 const VOL: &str = "/pgup/vol";
-/// In the work directory: how many unknown options were removed, per database.
-const REMOVED: &str = "options-removed.json";
 
 #[derive(Debug, Serialize)]
 pub struct UpgradeReport {
@@ -113,25 +114,20 @@ impl std::fmt::Display for UpgradeReport {
     }
 }
 
-pub async fn run(args: UpgradeArgs, printer: &Printer) -> Result<bool> {
-    if args.no_backup && !args.yes {
-        bail!(
-            "--no-backup keeps no copy of the old cluster, so there will be no rollback; add --yes to confirm that"
-        );
-    }
+pub async fn run(args: settings::Upgrade, printer: &Printer) -> Result<Status> {
     let docker = Docker::connect().await?;
     let target = Target::resolve(&args.target, &docker).await?;
-    let flags = target::flags(&args.target);
+    let flags = args.target.flags();
     let root = target.mount_root.clone();
     if let Some(journal) = Journal::read(&root)? {
-        if journal.operation != Operation::Upgrade || journal.new_major != args.plan.to {
+        if journal.operation != Operation::Upgrade || journal.new_major != args.intent.to {
             bail!("{}", journal.explain(&flags));
         }
-        let (uid, gid) = target::owner(&target.data_dir)?;
+        let (uid, gid) = crate::target::owner(&target.data_dir)?;
         let lock = Lock::take(&root, uid, gid)?;
         printer.step(format!("resuming: {}", journal.explain(&flags)));
         docker
-            .remove_strays(&target.data_dir, crate::journal::pgup_alive)
+            .remove_strays(&target.data_dir, toolbox::pgup_alive)
             .await?;
         interrupt::journal_at(root, flags);
         return Upgrade::new(&docker, printer, target, journal, lock)?
@@ -139,70 +135,67 @@ pub async fn run(args: UpgradeArgs, printer: &Printer) -> Result<bool> {
             .await;
     }
 
-    let pre = check::static_checks(&docker, target, &args.plan, Some(args.no_backup)).await?;
+    let pre = preflight::static_checks(&docker, target, &args.intent).await?;
     if pre.failed() {
-        bail!("the upgrade cannot start: {}", pre.failures());
+        return Err(Refusal(format!("the upgrade cannot start: {}", pre.failures())).into());
     }
-    let kind = plan::backup_kind(args.plan.mode, args.no_backup, pre.reflinks, &root)?;
-    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
-    let jobs = args
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
+    let no_backup = args.intent.no_backup.unwrap_or(false);
+    let kind = plan::backup_kind(args.intent.mode, no_backup, pre.reflinks, &root)?;
+    let layout = Layout::new(&root);
+    let journal = Journal {
+        old_major: pre.old_major,
+        new_major: pre.new_major,
+        image: pre.image.clone(),
+        new_image: args.intent.new_image.clone(),
+        backup: kind,
+        jobs: args.jobs,
+        container: pre.target.container.as_ref().map(|c| c.name.clone()),
+        running: pre.running.iter().map(|c| c.name.clone()).collect(),
+        learned: Learned {
+            strip_unknown_options: args.strip_unknown_options,
+            ..Learned::default()
+        },
+        ..Journal::begin(
+            Operation::Upgrade,
+            pre.target.pgdata_below_root(),
+            journal::this_command(),
+        )
+    };
+    let journal = Journal {
+        backup_name: (kind != BackupKind::None).then(|| layout::backup_name(&journal.stamp)),
+        ..journal
+    };
     let plan = Plan {
         target: pre.target.label.clone(),
         old_major: pre.old_major,
         new_major: pre.new_major,
         data_dir: pre.target.data_dir.clone(),
         data_bytes: pre.data_bytes,
+        data_files: pre.data_files,
         free_bytes: pre.free_bytes,
         need_bytes: plan::need_bytes(kind, pre.data_bytes),
         backup: kind,
-        backup_dir: (kind != Backup::None).then(|| root.join(plan::backup_name(&stamp))),
+        backup_dir: journal.backup_name.as_ref().map(|n| layout.backup(n)),
         image: pre.image.clone(),
-        new_image: args.plan.new_image.clone(),
-        stop: pre.running.iter().map(|c| c.name.clone()).collect(),
-        jobs,
+        steps: journal.upgrade_steps(),
+        container: journal.container.clone(),
+        new_image: journal.new_image.clone(),
+        stop: journal.running.clone(),
+        jobs: journal.jobs,
         config_changes: pre.config_changes.iter().map(ToString::to_string).collect(),
     };
     if !args.yes && !printer.confirm(&plan, "Proceed?")? {
         bail!("nothing was changed: the upgrade was not confirmed");
     }
-    if args.no_backup {
+    if no_backup {
         printer.step("--no-backup: no copy of the old cluster is kept; once the new cluster is in place there is no rollback");
     }
     let lock = Lock::take(&root, pre.cluster.uid, pre.cluster.gid)?;
     // No journal: whatever an earlier, undone run left in the work directory is garbage.
-    remove_leftovers(&root);
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    let journal = Journal {
-        operation: Operation::Upgrade,
-        step: Step::Stopping,
-        stamp: stamp.clone(),
-        command: format!("pgup {}", pgcmd::display(&argv)),
-        pgdata: pre
-            .target
-            .data_dir
-            .strip_prefix(&root)
-            .unwrap_or(Path::new(""))
-            .to_owned(),
-        old_major: pre.old_major,
-        new_major: pre.new_major,
-        image: pre.image.clone(),
-        new_image: args.plan.new_image.clone(),
-        backup: kind,
-        backup_name: plan.backup_dir.as_ref().map(|_| plan::backup_name(&stamp)),
-        jobs,
-        container: pre.target.container.as_ref().map(|c| c.name.clone()),
-        running: plan.stop.clone(),
-        learned: Learned {
-            strip_unknown_options: args.strip_unknown_options,
-            ..Learned::default()
-        },
-        updated: chrono::Utc::now(),
-    };
+    restore::remove_leftovers(&layout);
     let mut up = Upgrade::new(&docker, printer, pre.target.clone(), journal, lock)?;
     up.preflight = Some(pre);
-    up.journal.advance(&root, Step::Stopping)?;
+    up.advance(Step::Stopping)?;
     interrupt::journal_at(root, flags);
     up.drive().await
 }
@@ -212,12 +205,15 @@ pub struct Upgrade<'a> {
     docker: &'a Docker,
     printer: &'a Printer,
     target: Target,
-    pub journal: Journal,
+    layout: Layout,
+    journal: Journal,
+    /// The steps this upgrade runs, in order.
+    steps: Vec<Step>,
     uid: u32,
     gid: u32,
     _lock: Lock,
     /// The static checks of a fresh run, for its checking step.
-    preflight: Option<check::Preflight>,
+    preflight: Option<Preflight>,
     verified: Option<VerifySummary>,
     /// Unknown catalog options removed, per database (None when a resumed run started after
     /// verification).
@@ -235,11 +231,13 @@ impl<'a> Upgrade<'a> {
         journal: Journal,
         lock: Lock,
     ) -> Result<Self> {
-        let (uid, gid) = target::owner(&target.data_dir)?;
+        let (uid, gid) = crate::target::owner(&target.data_dir)?;
         Ok(Self {
             docker,
             printer,
+            layout: Layout::new(&target.mount_root),
             target,
+            steps: journal.upgrade_steps(),
             journal,
             uid,
             gid,
@@ -260,32 +258,16 @@ impl<'a> Upgrade<'a> {
         &self.target.data_dir
     }
 
-    fn work(&self) -> PathBuf {
-        Journal::work_dir(self.root())
-    }
-
-    fn staging(&self) -> PathBuf {
-        self.work().join("new")
-    }
-
-    fn aside(&self) -> PathBuf {
-        self.work().join("old")
-    }
-
     fn backup_dir(&self) -> Option<PathBuf> {
         self.journal
             .backup_name
             .as_ref()
-            .map(|n| self.root().join(n))
+            .map(|n| self.layout.backup(n))
     }
 
     fn log_path(&self) -> PathBuf {
-        match &self.journal.backup_name {
-            Some(name) => backup::log_path(self.root(), name),
-            None => self
-                .work()
-                .join(format!("upgrade-{}.log", self.journal.stamp)),
-        }
+        self.layout
+            .run_log(self.journal.backup_name.as_deref(), &self.journal.stamp)
     }
 
     fn advance(&mut self, step: Step) -> Result<()> {
@@ -293,7 +275,7 @@ impl<'a> Upgrade<'a> {
         Ok(self.journal.advance(&root, step)?)
     }
 
-    async fn drive(mut self) -> Result<bool> {
+    async fn drive(mut self) -> Result<Status> {
         let done = self.steps().await;
         if let Some(tb) = self.tools.take() {
             tb.close().await;
@@ -302,91 +284,44 @@ impl<'a> Upgrade<'a> {
         // run's start.
         let _ = self
             .docker
-            .remove_strays(self.data(), crate::journal::pgup_alive)
+            .remove_strays(self.data(), toolbox::pgup_alive)
             .await;
         match done {
             Ok(report) => {
                 Journal::finish(self.root())?;
                 self.printer.report(&report)?;
-                Ok(true)
+                Ok(Status::Done)
             }
             Err(e) => Err(self.recover(e).await),
         }
     }
 
+    /// Runs the steps from the journal's on, each recorded before it acts, in the order of
+    /// the list the plan showed.
     async fn steps(&mut self) -> Result<UpgradeReport> {
+        let mut recreated = None;
         loop {
-            match self.journal.step {
-                Step::Stopping => {
-                    self.stop_servers().await?;
-                    self.advance(Step::Checking)?;
+            let step = self.journal.step;
+            match step {
+                _ if !self.steps.contains(&step) => {
+                    bail!("the journal holds step {step:?}, which is not this upgrade's")
                 }
-                Step::Checking => {
-                    // The copy needs nothing the checks learn, so the two run side by side;
-                    // checks that fail stop the copy.
-                    let preflight = self.preflight.take();
-                    let cancel = Arc::new(AtomicBool::new(false));
-                    let checks = async {
-                        let checked = self.check(preflight).await;
-                        if checked.is_err() {
-                            cancel.store(true, Ordering::Relaxed);
-                        }
-                        checked
-                    };
-                    // The next step's toolbox starts meanwhile too.
-                    let (settings, copied, tools) = if self.journal.backup == Backup::None {
-                        let (settings, tools) = tokio::join!(checks, self.start_tools());
-                        (settings, Ok(()), tools)
-                    } else {
-                        tokio::join!(checks, self.copy_backup(cancel.clone()), self.start_tools())
-                    };
-                    if let Ok(tb) = tools {
-                        self.tools = Some(tb);
-                    }
-                    // A copy that failed on its own (a full disk) says more than the checks
-                    // that failed after it.
-                    let stopped = |e: &anyhow::Error| {
-                        e.chain()
-                            .filter_map(|c| c.downcast_ref::<backup::BackupError>())
-                            .any(backup::BackupError::stopped)
-                    };
-                    let settings = match (settings, copied) {
-                        (_, Err(e)) if !stopped(&e) => return Err(e),
-                        (settings, copied) => {
-                            let settings = settings?;
-                            copied?;
-                            settings
-                        }
-                    };
-                    let (settings, unknown) = settings;
-                    self.journal.learned.settings = Some(settings);
-                    self.journal.learned.unknown_options = unknown;
-                    let next = if self.journal.backup == Backup::None {
-                        Step::Upgrading
-                    } else {
-                        Step::BackingUp
-                    };
-                    self.advance(next)?;
-                }
+                Step::Stopping => self.stop_servers().await?,
+                Step::Checking => self.check_and_copy().await?,
                 Step::BackingUp => {
                     self.copy_backup(Arc::default()).await?;
                     self.write_record()?;
-                    self.advance(Step::Upgrading)?;
                 }
-                Step::Upgrading => {
-                    self.pg_upgrade().await?;
-                    self.advance(Step::SwappingOut)?;
-                }
+                Step::Upgrading => self.pg_upgrade().await?,
                 Step::SwappingOut => {
                     self.printer.step(format!(
                         "putting the new cluster in place at {}",
                         self.data().display()
                     ));
-                    backup::set_aside(self.data(), &self.aside())?;
-                    self.advance(Step::SwappingIn)?;
+                    backup::set_aside(self.data(), &self.layout.old_aside())?;
                 }
                 Step::SwappingIn => {
-                    let staging = self.staging();
+                    let staging = self.layout.staging();
                     if staging.exists() {
                         tree::move_entries(&staging, self.data(), &|_| false).with_context(
                             || {
@@ -398,21 +333,58 @@ impl<'a> Upgrade<'a> {
                         )?;
                         std::fs::remove_dir(&staging)?;
                     }
-                    self.advance(Step::Verifying)?;
                 }
-                Step::Verifying => {
-                    self.verify().await?;
-                    let recreate =
-                        self.journal.container.is_some() && self.journal.new_image.is_some();
-                    if !recreate {
-                        return Ok(self.report(None));
-                    }
-                    self.advance(Step::Recreating)?;
-                }
-                Step::Recreating => return self.recreate().await,
-                step => bail!("the journal holds step {step:?}, which is not an upgrade's"),
+                Step::Verifying => self.verify().await?,
+                Step::Recreating => recreated = Some(self.recreate().await?),
+                _ => unreachable!("an upgrade's list holds upgrade steps only"),
+            }
+            match plan::next_step(&self.steps, step) {
+                Some(next) => self.advance(next)?,
+                None => return Ok(recreated.unwrap_or_else(|| self.report(None))),
             }
         }
+    }
+
+    /// The checks on the stopped cluster, with the backup copied beside them (it needs
+    /// nothing they learn) and the next step's toolbox started meanwhile; checks that fail
+    /// stop the copy.
+    async fn check_and_copy(&mut self) -> Result<()> {
+        let preflight = self.preflight.take();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let checks = async {
+            let checked = self.check(preflight).await;
+            if checked.is_err() {
+                cancel.store(true, Ordering::Relaxed);
+            }
+            checked
+        };
+        let (settings, copied, tools) = if self.journal.backup == BackupKind::None {
+            let (settings, tools) = tokio::join!(checks, self.start_tools());
+            (settings, Ok(()), tools)
+        } else {
+            tokio::join!(checks, self.copy_backup(cancel.clone()), self.start_tools())
+        };
+        if let Ok(tb) = tools {
+            self.tools = Some(tb);
+        }
+        // A copy that failed on its own (a full disk) says more than the checks that failed
+        // after it.
+        let stopped = |e: &anyhow::Error| {
+            e.chain()
+                .filter_map(|c| c.downcast_ref::<backup::BackupError>())
+                .any(backup::BackupError::stopped)
+        };
+        let (settings, unknown) = match (settings, copied) {
+            (_, Err(e)) if !stopped(&e) => return Err(e),
+            (settings, copied) => {
+                let settings = settings?;
+                copied?;
+                settings
+            }
+        };
+        self.journal.learned.settings = Some(settings);
+        self.journal.learned.unknown_options = unknown;
+        Ok(())
     }
 
     async fn stop_servers(&self) -> Result<()> {
@@ -427,21 +399,10 @@ impl<'a> Upgrade<'a> {
     /// `preflight`: this run's static checks, when it is a fresh run.
     async fn check(
         &self,
-        preflight: Option<check::Preflight>,
+        preflight: Option<Preflight>,
     ) -> Result<(InitSettings, Vec<options::Key>)> {
         self.printer
             .step("reading the stopped cluster's settings on a throwaway view");
-        let args = UpgradePlanArgs {
-            to: self.journal.new_major,
-            image: Some(self.journal.image.clone()),
-            mode: match self.journal.backup {
-                Backup::Copy => Mode::Copy,
-                Backup::Clone => Mode::Clone,
-                Backup::None => Mode::Link,
-            },
-            new_image: self.journal.new_image.clone(),
-        };
-        let no_backup = self.journal.backup == Backup::None;
         let mut pre = match preflight {
             // This run's own static checks: the stop changed nothing they read that the
             // next checks rely on (pg_upgrade --check sees the stopped cluster itself).
@@ -450,8 +411,8 @@ impl<'a> Upgrade<'a> {
                 pre
             }
             None => {
-                check::static_checks(self.docker, self.target.clone(), &args, Some(no_backup))
-                    .await?
+                let intent = self.journal.intent();
+                preflight::static_checks(self.docker, self.target.clone(), &intent).await?
             }
         };
         if !pre.failed() && !pre.running.is_empty() {
@@ -464,13 +425,13 @@ impl<'a> Upgrade<'a> {
         let settings = if pre.failed() {
             None
         } else {
-            let may_strip =
-                self.journal.backup != Backup::None || self.journal.learned.strip_unknown_options;
-            check::cluster_checks(self.docker, &mut pre, true, may_strip).await?
+            let may_strip = self.journal.backup != BackupKind::None
+                || self.journal.learned.strip_unknown_options;
+            preflight::cluster_checks(self.docker, &mut pre, true, may_strip).await?
         };
         match settings.filter(|_| !pre.failed()) {
             Some(settings) => Ok((settings, pre.unknown_options)),
-            None => bail!("the upgrade cannot start: {}", pre.failures()),
+            None => Err(Refusal(format!("the upgrade cannot start: {}", pre.failures())).into()),
         }
     }
 
@@ -510,28 +471,28 @@ impl<'a> Upgrade<'a> {
         self.printer
             .step(format!("backing up the old cluster to {}", dir.display()));
         let data = self.data().to_owned();
-        let bar = self
-            .printer
-            .bytes_bar(crate::cluster::Cluster::open(&data)?.bytes()?);
-        let transfer = if self.journal.backup == Backup::Clone {
-            tree::Transfer::Clone
+        let bar = self.printer.bytes_bar(tree::data_size(&data)?.bytes);
+        let method = if self.journal.backup == BackupKind::Clone {
+            tree::CopyMethod::Clone
         } else {
-            tree::Transfer::Copy
+            tree::CopyMethod::Copy
         };
         let progress = bar.clone();
+        let (layout, name) = (self.layout.clone(), self.journal.backup_name.clone());
         let made = tokio::task::spawn_blocking(move || {
             let copied = std::sync::atomic::AtomicU64::new(0);
             backup::make(
                 &data,
-                &dir,
+                &layout,
+                name.as_deref().unwrap_or_default(),
                 &tree::CopyOptions {
-                    transfer,
-                    skip: &backup::is_pgup_entry,
+                    method,
+                    skip: &layout::is_pgup_entry,
                     progress: &|n| {
                         progress.inc(n);
                         let before = copied.fetch_add(n, Ordering::Relaxed);
                         if before <= 1 << 20 && before + n > 1 << 20 {
-                            crate::journal::failpoint("backup-midway");
+                            failpoint::hit("backup-midway");
                         }
                     },
                     interrupted: &|| interrupt::interrupted() || cancel.load(Ordering::Relaxed),
@@ -584,7 +545,7 @@ impl<'a> Upgrade<'a> {
     /// The old cluster's data recorded, initdb and pg_upgrade --link into the staging
     /// directory, then the old configuration.
     async fn pg_upgrade(&mut self) -> Result<()> {
-        undo_pg_upgrade(self.data(), &self.staging())?;
+        restore::undo_pg_upgrade(self.data(), &self.layout.staging())?;
         let running = self.docker.running_using(self.data()).await?;
         if !running.is_empty() {
             bail!(
@@ -603,7 +564,10 @@ impl<'a> Upgrade<'a> {
             .clone()
             .context("the journal lacks the checked settings")?;
         let (old, new) = (self.journal.old_major, self.journal.new_major);
-        let (old_in, new_in) = (self.in_vol(self.data()), self.in_vol(&self.staging()));
+        let (old_in, new_in) = (
+            self.in_vol(self.data()),
+            self.in_vol(&self.layout.staging()),
+        );
         let tb = self.borrow_tools().await?;
         let result = async {
             self.printer.step(format!(
@@ -616,7 +580,7 @@ impl<'a> Upgrade<'a> {
             );
             recorded?;
             made?;
-            crate::journal::failpoint("counted");
+            failpoint::hit("counted");
             self.printer
                 .step(format!("pg_upgrade --link --jobs {}", self.journal.jobs));
             let up = PgUpgrade {
@@ -633,10 +597,10 @@ impl<'a> Upgrade<'a> {
             if let Err(e) = tb.run(&up.argv()).await {
                 return Err(self.explain_pg_upgrade(e));
             }
-            crate::journal::failpoint("pg_upgrade-done");
+            failpoint::hit("pg_upgrade-done");
             // pg_upgrade writes update_extensions.sql into its working directory, which
             // goes with the toolbox: keep it for the verification step.
-            let script = format!("{}/update_extensions.sql", self.in_vol(&self.work()));
+            let script = self.in_vol(&self.layout.extensions_script());
             tb.run(&[
                 "sh".into(),
                 "-c".into(),
@@ -647,7 +611,7 @@ impl<'a> Upgrade<'a> {
                 config::parse_describe_config(&tb.run(&pgcmd::describe_config(new)).await?);
             carry_config(
                 self.data(),
-                &self.staging(),
+                &self.layout.staging(),
                 &accepted,
                 new,
                 settings.wal_segment_bytes,
@@ -663,15 +627,15 @@ impl<'a> Upgrade<'a> {
     /// the verification, unless a run before this one did. The old server is started in
     /// place, privately, as pg_upgrade itself starts it; never before the backup is complete,
     /// so that the backup is the stopped cluster byte for byte. (On the throwaway view of the
-    /// checks, counting would copy every table: see [`check::cluster_checks`].)
+    /// checks, counting would copy every table: see [`preflight::cluster_checks`].)
     ///
     /// A run killed while a server ran on the old cluster (this count, or pg_upgrade's own
     /// start) left it stopped uncleanly, which pg_upgrade refuses: a start and a clean stop
     /// let PostgreSQL recover it from its WAL first.
     async fn record_before(&self, tb: &Toolbox<'_>, superuser: &str) -> Result<()> {
         let (old, data) = (self.journal.old_major, self.in_vol(self.data()));
-        let path = self.work().join("before.json");
-        let removed = self.work().join(REMOVED);
+        let path = self.layout.before();
+        let removed = self.layout.options_removed();
         let strip = !self.journal.learned.unknown_options.is_empty() && !removed.exists();
         if path.exists() && !strip {
             let control = ControlData::parse(&tb.run(&pgcmd::controldata(old, &data)).await?);
@@ -687,7 +651,7 @@ impl<'a> Upgrade<'a> {
                 self.strip_unknown_options(tb, superuser, &removed).await?;
             }
             if !path.exists() {
-                crate::journal::failpoint("counting");
+                failpoint::hit("counting");
                 let snapshot = verify::take(tb.socket_dir(), superuser).await?;
                 let json = serde_json::to_vec(&snapshot)?;
                 backup::private_file(&path, &json, self.uid, self.gid)?;
@@ -729,7 +693,7 @@ impl<'a> Upgrade<'a> {
         // the next run finds nothing left to remove.
         let json = serde_json::to_vec(&removed.per_database)?;
         backup::private_file(record, &json, self.uid, self.gid)?;
-        crate::journal::failpoint("options-removed");
+        failpoint::hit("options-removed");
         Ok(())
     }
 
@@ -742,12 +706,13 @@ impl<'a> Upgrade<'a> {
         else {
             return anyhow::Error::from(e).context("pg_upgrade failed");
         };
-        let kept = backup::pg_upgrade_logs(&self.log_path());
+        let kept = Layout::pg_upgrade_logs(&self.log_path());
         let _ = std::fs::remove_dir_all(&kept);
-        let kept = std::fs::rename(pg_upgrade_output::output_dir(&self.staging()), &kept)
+        let kept = std::fs::rename(pg_upgrade_output::output_dir(&self.layout.staging()), &kept)
             .is_ok()
             .then_some(kept);
-        let in_toolbox = pg_upgrade_output::output_dir(Path::new(&self.in_vol(&self.staging())));
+        let in_toolbox =
+            pg_upgrade_output::output_dir(Path::new(&self.in_vol(&self.layout.staging())));
         let files: Vec<(String, String)> = pg_upgrade_output::referenced_files(output)
             .into_iter()
             .filter_map(|file| {
@@ -788,11 +753,10 @@ impl<'a> Upgrade<'a> {
             .settings
             .clone()
             .context("the journal lacks the checked settings")?;
-        let before: Snapshot =
-            serde_json::from_slice(&std::fs::read(self.work().join("before.json"))?)?;
+        let before: Snapshot = serde_json::from_slice(&std::fs::read(self.layout.before())?)?;
         let new = self.journal.new_major;
         let data_in = self.in_vol(self.data());
-        let script = self.work().join("update_extensions.sql");
+        let script = self.layout.extensions_script();
         let superuser = &settings.superuser;
         let tb = self.borrow_tools().await?;
         let result = async {
@@ -840,17 +804,11 @@ impl<'a> Upgrade<'a> {
             record.upgraded_checkpoint = Some(control.checkpoint);
             record.write(self.root(), self.uid, self.gid)?;
         }
-        self.options_removed = std::fs::read(self.work().join(REMOVED))
+        self.options_removed = std::fs::read(self.layout.options_removed())
             .ok()
             .and_then(|j| serde_json::from_slice(&j).ok());
-        for leftover in [
-            self.aside(),
-            script,
-            self.work().join("before.json"),
-            self.work().join(REMOVED),
-        ] {
-            let _ = std::fs::remove_dir_all(&leftover).or_else(|_| std::fs::remove_file(&leftover));
-        }
+        // The old cluster set aside mid-swap and the files the steps handed each other.
+        restore::remove_leftovers(&self.layout);
         Ok(())
     }
 
@@ -946,121 +904,35 @@ impl<'a> Upgrade<'a> {
         let step = self.journal.step;
         if step <= Step::Upgrading {
             let undone =
-                undo_before_swap(self.docker, self.printer, &self.target, &self.journal).await;
+                restore::undo_before_swap(self.docker, self.printer, &self.target, &self.journal)
+                    .await;
             return match undone {
                 Ok(()) => e.context("nothing was changed: the old cluster is as it was"),
-                Err(u) => e.context(format!(
+                Err(u) => e.context(NotUndone(format!(
                     "the upgrade failed and so did undoing it ({u:#}); run `pgup rollback` with the same target flags to restore the old cluster"
-                )),
+                ))),
             };
         }
-        if step == Step::Recreating || self.journal.backup == Backup::None {
+        if step == Step::Recreating || self.journal.backup == BackupKind::None {
             return e;
         }
         self.printer
             .step("putting the old cluster back from the backup");
-        let mut journal = self.journal.clone();
-        journal.operation = Operation::Rollback;
-        match rollback::finish(
+        let put_back = restore::from_backup(
             self.docker,
             self.printer,
             &self.target,
-            journal,
+            self.journal.clone(),
             Step::SettingAside,
         )
-        .await
-        {
+        .await;
+        match put_back {
             Ok(_) => e.context("the old cluster was put back from the backup"),
-            Err(r) => e.context(format!(
+            Err(r) => e.context(NotUndone(format!(
                 "and putting the backup back failed too ({r:#}); run `pgup rollback` on this data"
-            )),
+            ))),
         }
     }
-}
-
-/// Undoes an upgrade stopped before the swap, ends its journal and starts the containers
-/// that ran again. From pg_upgrade's step on, the cluster in place may have been started (to
-/// count its rows, by pg_upgrade itself), so the backup, which is the stopped cluster byte for
-/// byte, is put back by a rollback's journaled steps and the started copy removed. Before, the
-/// cluster in place is untouched, and this run's backup, partial or whole, is removed (so the
-/// space is free again); with no backup, pg_upgrade's rename of pg_control is undone.
-pub async fn undo_before_swap(
-    docker: &Docker,
-    printer: &Printer,
-    target: &Target,
-    journal: &Journal,
-) -> Result<()> {
-    let root = &target.mount_root;
-    let whole_backup = journal
-        .backup_name
-        .as_ref()
-        .filter(|name| journal.step == Step::Upgrading && root.join(name).exists());
-    if let Some(name) = whole_backup {
-        undo_pg_upgrade(&target.data_dir, &Journal::work_dir(root).join("new"))?;
-        printer.step(format!(
-            "putting back {name}: the cluster in place has been started since the copy"
-        ));
-        let mut rolling_back = journal.clone();
-        rolling_back.operation = Operation::Rollback;
-        let report =
-            rollback::finish(docker, printer, target, rolling_back, Step::SettingAside).await?;
-        if let Some(started) = report.set_aside {
-            std::fs::remove_dir_all(&started)
-                .with_context(|| format!("cannot remove {}", started.display()))?;
-        }
-        let _ = std::fs::remove_file(Record::path(root, name));
-        return Ok(tree::sync_dir(root)?);
-    }
-    let undone = undo_files(root, &target.data_dir, journal).and_then(|()| {
-        Journal::finish(root)?;
-        Ok(())
-    });
-    rollback::restart(docker, printer, &journal.running).await;
-    undone
-}
-
-fn undo_files(root: &Path, data: &Path, journal: &Journal) -> Result<()> {
-    undo_pg_upgrade(data, &Journal::work_dir(root).join("new"))?;
-    if let Some(name) = &journal.backup_name {
-        let dir = root.join(name);
-        let _ = std::fs::remove_dir_all(dir.with_extension("partial"));
-        let _ = std::fs::remove_dir_all(&dir);
-        let _ = std::fs::remove_file(Record::path(root, name));
-    }
-    for leftover in ["before.json", "update_extensions.sql", REMOVED] {
-        let _ = std::fs::remove_file(Journal::work_dir(root).join(leftover));
-    }
-    Ok(tree::sync_dir(root)?)
-}
-
-/// Removes the work directory's staging and set-aside directories and scripts. Only when no
-/// operation is under way: a journal's steps may still need them.
-pub fn remove_leftovers(root: &Path) {
-    let work = Journal::work_dir(root);
-    for dir in ["new", "old", "failed"] {
-        let _ = std::fs::remove_dir_all(work.join(dir));
-    }
-    for file in ["before.json", "update_extensions.sql", REMOVED] {
-        let _ = std::fs::remove_file(work.join(file));
-    }
-}
-
-/// pg_upgrade --link renames the old cluster's pg_control once linking starts; a new attempt
-/// (or an undo) renames it back and drops the half-made new cluster.
-fn undo_pg_upgrade(data: &Path, staging: &Path) -> Result<()> {
-    let (control, renamed) = (
-        data.join("global/pg_control"),
-        data.join("global/pg_control.old"),
-    );
-    if renamed.exists() && !control.exists() {
-        std::fs::rename(&renamed, &control)
-            .with_context(|| format!("cannot rename {} back", renamed.display()))?;
-    }
-    if staging.exists() {
-        std::fs::remove_dir_all(staging)
-            .with_context(|| format!("cannot remove {}", staging.display()))?;
-    }
-    Ok(())
 }
 
 /// Copies the old cluster's configuration files into the new one, adjusting settings the new

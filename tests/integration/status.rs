@@ -139,7 +139,7 @@ fn not_a_data_directory() {
         "--pgdata-subdir",
         "../etc",
     ])
-    .assert_user_error("must be a relative path inside the mount");
+    .assert_usage_error("must be a relative path inside the mount");
 }
 
 #[test]

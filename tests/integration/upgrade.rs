@@ -369,7 +369,7 @@ async fn bad_requests_change_nothing() {
     let vol = s.volume.clone().unwrap();
     // A server still holds the data, and pgup was not pointed at its container.
     let r = pgup(&["upgrade", "--volume", &vol, "--to", "17", "--yes"]);
-    r.assert_user_error("a server still holds the data");
+    r.assert_refused("a server still holds the data");
     s.stop();
     let root = s.mount_root();
     let hash = tree_hash(&root);
@@ -406,14 +406,14 @@ async fn bad_requests_change_nothing() {
     ];
     for (args, message) in cases {
         let r = pgup(&[&["upgrade", "--volume", &vol, "--yes"], *args].concat());
-        r.assert_user_error(message);
+        r.assert_refused(message);
     }
     pgup(&["upgrade", "--volume", &vol, "--to", "17", "--no-backup"])
-        .assert_user_error("add --yes to confirm");
+        .assert_usage_error("add --yes to confirm");
     // Without --yes and without a terminal, nothing is asked and nothing changes.
-    pgup(&["upgrade", "--volume", &vol, "--to", "17"]).assert_user_error("pass --yes");
+    pgup(&["upgrade", "--volume", &vol, "--to", "17"]).assert_usage_error("pass --yes");
     let check = pgup(&["check", "--volume", &vol, "--to", "16", "--json"]);
-    assert_eq!(check.code, 1);
+    assert_eq!(check.code, 3);
     assert_eq!(
         tree_hash(&root),
         hash,
@@ -428,7 +428,7 @@ async fn not_enough_space_is_refused() {
     docker(&["stop", &s.name]);
     let hash = tree_hash(&s.dir);
     let r = pgup(&["upgrade", "--container", &s.name, "--to", "17", "--yes"]);
-    r.assert_user_error("needed (a full copy of the data as backup");
+    r.assert_refused("needed (a full copy of the data as backup");
     assert!(r.stderr.contains("free on"), "{}", r.stderr);
     assert_eq!(tree_hash(&s.dir), hash);
 }

@@ -390,8 +390,22 @@ pub fn pgup_json(args: &[&str]) -> serde_json::Value {
 impl Run {
     /// A user error: exit 1 and one line on stderr that contains `text`; no panic, no trace.
     pub fn assert_user_error(&self, text: &str) {
+        self.assert_one_line(1, text);
+    }
+
+    /// A wrong command line: exit 2 and one line, as for a user error.
+    pub fn assert_usage_error(&self, text: &str) {
+        self.assert_one_line(2, text);
+    }
+
+    /// Refused by a check, nothing changed: exit 3 and one line, as for a user error.
+    pub fn assert_refused(&self, text: &str) {
+        self.assert_one_line(3, text);
+    }
+
+    fn assert_one_line(&self, code: i32, text: &str) {
         let lines: Vec<&str> = self.stderr.lines().collect();
-        assert_eq!(self.code, 1, "exit code; stderr: {}", self.stderr);
+        assert_eq!(self.code, code, "exit code; stderr: {}", self.stderr);
         assert_eq!(lines.len(), 1, "one line expected: {}", self.stderr);
         assert!(lines[0].starts_with("error: "), "{}", self.stderr);
         assert!(lines[0].contains(text), "{:?} not in {}", text, self.stderr);
@@ -403,8 +417,17 @@ impl Run {
     /// A failure after steps were reported: exit 1, the last line of stderr is the one error
     /// line and contains `text`; no panic, no trace.
     pub fn assert_failed_with(&self, text: &str) {
+        self.assert_ended_with(1, text);
+    }
+
+    /// Refused by a check after steps were reported (and undone): exit 3, as for a failure.
+    pub fn assert_refused_after_steps(&self, text: &str) {
+        self.assert_ended_with(3, text);
+    }
+
+    fn assert_ended_with(&self, code: i32, text: &str) {
         let last = self.stderr.lines().last().unwrap_or_default();
-        assert_eq!(self.code, 1, "exit code; stderr: {}", self.stderr);
+        assert_eq!(self.code, code, "exit code; stderr: {}", self.stderr);
         assert!(last.starts_with("error: "), "{}", self.stderr);
         assert!(last.contains(text), "{:?} not in {}", text, self.stderr);
         let errors = self

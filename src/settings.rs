@@ -1,0 +1,129 @@
+//! What the operator asked for, as plain values: the command line is resolved into these once
+//! (in `cli`), and everything below takes them; a resumed upgrade rebuilds its [`Intent`]
+//! from the journal. No command-line parser here.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where the data is, as the operator named it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    /// A container whose volume or bind mount holds PGDATA.
+    Container(String),
+    /// A named Docker volume.
+    Volume(String),
+    /// A host directory (a bind mount's source), as typed.
+    DataDir(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetSpec {
+    pub place: Place,
+    /// PGDATA below the mount root (with a volume or a directory only).
+    pub pgdata_subdir: Option<PathBuf>,
+}
+
+impl TargetSpec {
+    /// The target flags as the operator would type them, for hints ("--container db").
+    pub fn flags(&self) -> String {
+        let mut flags = match &self.place {
+            Place::Container(c) => format!("--container {c}"),
+            Place::Volume(v) => format!("--volume {v}"),
+            Place::DataDir(d) => format!("--data-dir {}", d.display()),
+        };
+        if let Some(sub) = &self.pgdata_subdir {
+            flags.push_str(&format!(" --pgdata-subdir {}", sub.display()));
+        }
+        flags
+    }
+}
+
+/// How the operator asked the old cluster to be kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Clone where the filesystem supports reflinks, else copy.
+    Auto,
+    Copy,
+    Clone,
+    /// Keep no backup (with --no-backup).
+    Link,
+}
+
+/// The upgrade asked for: what `check`, the plan and a resumed upgrade all start from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Intent {
+    pub to: u32,
+    /// The upgrade image; None: a local image labelled with both majors.
+    pub image: Option<String>,
+    pub mode: Mode,
+    /// --no-backup; None for `check`, which only tells what link would need.
+    pub no_backup: Option<bool>,
+    /// The new major's server image to re-create the container on.
+    pub new_image: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Upgrade {
+    pub target: TargetSpec,
+    pub intent: Intent,
+    /// pg_upgrade's --jobs.
+    pub jobs: u32,
+    pub strip_unknown_options: bool,
+    pub yes: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Rollback {
+    pub target: TargetSpec,
+    /// The backup to restore; None: the newest.
+    pub backup: Option<String>,
+    pub discard_upgraded: bool,
+    pub yes: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Cleanup {
+    pub target: TargetSpec,
+    /// Keep the newest N backups.
+    pub keep: Option<usize>,
+    pub older_than: Option<Duration>,
+    pub dry_run: bool,
+    pub yes: bool,
+}
+
+/// A bundle and what to verify it against.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    pub file: PathBuf,
+    /// A sha256sum file or the hex digest; None: FILE.sha256 when it exists.
+    pub sha256: Option<String>,
+    /// The minisign signature; None with a key: FILE.minisig.
+    pub signature: Option<PathBuf>,
+    /// The minisign public key, or a file holding it.
+    pub public_key: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_as_typed() {
+        let spec = |place, sub: Option<&str>| TargetSpec {
+            place,
+            pgdata_subdir: sub.map(PathBuf::from),
+        };
+        assert_eq!(
+            spec(Place::Container("db".into()), None).flags(),
+            "--container db"
+        );
+        assert_eq!(
+            spec(Place::Volume("v".into()), Some("18/docker")).flags(),
+            "--volume v --pgdata-subdir 18/docker"
+        );
+        assert_eq!(
+            spec(Place::DataDir("/srv/pg".into()), None).flags(),
+            "--data-dir /srv/pg"
+        );
+    }
+}
