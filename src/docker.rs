@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use bollard::errors::Error as ApiError;
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{
-    ContainerCreateBody, ContainerUpdateBody, EndpointSettings, HostConfig, Mount as ApiMount,
-    MountType, NetworkConnectRequest, NetworkingConfig, RestartPolicy, RestartPolicyNameEnum,
-    VolumeCreateRequest,
+    ContainerCreateBody, ContainerInspectResponse, ContainerUpdateBody, EndpointSettings,
+    HostConfig, ImageConfig, Mount as ApiMount, MountType, NetworkConnectRequest, NetworkingConfig,
+    RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     ContainerArchiveInfoOptionsBuilder, CreateContainerOptionsBuilder,
@@ -616,113 +616,14 @@ impl Docker {
             .inspect_container(source, None)
             .await
             .map_err(|e| not_found(e, || DockerError::NoSuchContainer(source.to_owned())))?;
-        let config = old.config.clone().unwrap_or_default();
-        // What came from the old image is left for the new image to give.
         let old_image = self
             .api
             .inspect_image(old.image.as_deref().unwrap_or_default())
             .await?;
-        let image_config = old_image.config.unwrap_or_default();
-        let from_image =
-            |v: &Option<Vec<String>>, img: &Option<Vec<String>>| v.is_some() && v == img;
-        let image_env: Vec<String> = image_config.env.clone().unwrap_or_default();
-        let mut env: Vec<String> = config
-            .env
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|e| !image_env.contains(e) && !e.starts_with("PGDATA="))
-            .collect();
-        env.push(format!("PGDATA={pgdata}"));
-        let image_labels = image_config.labels.clone().unwrap_or_default();
-        let labels: HashMap<String, String> = config
-            .labels
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|(k, v)| image_labels.get(k) != Some(v))
-            .collect();
-        // Mounts as they are, anonymous volumes included, so the data stays attached.
-        let mounts: Vec<ApiMount> = old
-            .mounts
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|m| {
-                let typ = match m.typ.map(|t| t.to_string()).as_deref() {
-                    Some("volume") => MountType::VOLUME,
-                    Some("bind") => MountType::BIND,
-                    _ => return None,
-                };
-                Some(ApiMount {
-                    source: if typ == MountType::VOLUME {
-                        m.name
-                    } else {
-                        m.source
-                    },
-                    target: m.destination,
-                    typ: Some(typ),
-                    read_only: m.rw.map(|rw| !rw),
-                    ..Default::default()
-                })
-            })
-            .collect();
-        let mut host_config = old.host_config.clone().unwrap_or_default();
-        host_config.binds = None;
-        host_config.mounts = Some(mounts);
-        let endpoint = |e: &EndpointSettings| EndpointSettings {
-            aliases: e.aliases.clone(),
-            links: e.links.clone(),
-            ipam_config: e.ipam_config.clone(),
-            driver_opts: e.driver_opts.clone(),
-            ..Default::default()
-        };
-        let networks = old
-            .network_settings
-            .and_then(|n| n.networks)
-            .unwrap_or_default();
-        let mode = host_config.network_mode.clone().unwrap_or_default();
-        // Older engines take one network at creation; the others are connected after.
-        let (first, others): (Vec<_>, Vec<_>) = networks.iter().partition(|(n, _)| **n == mode);
-        let body = ContainerCreateBody {
-            hostname: config.hostname,
-            domainname: config.domainname,
-            user: config.user,
-            exposed_ports: config.exposed_ports,
-            tty: config.tty,
-            open_stdin: config.open_stdin,
-            env: Some(env),
-            cmd: config.cmd.filter(|_| {
-                !from_image(
-                    &old.config.as_ref().and_then(|c| c.cmd.clone()),
-                    &image_config.cmd,
-                )
-            }),
-            entrypoint: config.entrypoint.filter(|_| {
-                !from_image(
-                    &old.config.as_ref().and_then(|c| c.entrypoint.clone()),
-                    &image_config.entrypoint,
-                )
-            }),
-            healthcheck: config.healthcheck,
-            working_dir: config
-                .working_dir
-                .filter(|w| Some(w) != image_config.working_dir.as_ref()),
-            image: Some(image.to_owned()),
-            labels: Some(labels),
-            stop_signal: config
-                .stop_signal
-                .filter(|s| Some(s) != image_config.stop_signal.as_ref()),
-            stop_timeout: config.stop_timeout,
-            host_config: Some(host_config),
-            networking_config: Some(NetworkingConfig {
-                endpoints_config: Some(
-                    first
-                        .iter()
-                        .map(|(n, e)| ((*n).clone(), endpoint(e)))
-                        .collect(),
-                ),
-            }),
-            ..Default::default()
-        };
+        let Recreation {
+            body,
+            connect_after,
+        } = recreation(&old, &old_image.config.unwrap_or_default(), image, pgdata);
         if !renamed {
             let options = RenameContainerOptionsBuilder::default()
                 .name(keep_old_as)
@@ -740,12 +641,12 @@ impl Docker {
         if !self.exists(name).await? {
             let options = CreateContainerOptionsBuilder::default().name(name).build();
             self.api.create_container(Some(options), body).await?;
-            for (network, e) in others {
+            for (network, endpoint) in connect_after {
                 let request = NetworkConnectRequest {
                     container: name.to_owned(),
-                    endpoint_config: Some(endpoint(e)),
+                    endpoint_config: Some(endpoint),
                 };
-                self.api.connect_network(network, request).await?;
+                self.api.connect_network(&network, request).await?;
             }
         }
         self.start(name).await
@@ -791,6 +692,111 @@ impl Docker {
     }
 }
 
+/// What re-creating a container on another image asks of the engine.
+struct Recreation {
+    body: ContainerCreateBody,
+    /// Networks to connect the new container to once created: older engines take only one at
+    /// creation.
+    connect_after: Vec<(String, EndpointSettings)>,
+}
+
+/// The new container for [`Docker::recreate_on`]: `old`'s configuration on `image`, with PGDATA
+/// set to `pgdata`. Whatever `old` took from its image (`old_image`) is left for the new image
+/// to give.
+fn recreation(
+    old: &ContainerInspectResponse,
+    old_image: &ImageConfig,
+    image: &str,
+    pgdata: &str,
+) -> Recreation {
+    fn own<T: PartialEq>(value: Option<T>, from_image: &Option<T>) -> Option<T> {
+        value.filter(|v| Some(v) != from_image.as_ref())
+    }
+    let config = old.config.clone().unwrap_or_default();
+    let image_env = old_image.env.clone().unwrap_or_default();
+    let mut env: Vec<String> = config
+        .env
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| !image_env.contains(e) && !e.starts_with("PGDATA="))
+        .collect();
+    env.push(format!("PGDATA={pgdata}"));
+    let image_labels = old_image.labels.clone().unwrap_or_default();
+    let labels: HashMap<String, String> = config
+        .labels
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, v)| image_labels.get(k) != Some(v))
+        .collect();
+    // Mounts as they are, anonymous volumes included, so the data stays attached.
+    let mounts: Vec<ApiMount> = old
+        .mounts
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|m| {
+            let (typ, source) = match m.typ.as_deref() {
+                Some("volume") => (MountType::VOLUME, m.name),
+                Some("bind") => (MountType::BIND, m.source),
+                _ => return None,
+            };
+            Some(ApiMount {
+                source,
+                target: m.destination,
+                typ: Some(typ),
+                read_only: m.rw.map(|rw| !rw),
+                ..Default::default()
+            })
+        })
+        .collect();
+    let mut host_config = old.host_config.clone().unwrap_or_default();
+    host_config.binds = None;
+    host_config.mounts = Some(mounts);
+    // The rest (addresses, ids) belongs to the old container's endpoints.
+    let endpoint = |e: EndpointSettings| EndpointSettings {
+        aliases: e.aliases,
+        links: e.links,
+        ipam_config: e.ipam_config,
+        driver_opts: e.driver_opts,
+        ..Default::default()
+    };
+    let mode = host_config.network_mode.clone().unwrap_or_default();
+    let (first, connect_after): (Vec<_>, Vec<_>) = old
+        .network_settings
+        .clone()
+        .and_then(|n| n.networks)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(n, e)| (n, endpoint(e)))
+        .partition(|(n, _)| *n == mode);
+    let body = ContainerCreateBody {
+        hostname: config.hostname,
+        domainname: config.domainname,
+        user: config.user,
+        exposed_ports: config.exposed_ports,
+        tty: config.tty,
+        open_stdin: config.open_stdin,
+        env: Some(env),
+        cmd: own(config.cmd, &old_image.cmd),
+        entrypoint: own(config.entrypoint, &old_image.entrypoint),
+        healthcheck: config.healthcheck,
+        working_dir: own(config.working_dir, &old_image.working_dir),
+        image: Some(image.to_owned()),
+        labels: Some(labels),
+        stop_signal: own(config.stop_signal, &old_image.stop_signal),
+        stop_timeout: config.stop_timeout,
+        host_config: Some(host_config),
+        networking_config: Some(NetworkingConfig {
+            endpoints_config: Some(first.into_iter().collect()),
+        }),
+        ..Default::default()
+    };
+    Recreation {
+        body,
+        connect_after,
+    }
+}
+
 /// "Not modified" (already started, already stopped) is what was asked for.
 fn already(result: std::result::Result<(), ApiError>) -> Result<()> {
     match result {
@@ -816,5 +822,341 @@ fn not_found(e: ApiError, missing: impl FnOnce() -> DockerError) -> DockerError 
             status_code: 404, ..
         } => missing(),
         e => DockerError::Api(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bollard::models::{
+        ContainerConfig, EndpointIpamConfig, HealthConfig, MountPoint, NetworkSettings,
+    };
+
+    use super::*;
+
+    fn strings(s: &[&str]) -> Option<Vec<String>> {
+        Some(s.iter().map(|s| (*s).to_owned()).collect())
+    }
+
+    fn map(pairs: &[(&str, &str)]) -> Option<HashMap<String, String>> {
+        Some(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        )
+    }
+
+    /// The config of an official postgres image.
+    fn old_image() -> ImageConfig {
+        ImageConfig {
+            env: strings(&[
+                "PATH=/usr/local/bin:/usr/bin",
+                "PG_MAJOR=13",
+                "PGDATA=/var/lib/postgresql/data",
+            ]),
+            cmd: strings(&["postgres"]),
+            entrypoint: strings(&["docker-entrypoint.sh"]),
+            working_dir: Some("/".to_owned()),
+            stop_signal: Some("SIGINT".to_owned()),
+            labels: map(&[("maintainer", "pg"), ("version", "13")]),
+            ..Default::default()
+        }
+    }
+
+    fn with_config(config: ContainerConfig) -> ContainerInspectResponse {
+        ContainerInspectResponse {
+            config: Some(config),
+            ..Default::default()
+        }
+    }
+
+    fn recreate(old: &ContainerInspectResponse) -> Recreation {
+        recreation(old, &old_image(), "pgup/postgres:17", "/data/17")
+    }
+
+    #[test]
+    fn environment_keeps_the_users_own_variables_and_sets_pgdata() {
+        let cases = [
+            (
+                strings(&[
+                    "POSTGRES_PASSWORD=secret",
+                    "PATH=/usr/local/bin:/usr/bin",
+                    "TZ=UTC",
+                    "PG_MAJOR=13",
+                ]),
+                strings(&["POSTGRES_PASSWORD=secret", "TZ=UTC", "PGDATA=/data/17"]),
+            ),
+            // The image's PGDATA and the user's own are both replaced.
+            (
+                strings(&["PGDATA=/var/lib/postgresql/data", "A=1"]),
+                strings(&["A=1", "PGDATA=/data/17"]),
+            ),
+            (
+                strings(&["PGDATA=/pg", "B=2"]),
+                strings(&["B=2", "PGDATA=/data/17"]),
+            ),
+            // A variable the user changed from the image's value is the user's.
+            (
+                strings(&["PATH=/opt/bin"]),
+                strings(&["PATH=/opt/bin", "PGDATA=/data/17"]),
+            ),
+            (None, strings(&["PGDATA=/data/17"])),
+        ];
+        for (env, expected) in cases {
+            let old = with_config(ContainerConfig {
+                env: env.clone(),
+                ..Default::default()
+            });
+            assert_eq!(recreate(&old).body.env, expected, "{env:?}");
+        }
+    }
+
+    #[test]
+    fn labels_keep_only_the_containers_own() {
+        let cases = [
+            (
+                map(&[
+                    ("maintainer", "pg"),
+                    ("version", "12"),
+                    ("com.docker.compose.project", "app"),
+                ]),
+                map(&[("version", "12"), ("com.docker.compose.project", "app")]),
+            ),
+            (map(&[("maintainer", "pg"), ("version", "13")]), map(&[])),
+            (None, map(&[])),
+        ];
+        for (labels, expected) in cases {
+            let old = with_config(ContainerConfig {
+                labels: labels.clone(),
+                ..Default::default()
+            });
+            assert_eq!(recreate(&old).body.labels, expected, "{labels:?}");
+        }
+    }
+
+    #[test]
+    fn command_and_the_like_are_kept_only_when_not_the_old_images() {
+        type Fields = (
+            Option<Vec<String>>,
+            Option<Vec<String>>,
+            Option<String>,
+            Option<String>,
+        );
+        let from_image: Fields = (
+            strings(&["postgres"]),
+            strings(&["docker-entrypoint.sh"]),
+            Some("/".to_owned()),
+            Some("SIGINT".to_owned()),
+        );
+        let own: Fields = (
+            strings(&["postgres", "-c", "max_connections=200"]),
+            strings(&["/custom-entrypoint.sh"]),
+            Some("/srv".to_owned()),
+            Some("SIGTERM".to_owned()),
+        );
+        let cases = [
+            (from_image, (None, None, None, None)),
+            (own.clone(), own),
+            ((None, None, None, None), (None, None, None, None)),
+        ];
+        for ((cmd, entrypoint, working_dir, stop_signal), expected) in cases {
+            let old = with_config(ContainerConfig {
+                cmd,
+                entrypoint,
+                working_dir,
+                stop_signal,
+                ..Default::default()
+            });
+            let body = recreate(&old).body;
+            assert_eq!(
+                (
+                    body.cmd,
+                    body.entrypoint,
+                    body.working_dir,
+                    body.stop_signal
+                ),
+                expected
+            );
+        }
+    }
+
+    #[test]
+    fn mounts_are_volumes_by_name_and_binds_by_path() {
+        let mount =
+            |typ: &str, name: Option<&str>, source: &str, destination: &str, rw| MountPoint {
+                typ: Some(typ.to_owned()),
+                name: name.map(str::to_owned),
+                source: Some(source.to_owned()),
+                destination: Some(destination.to_owned()),
+                rw,
+                ..Default::default()
+            };
+        let restart_policy = Some(RestartPolicy {
+            name: Some(RestartPolicyNameEnum::ALWAYS),
+            maximum_retry_count: None,
+        });
+        let old = ContainerInspectResponse {
+            mounts: Some(vec![
+                mount(
+                    "volume",
+                    Some("pgdata"),
+                    "/var/lib/docker/volumes/pgdata/_data",
+                    "/var/lib/postgresql/data",
+                    Some(true),
+                ),
+                mount(
+                    "bind",
+                    None,
+                    "/etc/pg/pg_hba.conf",
+                    "/etc/pg_hba.conf",
+                    Some(false),
+                ),
+                mount("tmpfs", None, "", "/run", Some(true)),
+                mount(
+                    "volume",
+                    Some("0123abcd"),
+                    "/var/lib/docker/volumes/0123abcd/_data",
+                    "/backup",
+                    None,
+                ),
+            ]),
+            host_config: Some(HostConfig {
+                binds: strings(&["pgdata:/var/lib/postgresql/data"]),
+                restart_policy: restart_policy.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let expected = |typ, source: &str, target: &str, read_only| ApiMount {
+            typ: Some(typ),
+            source: Some(source.to_owned()),
+            target: Some(target.to_owned()),
+            read_only,
+            ..Default::default()
+        };
+        let host = recreate(&old).body.host_config.unwrap();
+        assert_eq!(host.binds, None);
+        assert_eq!(
+            host.mounts,
+            Some(vec![
+                expected(
+                    MountType::VOLUME,
+                    "pgdata",
+                    "/var/lib/postgresql/data",
+                    Some(false)
+                ),
+                expected(
+                    MountType::BIND,
+                    "/etc/pg/pg_hba.conf",
+                    "/etc/pg_hba.conf",
+                    Some(true)
+                ),
+                expected(MountType::VOLUME, "0123abcd", "/backup", None),
+            ])
+        );
+        // The rest of the host configuration is carried over.
+        assert_eq!(host.restart_policy, restart_policy);
+    }
+
+    #[test]
+    fn the_network_mode_is_joined_at_creation_the_others_after() {
+        let full = |alias: &str| EndpointSettings {
+            aliases: strings(&[alias]),
+            links: strings(&["cache:redis"]),
+            ipam_config: Some(EndpointIpamConfig {
+                ipv4_address: Some("172.20.0.5".to_owned()),
+                ..Default::default()
+            }),
+            driver_opts: map(&[("opt", "1")]),
+            mac_address: Some("02:42:ac:14:00:05".to_owned()),
+            network_id: Some("n1".to_owned()),
+            endpoint_id: Some("e1".to_owned()),
+            ip_address: Some("172.20.0.5".to_owned()),
+            gateway: Some("172.20.0.1".to_owned()),
+            dns_names: strings(&["db"]),
+            ..Default::default()
+        };
+        let kept = |alias: &str| EndpointSettings {
+            aliases: strings(&[alias]),
+            links: strings(&["cache:redis"]),
+            ipam_config: Some(EndpointIpamConfig {
+                ipv4_address: Some("172.20.0.5".to_owned()),
+                ..Default::default()
+            }),
+            driver_opts: map(&[("opt", "1")]),
+            ..Default::default()
+        };
+        type Names = &'static [&'static str];
+        let all: Names = &["app_default", "backend", "metrics"];
+        // (network mode, the container's networks, joined at creation, connected after)
+        let cases: [(Option<&str>, Names, Names, Names); 4] = [
+            (
+                Some("app_default"),
+                all,
+                &["app_default"],
+                &["backend", "metrics"],
+            ),
+            (Some("bridge"), &["bridge"], &["bridge"], &[]),
+            (None, all, &[], all),
+            (Some("bridge"), &[], &[], &[]),
+        ];
+        for (mode, networks, at_creation, after) in cases {
+            let old = ContainerInspectResponse {
+                host_config: Some(HostConfig {
+                    network_mode: mode.map(str::to_owned),
+                    ..Default::default()
+                }),
+                network_settings: Some(NetworkSettings {
+                    networks: Some(networks.iter().map(|n| (n.to_string(), full(n))).collect()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            let Recreation {
+                body,
+                mut connect_after,
+            } = recreate(&old);
+            let endpoints = body.networking_config.unwrap().endpoints_config;
+            let at_creation = at_creation.iter().map(|n| (n.to_string(), kept(n)));
+            assert_eq!(endpoints, Some(at_creation.collect()), "{mode:?}");
+            connect_after.sort_by(|a, b| a.0.cmp(&b.0));
+            let after: Vec<_> = after.iter().map(|n| (n.to_string(), kept(n))).collect();
+            assert_eq!(connect_after, after, "{mode:?}");
+        }
+    }
+
+    #[test]
+    fn the_rest_is_carried_over_onto_the_new_image() {
+        let healthcheck = Some(HealthConfig {
+            test: strings(&["CMD", "pg_isready"]),
+            interval: Some(10_000_000_000),
+            ..Default::default()
+        });
+        let old = ContainerInspectResponse {
+            image: Some("sha256:old".to_owned()),
+            config: Some(ContainerConfig {
+                image: Some("postgres:13".to_owned()),
+                hostname: Some("db".to_owned()),
+                domainname: Some("example.org".to_owned()),
+                user: Some("999:999".to_owned()),
+                exposed_ports: strings(&["5432/tcp"]),
+                healthcheck: healthcheck.clone(),
+                tty: Some(true),
+                open_stdin: Some(true),
+                stop_timeout: Some(60),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let body = recreate(&old).body;
+        assert_eq!(body.image.as_deref(), Some("pgup/postgres:17"));
+        assert_eq!(body.hostname.as_deref(), Some("db"));
+        assert_eq!(body.domainname.as_deref(), Some("example.org"));
+        assert_eq!(body.user.as_deref(), Some("999:999"));
+        assert_eq!(body.exposed_ports, strings(&["5432/tcp"]));
+        assert_eq!(body.healthcheck, healthcheck);
+        assert_eq!(body.tty, Some(true));
+        assert_eq!(body.open_stdin, Some(true));
+        assert_eq!(body.stop_timeout, Some(60));
     }
 }
