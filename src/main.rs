@@ -24,6 +24,7 @@ mod preflight;
 mod recreate;
 mod restore;
 mod rollback;
+mod rules;
 mod settings;
 mod space;
 mod status;

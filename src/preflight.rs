@@ -1,47 +1,30 @@
 //! Every precondition of an upgrade, verified without changing anything on disk or in
 //! Docker: `pgup check` reports them, `upgrade` runs them first and builds its plan from what
-//! they learned ([`Preflight`]).
+//! they learned ([`Preflight`]). This module gathers the facts; `rules` judges them.
 //!
 //! Checks that need the old server running (the bootstrap superuser, the databases' locales,
 //! `pg_upgrade --check`) run against an overlay of PGDATA: the data directory is the read-only
 //! lower layer and every write goes to a scratch directory, so the data stays byte-identical.
 
 use std::collections::BTreeSet;
-use std::fmt;
 use std::os::unix::fs::PermissionsExt;
 
 use anyhow::{Context, Result};
-use serde::Serialize;
 
-use crate::cluster::{Cluster, ControlData, InitSettings, LocaleProvider};
+use crate::cluster::{Cluster, ControlData, InitSettings};
 use crate::config::{self, Change};
 use crate::docker::{Container, Docker};
 use crate::options;
 use crate::pg_upgrade_output;
 use crate::pgcmd::{self, PgUpgrade, Transfer};
-use crate::plan::{self, BackupKind};
+use crate::rules;
+pub use crate::rules::{Item, Outcome};
 use crate::settings::Intent;
 use crate::space;
 use crate::target::Target;
 use crate::toolbox::{self, OLD, RUN, ToolError, ToolMount, Toolbox, ToolboxSpec};
 use crate::tree;
 use crate::verify;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Outcome {
-    Ok,
-    Warn,
-    Fail,
-    Skip,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Item {
-    pub check: &'static str,
-    pub outcome: Outcome,
-    pub detail: String,
-}
 
 /// What the checks learned; `upgrade` acts on it.
 pub struct Preflight {
@@ -67,11 +50,7 @@ pub struct Preflight {
 
 impl Preflight {
     pub fn push(&mut self, check: &'static str, outcome: Outcome, detail: impl Into<String>) {
-        self.items.push(Item {
-            check,
-            outcome,
-            detail: detail.into(),
-        });
+        self.items.push(Item::new(check, outcome, detail));
     }
 
     /// A toolbox of the upgrade image running as the data owner, with `mount`.
@@ -137,58 +116,27 @@ pub async fn static_checks(docker: &Docker, target: Target, intent: &Intent) -> 
 
     // Versions.
     let (old, new) = (pre.old_major, pre.new_major);
-    if old < 10 {
-        pre.push(
-            "versions",
-            Outcome::Fail,
-            format!(
-                "the cluster is PostgreSQL {}; pgup upgrades from 10 or later",
-                pre.cluster.major
-            ),
-        );
+    pre.items
+        .push(rules::versions(&pre.cluster.major, old, new));
+    if pre.failed() {
         return Ok(pre);
     }
-    if new <= old {
-        pre.push(
-            "versions",
-            Outcome::Fail,
-            format!(
-                "--to {new} is not newer than the cluster's PostgreSQL {old}; give a higher major"
-            ),
-        );
-        return Ok(pre);
-    }
-    pre.push("versions", Outcome::Ok, format!("PostgreSQL {old} → {new}"));
 
     // The upgrade image, and the new server image.
-    match toolbox::pick_image(docker, intent.image.as_deref(), old, new).await? {
+    let picked = toolbox::pick_image(docker, intent.image.as_deref(), old, new).await?;
+    match rules::upgrade_image(picked) {
         Ok(image) => pre.image = image,
-        Err(why) => {
-            pre.push("image", Outcome::Fail, why);
+        Err(item) => {
+            pre.items.push(item);
             return Ok(pre);
         }
     }
     if let Some(new_image) = &intent.new_image {
-        match docker.image(new_image).await? {
-            None => pre.push(
-                "new image",
-                Outcome::Fail,
-                format!("{new_image} is not here; build or load it first (see images/README.md)"),
-            ),
-            Some((img, env)) => match img.pg_major(&env) {
-                Some(m) if m == new => pre.push("new image", Outcome::Ok, format!("{new_image} runs PostgreSQL {m}")),
-                Some(m) => pre.push(
-                    "new image",
-                    Outcome::Fail,
-                    format!("{new_image} runs PostgreSQL {m}, not {new}; pass a PostgreSQL {new} server image"),
-                ),
-                None => pre.push(
-                    "new image",
-                    Outcome::Warn,
-                    format!("cannot tell which major {new_image} runs (no PG_MAJOR); make sure it is {new}"),
-                ),
-            },
-        }
+        let found = docker
+            .image(new_image)
+            .await?
+            .map(|(img, env)| img.pg_major(&env));
+        pre.items.push(rules::new_image(new_image, new, found));
     }
 
     // What PostgreSQL's own programs say, read through a toolbox with the data read-only.
@@ -229,148 +177,38 @@ pub async fn static_checks(docker: &Docker, target: Target, intent: &Intent) -> 
 
     // Server state.
     let control = pre.control.clone().expect("probe read pg_controldata");
-    let target_name = pre.target.container.as_ref().map(|c| c.name.clone());
-    let others: Vec<String> = pre
-        .running
-        .iter()
-        .map(|c| c.name.clone())
-        .filter(|n| Some(n) != target_name.as_ref())
-        .collect();
-    if !others.is_empty() {
-        // pgup stops only the container it was pointed at.
-        pre.push(
-            "server",
-            Outcome::Fail,
-            format!(
-                "a server still holds the data: container {} is running on it; stop it, or name it with --container so pgup stops it",
-                others.join(", ")
-            ),
-        );
-    } else if !pre.running.is_empty() {
-        pre.push(
-            "server",
-            Outcome::Warn,
-            "running; upgrade stops it gracefully first",
-        );
-    } else if !control.shut_down_cleanly() {
-        let hint = pre
-            .target
-            .container
-            .as_ref()
-            .map(|c| format!("`docker start {0}` then `docker stop {0}`", c.name))
-            .unwrap_or_else(|| "start and stop its server once".into());
-        pre.push(
-            "server",
-            Outcome::Fail,
-            format!(
-                "the cluster was not shut down cleanly (state: {}); {hint}, so that PostgreSQL recovers, then try again",
-                control.state
-            ),
-        );
-    } else {
-        pre.push("server", Outcome::Ok, "stopped, shut down cleanly");
-    }
-    if pre.cluster.uid == 0 {
-        pre.push(
-            "owner",
-            Outcome::Fail,
-            "the data directory belongs to root; PostgreSQL refuses to run as root: chown it to the server's user",
-        );
-    }
+    let running: Vec<&str> = pre.running.iter().map(|c| c.name.as_str()).collect();
+    let container = pre.target.container.as_ref().map(|c| c.name.as_str());
+    pre.items.push(rules::server(&running, container, &control));
+    pre.items.extend(rules::owner(pre.cluster.uid));
 
     // Space for the chosen mode.
-    match plan::backup_kind(
+    pre.items.push(rules::space(
         intent.mode,
-        intent.no_backup.unwrap_or(false),
+        intent.no_backup,
         reflinks,
         &pre.target.mount_root,
-    ) {
-        Err(plan::ModeError::LinkNeedsNoBackup) if intent.no_backup.is_none() => pre.push(
-            "mode",
-            Outcome::Warn,
-            "link keeps no independent backup; `pgup upgrade --mode link` needs --no-backup --yes",
-        ),
-        Err(e) => pre.push("mode", Outcome::Fail, e.to_string()),
-        Ok(kind) => {
-            let need = plan::need_bytes(kind, data_bytes);
-            let what = match kind {
-                BackupKind::Copy => "a full copy of the data as backup",
-                BackupKind::Clone => "a reflink copy as backup",
-                BackupKind::None => "no backup",
-            };
-            let detail = format!(
-                "{} free on {}, {} needed ({what}, data {})",
-                indicatif::HumanBytes(free_bytes),
-                pre.target.mount_root.display(),
-                indicatif::HumanBytes(need),
-                indicatif::HumanBytes(data_bytes)
-            );
-            if free_bytes >= need {
-                pre.push("space", Outcome::Ok, detail);
-            } else {
-                pre.push("space", Outcome::Fail, format!("{detail}: free space first, or use --mode clone on a filesystem with reflinks"));
-            }
-        }
-    }
+        data_bytes,
+        free_bytes,
+    ));
 
     // Settings the new major no longer accepts.
+    let mut includes = Vec::new();
     for file in ["postgresql.conf", "postgresql.auto.conf"] {
         let path = pre.target.data_dir.join(file);
         let Ok(text) = std::fs::read_to_string(&path) else {
             continue;
         };
         let adjusted = config::adjust(file, &text, &pre.accepted, new, control.wal_segment_bytes);
-        for include in &adjusted.includes {
-            pre.push(
-                "settings",
-                Outcome::Warn,
-                format!("{file} has `{include}`: pgup does not check included files; make sure they suit PostgreSQL {new}"),
-            );
-        }
+        includes.extend(adjusted.includes.into_iter().map(|include| (file, include)));
         pre.config_changes.extend(adjusted.changes);
     }
-    if pre.config_changes.is_empty() {
-        pre.push(
-            "settings",
-            Outcome::Ok,
-            format!("every setting is accepted by PostgreSQL {new}"),
-        );
-    }
-    let changes: Vec<String> = pre.config_changes.iter().map(ToString::to_string).collect();
-    for change in changes {
-        pre.push(
-            "settings",
-            Outcome::Warn,
-            format!("{change} (upgrade adjusts it)"),
-        );
-    }
+    pre.items
+        .extend(rules::settings(new, &includes, &pre.config_changes));
 
-    // C library: text indexes sort differently under musl and glibc.
+    // C library.
     if let (Some(from), Some((from_musl, to_musl))) = (&old_image, libcs) {
-        if from_musl != to_musl {
-            let libc = |musl| {
-                if musl {
-                    "musl (Alpine)"
-                } else {
-                    "glibc (Debian)"
-                }
-            };
-            pre.push(
-                "libc",
-                Outcome::Warn,
-                format!(
-                    "{from} uses {} but {to} uses {}: text indexes may sort differently; REINDEX them after the upgrade",
-                    libc(from_musl),
-                    libc(to_musl)
-                ),
-            );
-        } else {
-            pre.push(
-                "libc",
-                Outcome::Ok,
-                format!("{from} and {to} use the same C library"),
-            );
-        }
+        pre.items.push(rules::libc(from, from_musl, &to, to_musl));
     }
     Ok(pre)
 }
@@ -378,6 +216,7 @@ pub async fn static_checks(docker: &Docker, target: Target, intent: &Intent) -> 
 /// Reads, in the toolbox: both bin directories exist, pg_controldata, the settings the new
 /// major accepts.
 async fn probe(tb: &Toolbox<'_>, pre: &mut Preflight) -> Result<()> {
+    let mut missing = Vec::new();
     for major in [pre.old_major, pre.new_major] {
         let pg_upgrade = format!("{}/pg_upgrade", pgcmd::bindir(major));
         if tb
@@ -385,28 +224,18 @@ async fn probe(tb: &Toolbox<'_>, pre: &mut Preflight) -> Result<()> {
             .await
             .is_err()
         {
-            pre.push(
-                "image",
-                Outcome::Fail,
-                format!(
-                    "{} has no {}: use an upgrade image holding PostgreSQL {major}",
-                    pre.image,
-                    pgcmd::bindir(major)
-                ),
-            );
+            missing.push(major);
         }
     }
-    if pre.failed() {
-        return Ok(());
+    match rules::bin_dirs(&pre.image, pre.old_major, pre.new_major, &missing) {
+        Err(fails) => {
+            pre.items.extend(fails);
+            return Ok(());
+        }
+        // The new server image failed: the checks end here.
+        Ok(_) if pre.failed() => return Ok(()),
+        Ok(holds) => pre.items.push(holds),
     }
-    pre.push(
-        "image",
-        Outcome::Ok,
-        format!(
-            "{} holds PostgreSQL {} and {}",
-            pre.image, pre.old_major, pre.new_major
-        ),
-    );
     let text = tb.run(&pgcmd::controldata(pre.old_major, OLD)).await?;
     let control = ControlData::parse(&text)
         .with_context(|| format!("cannot read pg_controldata's output: {text}"))?;
@@ -509,49 +338,14 @@ async fn on_overlay(
         checksums: control.checksums,
         wal_segment_bytes: control.wal_segment_bytes,
     };
-    pre.push(
-        "cluster",
-        Outcome::Ok,
-        format!(
-            "superuser {}, {} {}/{}{}, checksums {}, WAL segments {} MB",
-            settings.superuser,
-            settings.encoding,
-            settings.collate,
-            settings.ctype,
-            match &settings.provider {
-                LocaleProvider::Libc => String::new(),
-                LocaleProvider::Icu(l) => format!(", ICU {l}"),
-                LocaleProvider::Builtin(l) => format!(", builtin {l}"),
-            },
-            if settings.checksums { "on" } else { "off" },
-            settings.wal_segment_bytes / (1024 * 1024)
-        ),
-    );
+    pre.items.push(rules::cluster(&settings));
 
     // Every database's locale must exist where the new cluster runs.
     let available = tb.run(&["locale".into(), "-a".into()]).await?;
-    let available: BTreeSet<String> = available.lines().map(normalize_locale).collect();
-    let missing: Vec<&String> = facts
-        .locales
-        .iter()
-        .filter(|l| !available.contains(&normalize_locale(l)))
-        .collect();
-    if missing.is_empty() {
-        pre.push(
-            "locales",
-            Outcome::Ok,
-            format!("{} available in {}", join(&facts.locales), pre.image),
-        );
-    } else {
-        pre.push(
-            "locales",
-            Outcome::Fail,
-            format!(
-                "{} missing in {}: use an upgrade image that has them",
-                join(&missing),
-                pre.image
-            ),
-        );
+    let locales = rules::locales(&facts.locales, &available, &pre.image);
+    let missing = locales.outcome == Outcome::Fail;
+    pre.items.push(locales);
+    if missing {
         return Ok(None);
     }
 
@@ -569,7 +363,11 @@ async fn on_overlay(
         })
         .await?
     };
-    judge_options(pre, &stored, &verdicts, may_strip);
+    pre.items
+        .extend(rules::options(&stored, &verdicts, new, may_strip));
+    pre.unknown_options = rules::unknown_options(&stored, &verdicts)
+        .map(|s| s.key.clone())
+        .collect();
     if for_upgrade {
         return Ok(Some(settings));
     }
@@ -585,17 +383,11 @@ async fn on_overlay(
         jobs: 1,
         check_only: true,
     };
-    match tb.run(&check.argv()).await {
-        Ok(_) => pre.push("pg_upgrade", Outcome::Ok, "pg_upgrade --check passed"),
-        Err(e) => {
-            let why = explain_check_failure(tb, &e).await;
-            pre.push(
-                "pg_upgrade",
-                Outcome::Fail,
-                format!("pg_upgrade --check: {why}"),
-            );
-        }
-    }
+    let failure = match tb.run(&check.argv()).await {
+        Ok(_) => None,
+        Err(e) => Some(explain_check_failure(tb, &e).await),
+    };
+    pre.items.push(rules::pg_upgrade_check(failure));
     Ok(Some(settings))
 }
 
@@ -611,89 +403,4 @@ async fn explain_check_failure(tb: &Toolbox<'_>, e: &ToolError) -> String {
         }
     }
     pg_upgrade_output::summarize(output, &files).unwrap_or_else(|| e.to_string())
-}
-
-/// The "options" items: stored options the new major does not know are removed by the
-/// upgrade once the backup exists; `may_strip` is false for an upgrade keeping no backup
-/// without --strip-unknown-options, which then refuses.
-fn judge_options(
-    pre: &mut Preflight,
-    stored: &[options::Stored],
-    verdicts: &[options::Verdict],
-    may_strip: bool,
-) {
-    let new = pre.new_major;
-    let lines = options::describe(stored, verdicts, new);
-    if stored.is_empty() {
-        pre.push(
-            "options",
-            Outcome::Ok,
-            "no column or storage options are stored",
-        );
-    } else if lines.is_empty() {
-        pre.push(
-            "options",
-            Outcome::Ok,
-            format!(
-                "PostgreSQL {new} accepts each of the {} stored column and storage options",
-                stored.len()
-            ),
-        );
-    }
-    for (verdict, text) in lines {
-        let text = if verdict == options::Verdict::Unknown {
-            format!(
-                "{text}: the upgrade removes it from the old cluster once the backup (which keeps it) exists"
-            )
-        } else {
-            text
-        };
-        pre.push("options", Outcome::Warn, text);
-    }
-    let unknown: Vec<&options::Stored> = stored
-        .iter()
-        .zip(verdicts)
-        .filter(|(_, v)| **v == options::Verdict::Unknown)
-        .map(|(s, _)| s)
-        .collect();
-    if !may_strip && !unknown.is_empty() {
-        let names: Vec<String> = unknown.iter().map(|s| s.key.to_string()).collect();
-        pre.push(
-            "options",
-            Outcome::Fail,
-            format!(
-                "PostgreSQL {new} does not know {} stored option(s): {}; with --no-backup they would be removed from the only copy: add --strip-unknown-options to allow that, or keep a backup",
-                unknown.iter().map(|s| s.count()).sum::<u64>(),
-                names.join(", ")
-            ),
-        );
-    }
-    pre.unknown_options = unknown.iter().map(|s| s.key.clone()).collect();
-}
-
-fn join<T: fmt::Display>(items: &[T]) -> String {
-    items
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// `en_US.UTF-8` and `en_US.utf8` name the same locale.
-fn normalize_locale(name: &str) -> String {
-    name.trim().to_lowercase().replace("utf-8", "utf8")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn locale_names_normalize() {
-        assert_eq!(
-            normalize_locale("en_US.UTF-8"),
-            normalize_locale("en_US.utf8")
-        );
-        assert_eq!(normalize_locale("C"), "c");
-    }
 }

@@ -1,0 +1,977 @@
+//! The rules of the preflight checks: pure functions from facts to check items, table-tested;
+//! `preflight` gathers the facts (Docker, files, a toolbox, a scratch server) and calls them
+//! in order. Each rule returns the items of one check as `check` and `upgrade` report them.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::cluster::{ControlData, InitSettings, LocaleProvider};
+use crate::config::Change;
+use crate::options::{self, Stored, Verdict};
+use crate::pgcmd;
+use crate::plan::{self, BackupKind, ModeError};
+use crate::settings::Mode;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Ok,
+    Warn,
+    Fail,
+    Skip,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Item {
+    pub check: &'static str,
+    pub outcome: Outcome,
+    pub detail: String,
+}
+
+impl Item {
+    pub fn new(check: &'static str, outcome: Outcome, detail: impl Into<String>) -> Self {
+        Self {
+            check,
+            outcome,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// The "versions" item. `pg_version` is PG_VERSION as written ("9.6"), `old` its major (0
+/// when it is not a whole number).
+pub fn versions(pg_version: &str, old: u32, new: u32) -> Item {
+    if old < 10 {
+        Item::new(
+            "versions",
+            Outcome::Fail,
+            format!("the cluster is PostgreSQL {pg_version}; pgup upgrades from 10 or later"),
+        )
+    } else if new <= old {
+        Item::new(
+            "versions",
+            Outcome::Fail,
+            format!(
+                "--to {new} is not newer than the cluster's PostgreSQL {old}; give a higher major"
+            ),
+        )
+    } else {
+        Item::new("versions", Outcome::Ok, format!("PostgreSQL {old} → {new}"))
+    }
+}
+
+/// The upgrade image `toolbox::pick_image` found, or the "image" failure saying why there is
+/// none.
+pub fn upgrade_image(picked: Result<String, String>) -> Result<String, Item> {
+    picked.map_err(|why| Item::new("image", Outcome::Fail, why))
+}
+
+/// The "image" item once the upgrade image runs: it holds both majors, or a failure per major
+/// whose bin directory it lacks (`missing`).
+pub fn bin_dirs(image: &str, old: u32, new: u32, missing: &[u32]) -> Result<Item, Vec<Item>> {
+    if missing.is_empty() {
+        return Ok(Item::new(
+            "image",
+            Outcome::Ok,
+            format!("{image} holds PostgreSQL {old} and {new}"),
+        ));
+    }
+    Err(missing
+        .iter()
+        .map(|&major| {
+            Item::new(
+                "image",
+                Outcome::Fail,
+                format!(
+                    "{image} has no {}: use an upgrade image holding PostgreSQL {major}",
+                    pgcmd::bindir(major)
+                ),
+            )
+        })
+        .collect())
+}
+
+/// The "new image" item for `--new-image NAME`. `found` is None when the image is not here,
+/// else the major its PG_MAJOR names (None without one).
+pub fn new_image(name: &str, new: u32, found: Option<Option<u32>>) -> Item {
+    match found {
+        None => Item::new(
+            "new image",
+            Outcome::Fail,
+            format!("{name} is not here; build or load it first (see images/README.md)"),
+        ),
+        Some(Some(m)) if m == new => Item::new(
+            "new image",
+            Outcome::Ok,
+            format!("{name} runs PostgreSQL {m}"),
+        ),
+        Some(Some(m)) => Item::new(
+            "new image",
+            Outcome::Fail,
+            format!("{name} runs PostgreSQL {m}, not {new}; pass a PostgreSQL {new} server image"),
+        ),
+        Some(None) => Item::new(
+            "new image",
+            Outcome::Warn,
+            format!("cannot tell which major {name} runs (no PG_MAJOR); make sure it is {new}"),
+        ),
+    }
+}
+
+/// The "server" item. `running` names the running containers using the data, `container`
+/// the one pgup was pointed at: pgup stops only that one.
+pub fn server(running: &[&str], container: Option<&str>, control: &ControlData) -> Item {
+    let others: Vec<&str> = running
+        .iter()
+        .copied()
+        .filter(|&n| Some(n) != container)
+        .collect();
+    if !others.is_empty() {
+        Item::new(
+            "server",
+            Outcome::Fail,
+            format!(
+                "a server still holds the data: container {} is running on it; stop it, or name it with --container so pgup stops it",
+                others.join(", ")
+            ),
+        )
+    } else if !running.is_empty() {
+        Item::new(
+            "server",
+            Outcome::Warn,
+            "running; upgrade stops it gracefully first",
+        )
+    } else if !control.shut_down_cleanly() {
+        let hint = container
+            .map(|c| format!("`docker start {c}` then `docker stop {c}`"))
+            .unwrap_or_else(|| "start and stop its server once".into());
+        Item::new(
+            "server",
+            Outcome::Fail,
+            format!(
+                "the cluster was not shut down cleanly (state: {}); {hint}, so that PostgreSQL recovers, then try again",
+                control.state
+            ),
+        )
+    } else {
+        Item::new("server", Outcome::Ok, "stopped, shut down cleanly")
+    }
+}
+
+/// The "owner" failure when the data directory belongs to root.
+pub fn owner(uid: u32) -> Option<Item> {
+    (uid == 0).then(|| {
+        Item::new(
+            "owner",
+            Outcome::Fail,
+            "the data directory belongs to root; PostgreSQL refuses to run as root: chown it to the server's user",
+        )
+    })
+}
+
+/// The "mode" item when the mode cannot keep the backup asked for, else the "space" item for
+/// the backup it keeps. `no_backup` is None for `check`, which then only says what link needs.
+pub fn space(
+    mode: Mode,
+    no_backup: Option<bool>,
+    reflinks: bool,
+    root: &Path,
+    data_bytes: u64,
+    free_bytes: u64,
+) -> Item {
+    let kind = match plan::backup_kind(mode, no_backup.unwrap_or(false), reflinks, root) {
+        Err(ModeError::LinkNeedsNoBackup) if no_backup.is_none() => {
+            return Item::new(
+                "mode",
+                Outcome::Warn,
+                "link keeps no independent backup; `pgup upgrade --mode link` needs --no-backup --yes",
+            );
+        }
+        Err(e) => return Item::new("mode", Outcome::Fail, e.to_string()),
+        Ok(kind) => kind,
+    };
+    let need = plan::need_bytes(kind, data_bytes);
+    let what = match kind {
+        BackupKind::Copy => "a full copy of the data as backup",
+        BackupKind::Clone => "a reflink copy as backup",
+        BackupKind::None => "no backup",
+    };
+    let detail = format!(
+        "{} free on {}, {} needed ({what}, data {})",
+        indicatif::HumanBytes(free_bytes),
+        root.display(),
+        indicatif::HumanBytes(need),
+        indicatif::HumanBytes(data_bytes)
+    );
+    if free_bytes >= need {
+        Item::new("space", Outcome::Ok, detail)
+    } else {
+        Item::new(
+            "space",
+            Outcome::Fail,
+            format!(
+                "{detail}: free space first, or use --mode clone on a filesystem with reflinks"
+            ),
+        )
+    }
+}
+
+/// The "settings" items: a warning per include directive, as `(file, directive)`, since pgup
+/// does not follow them; then that every setting is accepted, or a warning per change the
+/// upgrade makes.
+pub fn settings(new: u32, includes: &[(&str, String)], changes: &[Change]) -> Vec<Item> {
+    let mut items: Vec<Item> = includes
+        .iter()
+        .map(|(file, include)| {
+            Item::new(
+                "settings",
+                Outcome::Warn,
+                format!("{file} has `{include}`: pgup does not check included files; make sure they suit PostgreSQL {new}"),
+            )
+        })
+        .collect();
+    if changes.is_empty() {
+        items.push(Item::new(
+            "settings",
+            Outcome::Ok,
+            format!("every setting is accepted by PostgreSQL {new}"),
+        ));
+    }
+    items.extend(changes.iter().map(|change| {
+        Item::new(
+            "settings",
+            Outcome::Warn,
+            format!("{change} (upgrade adjusts it)"),
+        )
+    }));
+    items
+}
+
+/// The "libc" item for the old server image `from` and the new one `to`: text indexes sort
+/// differently under musl and glibc.
+pub fn libc(from: &str, from_musl: bool, to: &str, to_musl: bool) -> Item {
+    if from_musl == to_musl {
+        return Item::new(
+            "libc",
+            Outcome::Ok,
+            format!("{from} and {to} use the same C library"),
+        );
+    }
+    let name = |musl| {
+        if musl {
+            "musl (Alpine)"
+        } else {
+            "glibc (Debian)"
+        }
+    };
+    Item::new(
+        "libc",
+        Outcome::Warn,
+        format!(
+            "{from} uses {} but {to} uses {}: text indexes may sort differently; REINDEX them after the upgrade",
+            name(from_musl),
+            name(to_musl)
+        ),
+    )
+}
+
+/// The "cluster" item: the settings the new cluster is initialised with.
+pub fn cluster(settings: &InitSettings) -> Item {
+    Item::new(
+        "cluster",
+        Outcome::Ok,
+        format!(
+            "superuser {}, {} {}/{}{}, checksums {}, WAL segments {} MB",
+            settings.superuser,
+            settings.encoding,
+            settings.collate,
+            settings.ctype,
+            match &settings.provider {
+                LocaleProvider::Libc => String::new(),
+                LocaleProvider::Icu(l) => format!(", ICU {l}"),
+                LocaleProvider::Builtin(l) => format!(", builtin {l}"),
+            },
+            if settings.checksums { "on" } else { "off" },
+            settings.wal_segment_bytes / (1024 * 1024)
+        ),
+    )
+}
+
+/// The "locales" item: every locale a database `uses` must exist in `image`, where the new
+/// cluster runs; `available` is `locale -a`'s output there.
+pub fn locales(uses: &[String], available: &str, image: &str) -> Item {
+    let available: BTreeSet<String> = available.lines().map(normalize_locale).collect();
+    let missing: Vec<&String> = uses
+        .iter()
+        .filter(|l| !available.contains(&normalize_locale(l)))
+        .collect();
+    if missing.is_empty() {
+        Item::new(
+            "locales",
+            Outcome::Ok,
+            format!("{} available in {image}", join(uses)),
+        )
+    } else {
+        Item::new(
+            "locales",
+            Outcome::Fail,
+            format!(
+                "{} missing in {image}: use an upgrade image that has them",
+                join(&missing)
+            ),
+        )
+    }
+}
+
+/// The "options" items for the `stored` options and what the new major said of each
+/// (`verdicts`, in the same order): unknown ones are removed by the upgrade once the backup
+/// exists; `may_strip` is false for an upgrade keeping no backup without
+/// --strip-unknown-options, which then refuses.
+pub fn options(stored: &[Stored], verdicts: &[Verdict], new: u32, may_strip: bool) -> Vec<Item> {
+    let lines = options::describe(stored, verdicts, new);
+    let mut items = Vec::new();
+    if stored.is_empty() {
+        items.push(Item::new(
+            "options",
+            Outcome::Ok,
+            "no column or storage options are stored",
+        ));
+    } else if lines.is_empty() {
+        items.push(Item::new(
+            "options",
+            Outcome::Ok,
+            format!(
+                "PostgreSQL {new} accepts each of the {} stored column and storage options",
+                stored.len()
+            ),
+        ));
+    }
+    items.extend(lines.into_iter().map(|(verdict, text)| {
+        let text = if verdict == Verdict::Unknown {
+            format!(
+                "{text}: the upgrade removes it from the old cluster once the backup (which keeps it) exists"
+            )
+        } else {
+            text
+        };
+        Item::new("options", Outcome::Warn, text)
+    }));
+    let unknown: Vec<&Stored> = unknown_options(stored, verdicts).collect();
+    if !may_strip && !unknown.is_empty() {
+        let names: Vec<String> = unknown.iter().map(|s| s.key.to_string()).collect();
+        items.push(Item::new(
+            "options",
+            Outcome::Fail,
+            format!(
+                "PostgreSQL {new} does not know {} stored option(s): {}; with --no-backup they would be removed from the only copy: add --strip-unknown-options to allow that, or keep a backup",
+                unknown.iter().map(|s| s.count()).sum::<u64>(),
+                names.join(", ")
+            ),
+        ));
+    }
+    items
+}
+
+/// The stored options the new major does not know: the upgrade removes them.
+pub fn unknown_options<'a>(
+    stored: &'a [Stored],
+    verdicts: &'a [Verdict],
+) -> impl Iterator<Item = &'a Stored> {
+    stored
+        .iter()
+        .zip(verdicts)
+        .filter(|(_, v)| **v == Verdict::Unknown)
+        .map(|(s, _)| s)
+}
+
+/// The "pg_upgrade" item: `pg_upgrade --check` passed, or why it failed.
+pub fn pg_upgrade_check(failure: Option<String>) -> Item {
+    match failure {
+        None => Item::new("pg_upgrade", Outcome::Ok, "pg_upgrade --check passed"),
+        Some(why) => Item::new(
+            "pg_upgrade",
+            Outcome::Fail,
+            format!("pg_upgrade --check: {why}"),
+        ),
+    }
+}
+
+fn join<T: fmt::Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `en_US.UTF-8` and `en_US.utf8` name the same locale.
+fn normalize_locale(name: &str) -> String {
+    name.trim().to_lowercase().replace("utf-8", "utf8")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::fmt::Debug;
+
+    use super::*;
+    use crate::options::{Key, Kind};
+
+    /// Items expected, one by one: the outcome, and a part of the detail.
+    type Want<'a> = &'a [(Outcome, &'a str)];
+
+    /// `items` are all of `check`, and as `want` says.
+    fn expect(case: impl Debug, check: &str, items: &[Item], want: Want) {
+        assert_eq!(items.len(), want.len(), "{case:?}: {items:#?}");
+        for (item, (outcome, part)) in items.iter().zip(want) {
+            assert_eq!(item.check, check, "{case:?}: {item:?}");
+            assert_eq!(item.outcome, *outcome, "{case:?}: {item:?}");
+            assert!(
+                item.detail.contains(part),
+                "{case:?}: {item:?} lacks {part:?}"
+            );
+        }
+    }
+
+    fn control(state: &str) -> ControlData {
+        ControlData {
+            state: state.into(),
+            checksums: true,
+            wal_segment_bytes: 16 << 20,
+            block_size: 8192,
+            checkpoint: "0/1000028".into(),
+        }
+    }
+
+    #[test]
+    fn versions_go_up_from_10() {
+        use Outcome::*;
+        let cases = [
+            (
+                ("9.6", 0, 17),
+                Fail,
+                "the cluster is PostgreSQL 9.6; pgup upgrades from 10 or later",
+            ),
+            (("9", 9, 17), Fail, "pgup upgrades from 10 or later"),
+            (
+                ("13", 13, 13),
+                Fail,
+                "--to 13 is not newer than the cluster's PostgreSQL 13; give a higher major",
+            ),
+            (("17", 17, 15), Fail, "--to 15 is not newer"),
+            (("10", 10, 11), Ok, "PostgreSQL 10 → 11"),
+            (("13", 13, 18), Ok, "PostgreSQL 13 → 18"),
+        ];
+        for ((pg_version, old, new), outcome, part) in cases {
+            let item = versions(pg_version, old, new);
+            expect((pg_version, new), "versions", &[item], &[(outcome, part)]);
+        }
+    }
+
+    #[test]
+    fn the_upgrade_image_is_found_or_says_why_not() {
+        assert_eq!(
+            upgrade_image(Ok("pgup/upgrade:latest".into())).unwrap(),
+            "pgup/upgrade:latest"
+        );
+        let why = "no local upgrade image holds PostgreSQL 13 and 18";
+        let item = upgrade_image(Err(why.into())).unwrap_err();
+        expect("not found", "image", &[item], &[(Outcome::Fail, why)]);
+    }
+
+    #[test]
+    fn the_upgrade_image_holds_both_bin_dirs() {
+        use Outcome::*;
+        let no_13 =
+            "img has no /usr/lib/postgresql/13/bin: use an upgrade image holding PostgreSQL 13";
+        let no_18 =
+            "img has no /usr/lib/postgresql/18/bin: use an upgrade image holding PostgreSQL 18";
+        let cases: [(&[u32], Want); 4] = [
+            (&[], &[(Ok, "img holds PostgreSQL 13 and 18")]),
+            (&[13], &[(Fail, no_13)]),
+            (&[18], &[(Fail, no_18)]),
+            (&[13, 18], &[(Fail, no_13), (Fail, no_18)]),
+        ];
+        for (missing, want) in cases {
+            let items = match bin_dirs("img", 13, 18, missing) {
+                Result::Ok(item) => vec![item],
+                Err(fails) => fails,
+            };
+            expect(missing, "image", &items, want);
+        }
+    }
+
+    #[test]
+    fn the_new_image_runs_the_new_major() {
+        use Outcome::*;
+        let cases = [
+            (
+                None,
+                Fail,
+                "pg:18 is not here; build or load it first (see images/README.md)",
+            ),
+            (
+                Some(Some(17)),
+                Fail,
+                "pg:18 runs PostgreSQL 17, not 18; pass a PostgreSQL 18 server image",
+            ),
+            (
+                Some(None),
+                Warn,
+                "cannot tell which major pg:18 runs (no PG_MAJOR); make sure it is 18",
+            ),
+            (Some(Some(18)), Ok, "pg:18 runs PostgreSQL 18"),
+        ];
+        for (found, outcome, part) in cases {
+            let item = new_image("pg:18", 18, found);
+            expect(found, "new image", &[item], &[(outcome, part)]);
+        }
+    }
+
+    #[test]
+    fn only_a_cleanly_stopped_or_the_target_server_may_hold_the_data() {
+        use Outcome::*;
+        let cases = [
+            (
+                vec!["other"],
+                Some("db"),
+                "shut down",
+                Fail,
+                "a server still holds the data: container other is running on it; stop it, or name it with --container",
+            ),
+            (
+                vec!["db", "a", "b"],
+                Some("db"),
+                "in production",
+                Fail,
+                "container a, b is running on it",
+            ),
+            (
+                vec!["db"],
+                None,
+                "in production",
+                Fail,
+                "container db is running on it",
+            ),
+            (
+                vec!["db"],
+                Some("db"),
+                "in production",
+                Warn,
+                "running; upgrade stops it gracefully first",
+            ),
+            (
+                vec![],
+                Some("db"),
+                "in production",
+                Fail,
+                "the cluster was not shut down cleanly (state: in production); `docker start db` then `docker stop db`, so that PostgreSQL recovers, then try again",
+            ),
+            (
+                vec![],
+                None,
+                "in production",
+                Fail,
+                "(state: in production); start and stop its server once, so that PostgreSQL recovers",
+            ),
+            (
+                vec![],
+                None,
+                "shut down in recovery",
+                Fail,
+                "(state: shut down in recovery)",
+            ),
+            (
+                vec![],
+                Some("db"),
+                "shut down",
+                Ok,
+                "stopped, shut down cleanly",
+            ),
+            (vec![], None, "shut down", Ok, "stopped, shut down cleanly"),
+        ];
+        for (running, container, state, outcome, part) in cases {
+            let item = server(&running, container, &control(state));
+            expect(
+                (running, container, state),
+                "server",
+                &[item],
+                &[(outcome, part)],
+            );
+        }
+    }
+
+    #[test]
+    fn root_may_not_own_the_data() {
+        let cases: [(u32, Want); 3] = [
+            (
+                0,
+                &[(
+                    Outcome::Fail,
+                    "the data directory belongs to root; PostgreSQL refuses to run as root",
+                )],
+            ),
+            (999, &[]),
+            (70, &[]),
+        ];
+        for (uid, want) in cases {
+            expect(uid, "owner", owner(uid).as_slice(), want);
+        }
+    }
+
+    #[test]
+    fn the_mode_keeps_a_backup_that_fits() {
+        use Outcome::*;
+        const GIB: u64 = 1 << 30;
+        // 1 GiB of data needs a 256 MiB reserve, and a copy of itself with --mode copy.
+        let copy_need = GIB + GIB / 4;
+        let reserve = GIB / 4;
+        let cases = [
+            (
+                (Mode::Link, None, true, copy_need),
+                "mode",
+                Warn,
+                "link keeps no independent backup; `pgup upgrade --mode link` needs --no-backup --yes",
+            ),
+            (
+                (Mode::Link, Some(false), true, copy_need),
+                "mode",
+                Fail,
+                "--mode link shares the data files between the old and the new cluster",
+            ),
+            (
+                (Mode::Clone, None, false, copy_need),
+                "mode",
+                Fail,
+                "the filesystem holding /mnt/pg does not support reflinks, which --mode clone needs",
+            ),
+            (
+                (Mode::Link, Some(true), false, reserve),
+                "space",
+                Ok,
+                "needed (no backup, data 1.00 GiB)",
+            ),
+            (
+                (Mode::Copy, Some(true), false, reserve),
+                "space",
+                Ok,
+                "(no backup,",
+            ),
+            (
+                (Mode::Auto, None, true, reserve),
+                "space",
+                Ok,
+                "256.00 MiB free on /mnt/pg, 256.00 MiB needed (a reflink copy as backup, data 1.00 GiB)",
+            ),
+            (
+                (Mode::Clone, Some(false), true, reserve - 1),
+                "space",
+                Fail,
+                "needed (a reflink copy as backup, data 1.00 GiB): free space first, or use --mode clone on a filesystem with reflinks",
+            ),
+            (
+                (Mode::Auto, None, false, copy_need),
+                "space",
+                Ok,
+                "1.25 GiB needed (a full copy of the data as backup, data 1.00 GiB)",
+            ),
+            (
+                (Mode::Copy, Some(false), true, copy_need),
+                "space",
+                Ok,
+                "(a full copy of the data as backup",
+            ),
+            (
+                (Mode::Copy, None, true, copy_need - 1),
+                "space",
+                Fail,
+                "(a full copy of the data as backup, data 1.00 GiB): free space first",
+            ),
+        ];
+        for (facts @ (mode, no_backup, reflinks, free), check, outcome, part) in cases {
+            let item = space(mode, no_backup, reflinks, Path::new("/mnt/pg"), GIB, free);
+            expect(facts, check, &[item], &[(outcome, part)]);
+        }
+    }
+
+    #[test]
+    fn settings_are_accepted_or_adjusted() {
+        use Outcome::*;
+        let change = Change {
+            file: "postgresql.conf".into(),
+            line: 3,
+            setting: "vacuum_defer_cleanup_age".into(),
+            old: "vacuum_defer_cleanup_age = 10".into(),
+            replacement: None,
+            new_major: 18,
+            note: "removed in PostgreSQL 16".into(),
+        };
+        let include = ("postgresql.conf", "include 'extra.conf'".to_owned());
+        let auto_include = ("postgresql.auto.conf", "include_dir 'conf.d'".to_owned());
+        let accepted = "every setting is accepted by PostgreSQL 18";
+        let adjusted = "postgresql.conf:3: vacuum_defer_cleanup_age = 10 → commented out (removed in PostgreSQL 16) (upgrade adjusts it)";
+        let included = "postgresql.conf has `include 'extra.conf'`: pgup does not check included files; make sure they suit PostgreSQL 18";
+        // (include directives, changes, the items)
+        type Case<'a> = (&'a [(&'a str, String)], &'a [Change], Want<'a>);
+        let cases: [Case; 4] = [
+            (&[], &[], &[(Ok, accepted)]),
+            (&[], std::slice::from_ref(&change), &[(Warn, adjusted)]),
+            (
+                std::slice::from_ref(&include),
+                &[],
+                &[(Warn, included), (Ok, accepted)],
+            ),
+            (
+                &[include.clone(), auto_include],
+                &[change.clone(), change.clone()],
+                &[
+                    (Warn, included),
+                    (Warn, "postgresql.auto.conf has `include_dir 'conf.d'`"),
+                    (Warn, adjusted),
+                    (Warn, adjusted),
+                ],
+            ),
+        ];
+        for (includes, changes, want) in cases {
+            expect(
+                (includes, changes.len()),
+                "settings",
+                &settings(18, includes, changes),
+                want,
+            );
+        }
+    }
+
+    #[test]
+    fn musl_and_glibc_sort_differently() {
+        use Outcome::*;
+        let cases = [
+            (
+                (true, false),
+                Warn,
+                "pg:13-alpine uses musl (Alpine) but pg:18 uses glibc (Debian): text indexes may sort differently; REINDEX them",
+            ),
+            (
+                (false, true),
+                Warn,
+                "pg:13-alpine uses glibc (Debian) but pg:18 uses musl (Alpine)",
+            ),
+            (
+                (true, true),
+                Ok,
+                "pg:13-alpine and pg:18 use the same C library",
+            ),
+            ((false, false), Ok, "use the same C library"),
+        ];
+        for (musl @ (from_musl, to_musl), outcome, part) in cases {
+            let item = libc("pg:13-alpine", from_musl, "pg:18", to_musl);
+            expect(musl, "libc", &[item], &[(outcome, part)]);
+        }
+    }
+
+    #[test]
+    fn the_cluster_item_tells_the_init_settings() {
+        let settings = |provider, checksums, wal_mb: u64| InitSettings {
+            superuser: "app".into(),
+            encoding: "UTF8".into(),
+            collate: "en_US.utf8".into(),
+            ctype: "C".into(),
+            provider,
+            checksums,
+            wal_segment_bytes: wal_mb << 20,
+        };
+        let cases = [
+            (
+                settings(LocaleProvider::Libc, true, 16),
+                "superuser app, UTF8 en_US.utf8/C, checksums on, WAL segments 16 MB",
+            ),
+            (
+                settings(LocaleProvider::Icu("und".into()), false, 64),
+                "UTF8 en_US.utf8/C, ICU und, checksums off, WAL segments 64 MB",
+            ),
+            (
+                settings(LocaleProvider::Builtin("C.UTF-8".into()), true, 1),
+                "en_US.utf8/C, builtin C.UTF-8, checksums on, WAL segments 1 MB",
+            ),
+        ];
+        for (settings, part) in cases {
+            expect(
+                &settings,
+                "cluster",
+                &[cluster(&settings)],
+                &[(Outcome::Ok, part)],
+            );
+        }
+    }
+
+    #[test]
+    fn every_database_locale_is_in_the_image() {
+        use Outcome::*;
+        let available = "C\nC.utf8\nen_US.utf8\nPOSIX\n";
+        let cases: [(&[&str], Outcome, &str); 5] = [
+            (&["en_US.UTF-8"], Ok, "en_US.UTF-8 available in img"),
+            (
+                &["C", "en_US.utf8", " POSIX "],
+                Ok,
+                "C, en_US.utf8,  POSIX  available in img",
+            ),
+            (&[], Ok, " available in img"),
+            (
+                &["de_DE.UTF-8"],
+                Fail,
+                "de_DE.UTF-8 missing in img: use an upgrade image that has them",
+            ),
+            (
+                &["de_DE.UTF-8", "en_US.UTF-8", "fr_FR.utf8"],
+                Fail,
+                "de_DE.UTF-8, fr_FR.utf8 missing in img",
+            ),
+        ];
+        for (uses, outcome, part) in cases {
+            let uses: Vec<String> = uses.iter().map(|&l| l.to_owned()).collect();
+            let item = locales(&uses, available, "img");
+            expect(&uses, "locales", &[item], &[(outcome, part)]);
+        }
+    }
+
+    #[test]
+    fn locale_names_normalize() {
+        assert_eq!(
+            normalize_locale("en_US.UTF-8"),
+            normalize_locale("en_US.utf8")
+        );
+        assert_eq!(normalize_locale("C"), "c");
+    }
+
+    #[test]
+    fn unknown_options_are_removed_unless_no_backup_keeps_them() {
+        use Outcome::*;
+        let stored = |name: &str, count: u64| Stored {
+            key: Key {
+                kind: Kind::Column,
+                access_method: None,
+                name: name.into(),
+            },
+            extension: None,
+            sample: "1".into(),
+            per_database: BTreeMap::from([("app".to_owned(), count)]),
+        };
+        let removes =
+            "the upgrade removes it from the old cluster once the backup (which keeps it) exists";
+        // (stored options and verdicts, may_strip, the items, the options the upgrade removes)
+        type Case<'a> = (Vec<(Stored, Verdict)>, bool, Want<'a>, &'a [&'a str]);
+        let cases: [Case; 7] = [
+            (
+                vec![],
+                false,
+                &[(Ok, "no column or storage options are stored")],
+                &[],
+            ),
+            (
+                vec![
+                    (stored("a", 1), Verdict::Known),
+                    (stored("b", 2), Verdict::Known),
+                ],
+                false,
+                &[(
+                    Ok,
+                    "PostgreSQL 18 accepts each of the 2 stored column and storage options",
+                )],
+                &[],
+            ),
+            (
+                vec![(stored("a", 3), Verdict::Unknown)],
+                true,
+                &[(
+                    Warn,
+                    "PostgreSQL 18 does not know a (column option) stored 3 time(s) (app 3); pg_upgrade would stop on it: the upgrade removes it",
+                )],
+                &["a"],
+            ),
+            (
+                vec![(stored("a", 3), Verdict::Unknown)],
+                false,
+                &[
+                    (Warn, removes),
+                    (
+                        Fail,
+                        "PostgreSQL 18 does not know 3 stored option(s): a (column option); with --no-backup they would be removed from the only copy: add --strip-unknown-options",
+                    ),
+                ],
+                &["a"],
+            ),
+            (
+                vec![
+                    (stored("a", 3), Verdict::Unknown),
+                    (stored("k", 1), Verdict::Known),
+                    (stored("b", 2), Verdict::Unknown),
+                ],
+                false,
+                &[
+                    (Warn, "a (column option)"),
+                    (Warn, "b (column option)"),
+                    (
+                        Fail,
+                        "does not know 5 stored option(s): a (column option), b (column option); ",
+                    ),
+                ],
+                &["a", "b"],
+            ),
+            // The new major knows a refused option's name: it stays, with a warning only.
+            (
+                vec![(stored("a", 1), Verdict::Refused("invalid value".into()))],
+                false,
+                &[(
+                    Warn,
+                    "PostgreSQL 18 refuses a (column option) = 1 (invalid value); change or reset it",
+                )],
+                &[],
+            ),
+            (
+                vec![(
+                    stored("a", 1),
+                    Verdict::Untested("no such extension".into()),
+                )],
+                false,
+                &[(
+                    Warn,
+                    "cannot tell whether PostgreSQL 18 knows a (column option): no such extension",
+                )],
+                &[],
+            ),
+        ];
+        for (pairs, may_strip, want, want_unknown) in cases {
+            let (stored, verdicts): (Vec<Stored>, Vec<Verdict>) = pairs.into_iter().unzip();
+            let case = (&verdicts, may_strip);
+            expect(
+                case,
+                "options",
+                &options(&stored, &verdicts, 18, may_strip),
+                want,
+            );
+            let unknown: Vec<&str> = unknown_options(&stored, &verdicts)
+                .map(|s| s.key.name.as_str())
+                .collect();
+            assert_eq!(unknown, want_unknown, "{case:?}");
+        }
+    }
+
+    #[test]
+    fn pg_upgrade_check_passes_or_says_why() {
+        let cases = [
+            (None, Outcome::Ok, "pg_upgrade --check passed"),
+            (
+                Some("your installation contains reg* data types"),
+                Outcome::Fail,
+                "pg_upgrade --check: your installation contains reg* data types",
+            ),
+        ];
+        for (failure, outcome, part) in cases {
+            let item = pg_upgrade_check(failure.map(str::to_owned));
+            expect(failure, "pg_upgrade", &[item], &[(outcome, part)]);
+        }
+    }
+}
