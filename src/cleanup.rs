@@ -159,7 +159,7 @@ async fn plan(docker: &Docker, target: &Target, args: &settings::Cleanup) -> Res
             path: Some(b.path.clone()),
             bytes: b.bytes,
         });
-        let log = layout.run_log(Some(&b.name), "");
+        let log = layout.backup_log(&b.name);
         for (kind, path) in [
             ("record", layout.record(&b.name)),
             ("pg_upgrade logs", Layout::pg_upgrade_logs(&log)),

@@ -198,10 +198,16 @@ impl Layout {
         self.root.join(format!("{backup}.json"))
     }
 
-    /// The log of the run that made `backup`, or (with no backup) of the run at `stamp`.
+    /// The log of the run that made `backup`.
+    pub fn backup_log(&self, backup: &str) -> PathBuf {
+        self.root.join(format!("{backup}.log"))
+    }
+
+    /// The log of the run at `stamp`: beside its backup, or (with no backup) in the work
+    /// directory.
     pub fn run_log(&self, backup: Option<&str>, stamp: &str) -> PathBuf {
         match backup {
-            Some(name) => self.root.join(format!("{name}.log")),
+            Some(name) => self.backup_log(name),
             None => self.work().join(format!("upgrade-{stamp}.log")),
         }
     }

@@ -174,7 +174,7 @@ pub async fn from_backup(
 }
 
 /// Starts containers again after an undone upgrade; a failure is reported, not fatal.
-pub async fn restart(docker: &Docker, printer: &Printer, names: &[String]) {
+async fn restart(docker: &Docker, printer: &Printer, names: &[String]) {
     for name in names {
         match docker.start(name).await {
             Ok(()) => printer.step(format!("started container {name} again on the old cluster")),

@@ -142,7 +142,7 @@ pub async fn run(args: settings::Upgrade, printer: &Printer) -> Result<Status> {
     let no_backup = args.intent.no_backup.unwrap_or(false);
     let kind = plan::backup_kind(args.intent.mode, no_backup, pre.reflinks, &root)?;
     let layout = Layout::new(&root);
-    let journal = Journal {
+    let mut journal = Journal {
         old_major: pre.old_major,
         new_major: pre.new_major,
         image: pre.image.clone(),
@@ -161,10 +161,8 @@ pub async fn run(args: settings::Upgrade, printer: &Printer) -> Result<Status> {
             journal::this_command(),
         )
     };
-    let journal = Journal {
-        backup_name: (kind != BackupKind::None).then(|| layout::backup_name(&journal.stamp)),
-        ..journal
-    };
+    // Named by the journal's stamp, which names everything this run makes.
+    journal.backup_name = (kind != BackupKind::None).then(|| layout::backup_name(&journal.stamp));
     let plan = Plan {
         target: pre.target.label.clone(),
         old_major: pre.old_major,
@@ -464,7 +462,12 @@ impl<'a> Upgrade<'a> {
     /// Copies (or clones) the old cluster into the backup directory, unless a run before this
     /// one did. `cancel` stops it at the next file.
     async fn copy_backup(&self, cancel: Arc<AtomicBool>) -> Result<()> {
-        let dir = self.backup_dir().expect("a backup step has a backup");
+        let name = self
+            .journal
+            .backup_name
+            .clone()
+            .expect("a backup step has a backup");
+        let dir = self.layout.backup(&name);
         if dir.exists() {
             return Ok(()); // renamed into place before the journal moved on
         }
@@ -478,13 +481,13 @@ impl<'a> Upgrade<'a> {
             tree::CopyMethod::Copy
         };
         let progress = bar.clone();
-        let (layout, name) = (self.layout.clone(), self.journal.backup_name.clone());
+        let layout = self.layout.clone();
         let made = tokio::task::spawn_blocking(move || {
             let copied = std::sync::atomic::AtomicU64::new(0);
             backup::make(
                 &data,
                 &layout,
-                name.as_deref().unwrap_or_default(),
+                &name,
                 &tree::CopyOptions {
                     method,
                     skip: &layout::is_pgup_entry,
