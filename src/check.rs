@@ -52,7 +52,7 @@ impl fmt::Display for CheckReport {
 pub async fn run(spec: TargetSpec, intent: Intent, printer: &Printer) -> Result<Status> {
     let docker = Docker::connect().await?;
     let target = Target::resolve(&spec, &docker).await?;
-    let mut pre = preflight::static_checks(&docker, target, &intent).await?;
+    let mut pre = preflight::static_checks(&docker, target, &intent, printer).await?;
     if !pre.failed() {
         if pre.running.is_empty() {
             preflight::cluster_checks(&docker, &mut pre, false, true).await?;

@@ -117,9 +117,19 @@ pub struct UpgradePlanArgs {
     #[arg(long, value_enum, default_value_t = ModeArg::Auto)]
     pub mode: ModeArg,
 
-    /// The server image of the new major to run the container on afterwards.
+    /// The new major's server image: pgup assembles its upgrade toolbox from it and the old
+    /// server image, and re-creates the container on it.
     #[arg(long, value_name = "IMAGE")]
     pub new_image: Option<String>,
+
+    /// The old major's server image, for --volume and --data-dir (default: the container's).
+    #[arg(
+        long,
+        value_name = "IMAGE",
+        requires = "new_image",
+        conflicts_with = "image"
+    )]
+    pub old_image: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -236,6 +246,21 @@ pub enum ImageCommand {
     },
     /// List local upgrade images and the upgrades each can do.
     List,
+    /// Assemble an upgrade image from the old and the new major's server images.
+    #[command(
+        after_help = "Example:\n  pgup image assemble --old postgis/postgis:13-3.4 --new postgis/postgis:17-3.5 -t site/upgrade:13-17"
+    )]
+    Assemble {
+        /// The old major's server image.
+        #[arg(long, value_name = "IMAGE")]
+        old: String,
+        /// The new major's server image.
+        #[arg(long, value_name = "IMAGE")]
+        new: String,
+        /// The name to give it (default: pgup/toolbox:<old>-<new>-<hash of both images>).
+        #[arg(short = 't', long, value_name = "NAME")]
+        tag: Option<String>,
+    },
 }
 
 /// A clap error: its own message (and with --json a document saying so), its exit status.
@@ -309,6 +334,7 @@ impl UpgradePlanArgs {
             mode: self.mode.into(),
             no_backup,
             new_image: self.new_image,
+            old_image: self.old_image,
         }
     }
 }

@@ -13,10 +13,10 @@ use bollard::models::{
     RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    ContainerArchiveInfoOptionsBuilder, CreateContainerOptionsBuilder,
-    ListContainersOptionsBuilder, ListImagesOptionsBuilder, ListVolumesOptionsBuilder,
-    RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder, RenameContainerOptionsBuilder,
-    StopContainerOptionsBuilder,
+    BuildImageOptionsBuilder, ContainerArchiveInfoOptionsBuilder, CreateContainerOptionsBuilder,
+    DownloadFromContainerOptionsBuilder, ListContainersOptionsBuilder, ListImagesOptionsBuilder,
+    ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
+    RenameContainerOptionsBuilder, StopContainerOptionsBuilder, TagImageOptionsBuilder,
 };
 use futures_util::StreamExt;
 
@@ -32,6 +32,8 @@ pub enum DockerError {
     NoSuchVolume(String),
     #[error("the Docker daemon refused a request: {0}")]
     Api(#[from] ApiError),
+    #[error("building image {tag} failed: {message}")]
+    Build { tag: String, message: String },
 }
 
 pub type Result<T, E = DockerError> = std::result::Result<T, E>;
@@ -42,6 +44,8 @@ pub struct Container {
     pub name: String,
     /// The image as the container names it, e.g. `pgup/postgres:13`.
     pub image: String,
+    /// The id of the image it was created from (a tag may have moved since).
+    pub image_id: String,
     pub running: bool,
     /// The process id of its main process on this host, while it runs.
     pub pid: Option<i64>,
@@ -79,6 +83,7 @@ pub struct Volume {
 /// A local image and the labels pgup reads.
 #[derive(Debug, Clone)]
 pub struct Image {
+    pub id: String,
     pub tags: Vec<String>,
     pub labels: HashMap<String, String>,
 }
@@ -226,6 +231,7 @@ impl Docker {
                 .trim_start_matches('/')
                 .to_owned(),
             image: config.image.unwrap_or_default(),
+            image_id: c.image.unwrap_or_default(),
             running: c.state.as_ref().and_then(|s| s.running).unwrap_or(false),
             pid: c.state.and_then(|s| s.pid).filter(|p| *p > 0),
             env,
@@ -297,6 +303,7 @@ impl Docker {
             .await?
             .into_iter()
             .map(|i| Image {
+                id: i.id,
                 tags: i.repo_tags,
                 labels: i.labels,
             })
@@ -310,6 +317,7 @@ impl Docker {
                 let config = i.config.unwrap_or_default();
                 let env = env_map(config.env.unwrap_or_default());
                 let image = Image {
+                    id: i.id.unwrap_or_default(),
                     tags: i.repo_tags.unwrap_or_default(),
                     labels: config.labels.unwrap_or_default(),
                 };
@@ -320,6 +328,63 @@ impl Docker {
             }) => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// What is at `path` in a container (running or not), as a tar archive whose entries are
+    /// named from `path`'s last component.
+    pub async fn download(&self, id: &str, path: &str) -> Result<Vec<u8>> {
+        let options = DownloadFromContainerOptionsBuilder::default()
+            .path(path)
+            .build();
+        let mut stream = self.api.download_from_container(id, Some(options));
+        let mut tar = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            tar.extend_from_slice(&chunk?);
+        }
+        Ok(tar)
+    }
+
+    /// Builds image `tag` from a context tarball, with no network and `labels`; returns its id.
+    pub async fn build(
+        &self,
+        context: Vec<u8>,
+        tag: &str,
+        labels: HashMap<String, String>,
+    ) -> Result<String> {
+        let options = BuildImageOptionsBuilder::default()
+            .t(tag)
+            .rm(true)
+            .forcerm(true)
+            .networkmode("none")
+            .labels(&labels)
+            .build();
+        let failed = |message: String| DockerError::Build {
+            tag: tag.to_owned(),
+            message,
+        };
+        let mut progress =
+            self.api
+                .build_image(options, None, Some(bollard::body_full(context.into())));
+        while let Some(info) = progress.next().await {
+            let info = info.map_err(|e| failed(e.to_string()))?;
+            if let Some(message) = info.error_detail.and_then(|d| d.message) {
+                return Err(failed(message));
+            }
+        }
+        match self.image(tag).await? {
+            Some((image, _)) => Ok(image.id),
+            None => Err(failed("the engine reported no image".to_owned())),
+        }
+    }
+
+    /// Gives image `id` the name `tag` (repository:tag) too.
+    pub async fn tag(&self, id: &str, tag: &str) -> Result<()> {
+        let (repo, version) = tag.rsplit_once(':').unwrap_or((tag, "latest"));
+        let options = TagImageOptionsBuilder::default()
+            .repo(repo)
+            .tag(version)
+            .build();
+        Ok(self.api.tag_image(id, Some(options)).await?)
     }
 
     /// Creates and starts a temporary container that idles until removed; programs run in it

@@ -13,6 +13,7 @@ use minisign_verify::{PublicKey, Signature};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::assemble;
 use crate::docker::Docker;
 use crate::error::Status;
 use crate::settings::Bundle;
@@ -32,6 +33,25 @@ pub fn check(bundle: &Bundle, printer: &Printer) -> Result<Status> {
 pub async fn list(printer: &Printer) -> Result<Status> {
     let docker = Docker::connect().await?;
     printer.report(&UpgradeImages(upgrade_images(&docker).await?))?;
+    Ok(Status::Done)
+}
+
+/// `pgup image assemble`.
+pub async fn assemble(
+    old: &str,
+    new: &str,
+    tag: Option<&str>,
+    printer: &Printer,
+) -> Result<Status> {
+    let docker = Docker::connect().await?;
+    let announce = |o: &assemble::Source, n: &assemble::Source| {
+        printer.step(format_args!(
+            "assembling from {} (PostgreSQL {}) and {} ({})",
+            o.name, o.major, n.name, n.major
+        ));
+    };
+    let assembled = assemble::toolbox(&docker, old, new, tag, announce).await?;
+    printer.report(&assembled)?;
     Ok(Status::Done)
 }
 

@@ -136,6 +136,7 @@ impl Journal {
             mode: self.backup.mode(),
             no_backup: Some(self.backup == BackupKind::None),
             new_image: self.new_image.clone(),
+            old_image: None,
         }
     }
 

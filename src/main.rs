@@ -2,6 +2,7 @@
 //! This file parses the command line, dispatches, and turns how the command ended into the
 //! exit status (see `error`); each command lives in its own module.
 
+mod assemble;
 mod backup;
 mod check;
 mod cleanup;
@@ -10,6 +11,7 @@ mod cluster;
 mod config;
 mod docker;
 mod error;
+mod extension;
 mod failpoint;
 mod image;
 mod interrupt;
@@ -83,5 +85,8 @@ async fn dispatch(command: Command, printer: &Printer) -> anyhow::Result<Status>
             allow_unverified,
         }) => image::load(&verify.into(), allow_unverified, printer).await,
         Command::Image(ImageCommand::List) => image::list(printer).await,
+        Command::Image(ImageCommand::Assemble { old, new, tag }) => {
+            image::assemble(&old, &new, tag.as_deref(), printer).await
+        }
     }
 }

@@ -11,9 +11,11 @@ use std::os::unix::fs::PermissionsExt;
 
 use anyhow::{Context, Result};
 
+use crate::assemble::{self, AssembleError};
 use crate::cluster::{Cluster, ControlData, InitSettings};
 use crate::config::{self, Change};
 use crate::docker::{Container, Docker};
+use crate::extension;
 use crate::options;
 use crate::pg_upgrade_output;
 use crate::pgcmd::{self, PgUpgrade, Transfer};
@@ -24,6 +26,7 @@ use crate::space;
 use crate::target::Target;
 use crate::toolbox::{self, OLD, RUN, ToolError, ToolMount, Toolbox, ToolboxSpec};
 use crate::tree;
+use crate::ui::Printer;
 use crate::verify;
 
 /// What the checks learned; `upgrade` acts on it.
@@ -33,6 +36,8 @@ pub struct Preflight {
     pub old_major: u32,
     pub new_major: u32,
     pub image: String,
+    /// The new major's server image, when named: the extensions must be in it.
+    pub new_image: Option<String>,
     pub data_bytes: u64,
     pub data_files: u64,
     pub free_bytes: u64,
@@ -81,8 +86,35 @@ impl Preflight {
     }
 }
 
+/// The toolbox assembled from server images `from` (the old major's) and `to`; or why there
+/// is none.
+async fn assembled(
+    docker: &Docker,
+    from: &str,
+    to: &str,
+    old: u32,
+    printer: &Printer,
+) -> Result<Result<String, String>> {
+    let announce = |o: &assemble::Source, n: &assemble::Source| {
+        printer.step(format_args!(
+            "assembling the upgrade toolbox from {} (PostgreSQL {}) and {} ({})",
+            o.name, o.major, n.name, n.major
+        ));
+    };
+    match assemble::toolbox(docker, from, to, None, announce).await {
+        Ok(a) => Ok(rules::old_image(&a.old.name, a.old.major, old).map(|()| a.image)),
+        Err(AssembleError::Docker(e)) => Err(e.into()),
+        Err(e) => Ok(Err(e.to_string())),
+    }
+}
+
 /// The checks that need no server: versions, image, space, settings files, server state.
-pub async fn static_checks(docker: &Docker, target: Target, intent: &Intent) -> Result<Preflight> {
+pub async fn static_checks(
+    docker: &Docker,
+    target: Target,
+    intent: &Intent,
+    printer: &Printer,
+) -> Result<Preflight> {
     let cluster = Cluster::open(&target.data_dir)?;
     let size = tree::data_size(&target.data_dir)
         .with_context(|| format!("cannot measure {}", target.data_dir.display()))?;
@@ -102,6 +134,7 @@ pub async fn static_checks(docker: &Docker, target: Target, intent: &Intent) -> 
         target,
         cluster,
         image: String::new(),
+        new_image: intent.new_image.clone(),
         data_bytes,
         data_files: size.files,
         free_bytes,
@@ -122,21 +155,34 @@ pub async fn static_checks(docker: &Docker, target: Target, intent: &Intent) -> 
         return Ok(pre);
     }
 
-    // The upgrade image, and the new server image.
-    let picked = toolbox::pick_image(docker, intent.image.as_deref(), old, new).await?;
-    match rules::upgrade_image(picked) {
-        Ok(image) => pre.image = image,
-        Err(item) => {
-            pre.items.push(item);
-            return Ok(pre);
-        }
-    }
+    // The new server image, and the upgrade image: --image, else one assembled from the old
+    // and the new server image, else a local one labelled with both majors.
     if let Some(new_image) = &intent.new_image {
         let found = docker
             .image(new_image)
             .await?
             .map(|(img, env)| img.pg_major(&env));
         pre.items.push(rules::new_image(new_image, new, found));
+        if pre.failed() {
+            return Ok(pre);
+        }
+    }
+    let old_image = intent
+        .old_image
+        .clone()
+        .or_else(|| pre.target.container.as_ref().map(|c| c.image_id.clone()));
+    let picked = match (&intent.image, old_image, &intent.new_image) {
+        (None, Some(from), Some(to)) => assembled(docker, &from, to, old, printer).await?,
+        (explicit, from, _) => {
+            toolbox::pick_image(docker, explicit.as_deref(), old, new, from.as_deref()).await?
+        }
+    };
+    match rules::upgrade_image(picked) {
+        Ok(image) => pre.image = image,
+        Err(item) => {
+            pre.items.push(item);
+            return Ok(pre);
+        }
     }
 
     // What PostgreSQL's own programs say, read through a toolbox with the data read-only.
@@ -323,10 +369,12 @@ async fn on_overlay(
         .context("cannot learn the bootstrap superuser from single-user mode")?
         .to_owned();
 
-    let (facts, stored) = tb
+    let (facts, stored, installed) = tb
         .with_server(old, OLD, async || {
             let facts = verify::server_facts(tb.socket_dir(), &superuser, old).await?;
-            anyhow::Ok((facts, options::gather(tb.socket_dir(), &superuser).await?))
+            let stored = options::gather(tb.socket_dir(), &superuser).await?;
+            let installed = extension::installed(tb.socket_dir(), &superuser).await?;
+            anyhow::Ok((facts, stored, installed))
         })
         .await?;
     let settings = InitSettings {
@@ -339,6 +387,16 @@ async fn on_overlay(
         wal_segment_bytes: control.wal_segment_bytes,
     };
     pre.items.push(rules::cluster(&settings));
+
+    // Every extension installed must be in the new major's image, control file and module.
+    let provided = extension::parse_provided(&tb.run(&extension::provided_argv(new)).await?);
+    let image = pre.new_image.as_deref().unwrap_or(&pre.image);
+    let items = rules::extensions(&installed, &provided, image, new);
+    let missing = items.iter().any(|i| i.outcome == Outcome::Fail);
+    pre.items.extend(items);
+    if missing {
+        return Ok(None);
+    }
 
     // Every database's locale must exist where the new cluster runs.
     let available = tb.run(&["locale".into(), "-a".into()]).await?;

@@ -232,7 +232,9 @@ async fn new_server_ran(
             running.join(", ")
         )));
     }
-    let image = match toolbox::pick_image(docker, None, record.old_major, record.new_major).await? {
+    let image = match toolbox::pick_image(docker, None, record.old_major, record.new_major, None)
+        .await?
+    {
         Ok(image) => image,
         Err(_) => {
             return Ok(Some(format!(

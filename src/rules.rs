@@ -2,7 +2,7 @@
 //! `preflight` gathers the facts (Docker, files, a toolbox, a scratch server) and calls them
 //! in order. Each rule returns the items of one check as `check` and `upgrade` report them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::Path;
 
@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::cluster::{ControlData, InitSettings, LocaleProvider};
 use crate::config::Change;
+use crate::extension;
 use crate::options::{self, Stored, Verdict};
 use crate::pgcmd;
 use crate::plan::{self, BackupKind, ModeError};
@@ -67,6 +68,71 @@ pub fn versions(pg_version: &str, old: u32, new: u32) -> Item {
 /// none.
 pub fn upgrade_image(picked: Result<String, String>) -> Result<String, Item> {
     picked.map_err(|why| Item::new("image", Outcome::Fail, why))
+}
+
+/// The "extensions" items: a failure for each extension installed in the old cluster that
+/// the new major's image (`image`) does not provide, control file and module; else one item
+/// listing them with the versions they will be updated to.
+pub fn extensions(
+    installed: &extension::Installed,
+    provided: &extension::Provided,
+    image: &str,
+    new: u32,
+) -> Vec<Item> {
+    // Extension → (versions installed, databases).
+    let mut seen: BTreeMap<&str, (BTreeSet<&str>, Vec<&str>)> = BTreeMap::new();
+    for (db, exts) in installed {
+        for (name, version) in exts {
+            let e = seen.entry(name).or_default();
+            e.0.insert(version);
+            e.1.push(db);
+        }
+    }
+    let mut fails = Vec::new();
+    let mut fine = Vec::new();
+    for (name, (versions, dbs)) in &seen {
+        let versions = versions.iter().copied().collect::<Vec<_>>().join("/");
+        let dbs = dbs.join(", ");
+        let what = format!("extension {name} {versions} (in {dbs})");
+        match provided.controls.get(*name) {
+            None => fails.push(format!(
+                "{what} is not in {image}: it has no {name}.control for PostgreSQL {new}; use a new image that provides {name}"
+            )),
+            Some(c) if c.module.as_ref().is_some_and(|m| !provided.modules.contains(m)) => {
+                fails.push(format!(
+                    "{what}: {image} has {name}.control but not its module {}.so; use a new image that provides {name}",
+                    c.module.as_deref().unwrap_or_default()
+                ));
+            }
+            Some(_) if *name == "plpgsql" => {}
+            Some(c) if c.default_version == versions => fine.push(format!("{name} {versions}")),
+            Some(c) => fine.push(format!("{name} {versions} → {}", c.default_version)),
+        }
+    }
+    if !fails.is_empty() {
+        return fails
+            .into_iter()
+            .map(|f| Item::new("extensions", Outcome::Fail, f))
+            .collect();
+    }
+    let detail = if fine.is_empty() {
+        "none besides plpgsql".to_owned()
+    } else {
+        format!("{image} provides {}", fine.join(", "))
+    };
+    vec![Item::new("extensions", Outcome::Ok, detail)]
+}
+
+/// Whether the old server image (named `name`, running `runs`) is the cluster's major: an
+/// assembled toolbox holds the old image's programs. The error is the "image" failure's text.
+pub fn old_image(name: &str, runs: u32, cluster: u32) -> Result<(), String> {
+    if runs == cluster {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name} runs PostgreSQL {runs}, but the cluster is PostgreSQL {cluster}; name the image it ran on with --old-image"
+        ))
+    }
 }
 
 /// The "image" item once the upgrade image runs: it holds both majors, or a failure per major
@@ -973,5 +1039,84 @@ mod tests {
             let item = pg_upgrade_check(failure.map(str::to_owned));
             expect(failure, "pg_upgrade", &[item], &[(outcome, part)]);
         }
+    }
+
+    #[test]
+    fn extensions_the_new_image_provides() {
+        let installed = extension::Installed::from([
+            (
+                "app".to_owned(),
+                BTreeMap::from([
+                    ("plpgsql".to_owned(), "1.0".to_owned()),
+                    ("postgis".to_owned(), "3.1.1".to_owned()),
+                    ("hstore".to_owned(), "1.8".to_owned()),
+                ]),
+            ),
+            (
+                "gis".to_owned(),
+                BTreeMap::from([("postgis".to_owned(), "3.1.1".to_owned())]),
+            ),
+        ]);
+        let control = |v: &str, m: Option<&str>| extension::Control {
+            default_version: v.to_owned(),
+            module: m.map(str::to_owned),
+        };
+        let mut provided = extension::Provided {
+            controls: BTreeMap::from([
+                ("plpgsql".to_owned(), control("1.0", Some("plpgsql"))),
+                ("postgis".to_owned(), control("3.5.2", Some("postgis-3"))),
+                ("hstore".to_owned(), control("1.8", Some("hstore"))),
+            ]),
+            modules: BTreeSet::from(["plpgsql".into(), "postgis-3".into(), "hstore".into()]),
+        };
+        let items = extensions(&installed, &provided, "img:17", 17);
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0].outcome, Outcome::Ok);
+        assert_eq!(
+            items[0].detail,
+            "img:17 provides hstore 1.8, postgis 3.1.1 → 3.5.2"
+        );
+
+        provided.modules.remove("postgis-3");
+        let items = extensions(&installed, &provided, "img:17", 17);
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0].outcome, Outcome::Fail);
+        assert_eq!(
+            items[0].detail,
+            "extension postgis 3.1.1 (in app, gis): img:17 has postgis.control but not its module postgis-3.so; use a new image that provides postgis"
+        );
+
+        provided.controls.remove("postgis");
+        provided.controls.remove("hstore");
+        let items = extensions(&installed, &provided, "img:17", 17);
+        let details: Vec<&str> = items.iter().map(|i| i.detail.as_str()).collect();
+        assert_eq!(
+            details,
+            vec![
+                "extension hstore 1.8 (in app) is not in img:17: it has no hstore.control for PostgreSQL 17; use a new image that provides hstore",
+                "extension postgis 3.1.1 (in app, gis) is not in img:17: it has no postgis.control for PostgreSQL 17; use a new image that provides postgis",
+            ]
+        );
+        assert!(items.iter().all(|i| i.outcome == Outcome::Fail));
+    }
+
+    #[test]
+    fn a_cluster_with_plpgsql_only() {
+        let installed = extension::Installed::from([(
+            "postgres".to_owned(),
+            BTreeMap::from([("plpgsql".to_owned(), "1.0".to_owned())]),
+        )]);
+        let provided = extension::Provided {
+            controls: BTreeMap::from([(
+                "plpgsql".to_owned(),
+                extension::Control {
+                    default_version: "1.0".into(),
+                    module: Some("plpgsql".into()),
+                },
+            )]),
+            modules: BTreeSet::from(["plpgsql".into()]),
+        };
+        let items = extensions(&installed, &provided, "img", 17);
+        assert_eq!(items[0].detail, "none besides plpgsql");
     }
 }

@@ -58,8 +58,11 @@ pub struct Intent {
     pub mode: Mode,
     /// --no-backup; None for `check`, which only tells what link would need.
     pub no_backup: Option<bool>,
-    /// The new major's server image to re-create the container on.
+    /// The new major's server image: the toolbox is assembled from it, and the container
+    /// re-created on it.
     pub new_image: Option<String>,
+    /// The old major's server image (default: the container's).
+    pub old_image: Option<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -233,6 +233,7 @@ mod tests {
         Container {
             name: "db".into(),
             image: "img".into(),
+            image_id: "sha256:1".into(),
             running: false,
             pid: None,
             labels: HashMap::new(),

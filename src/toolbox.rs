@@ -21,7 +21,9 @@ pub const RUN: &str = "/pgup/run";
 /// Where the old cluster is mounted in toolboxes that read it.
 pub const OLD: &str = "/pgup/old";
 /// The label listing the majors an upgrade image holds.
-const MAJORS_LABEL: &str = "org.pgup.majors";
+pub const MAJORS_LABEL: &str = "org.pgup.majors";
+/// On toolboxes `assemble` made: "<old image id> <new image id>".
+pub const FROM_LABEL: &str = "org.pgup.assembled-from";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ToolError {
@@ -168,24 +170,34 @@ impl<'a> Toolbox<'a> {
     }
 }
 
-/// Picks the upgrade image: `--image`, else a local image labelled with both majors.
+/// Picks the upgrade image when pgup cannot assemble one: `--image`, else a local image
+/// labelled with both majors.
 /// The inner error says which image to build or load.
 pub async fn pick_image(
     docker: &Docker,
     explicit: Option<&str>,
     old: u32,
     new: u32,
+    old_image: Option<&str>,
 ) -> Result<Result<String, String>, DockerError> {
     if let Some(name) = explicit {
         return Ok(match docker.image(name).await? {
             Some(_) => Ok(name.to_owned()),
             None => Err(format!(
-                "image {name} is not here; build it (`sudo images/build.sh`) or load it (`pgup image load FILE`)"
+                "image {name} is not here; load it (`pgup image load FILE`), or assemble one from the server images (`pgup image assemble --old IMAGE --new IMAGE`)"
             )),
         });
     }
     let holds = |label: &str, m: u32| label.split(',').any(|x| x.trim() == m.to_string());
-    let mut candidates: Vec<String> = docker
+    // A toolbox assembled from the old server image holds its extensions.
+    let from_old = |labels: &std::collections::HashMap<String, String>| {
+        old_image.is_some_and(|id| {
+            labels
+                .get(FROM_LABEL)
+                .is_some_and(|from| from.split(' ').next() == Some(id))
+        })
+    };
+    let mut candidates: Vec<(bool, String)> = docker
         .images_labelled(MAJORS_LABEL)
         .await?
         .into_iter()
@@ -194,19 +206,27 @@ pub async fn pick_image(
                 .get(MAJORS_LABEL)
                 .is_some_and(|l| holds(l, old) && holds(l, new))
         })
-        .flat_map(|i| i.tags.into_iter().filter(|t| !t.ends_with(":<none>")))
+        .flat_map(|i| {
+            let ours = from_old(&i.labels);
+            i.tags
+                .into_iter()
+                .filter(|t| !t.ends_with(":<none>"))
+                .map(move |t| (ours, t))
+        })
         .collect();
-    // Predictable: pgup's own latest image, then its other tags, then anything else by name.
-    candidates.sort_by_key(|t| {
+    // Predictable: one assembled from the old image, pgup's own latest image, then its other
+    // tags, then anything else by name.
+    candidates.sort_by_key(|(ours, t)| {
         (
+            !ours,
             t != "pgup/upgrade:latest",
             !t.starts_with("pgup/upgrade:"),
             t.clone(),
         )
     });
-    Ok(candidates.into_iter().next().ok_or_else(|| {
+    Ok(candidates.into_iter().next().map(|(_, t)| t).ok_or_else(|| {
         format!(
-            "no local upgrade image holds PostgreSQL {old} and {new}; build one with `sudo images/build.sh` (13, 15, 17, 18), or load one with `pgup image load FILE`"
+            "no local upgrade image holds PostgreSQL {old} and {new}; name the new server image with --new-image (and the old one with --old-image for a volume or data directory) and pgup assembles one, or load one with `pgup image load FILE`"
         )
     }))
 }

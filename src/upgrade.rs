@@ -18,6 +18,7 @@ use crate::cluster::{ControlData, InitSettings};
 use crate::config;
 use crate::docker::Docker;
 use crate::error::{NotUndone, Refusal, Status};
+use crate::extension::{self, Updated};
 use crate::failpoint;
 use crate::interrupt;
 use crate::journal::{self, Journal, Learned, Lock};
@@ -50,7 +51,8 @@ pub struct UpgradeReport {
     /// pg_upgrade (the backup keeps them).
     pub options_removed: u64,
     pub options_removed_by_database: std::collections::BTreeMap<String, u64>,
-    pub extensions_updated: bool,
+    /// Extensions brought to the new image's default versions (or that failed to be).
+    pub extensions: Vec<Updated>,
     /// None when a resumed run started after verification.
     pub verified: Option<VerifySummary>,
     pub container: Option<String>,
@@ -102,6 +104,9 @@ impl std::fmt::Display for UpgradeReport {
                 options::per_database(&self.options_removed_by_database)
             )?;
         }
+        for e in &self.extensions {
+            writeln!(f, "Extension {e}.")?;
+        }
         if let (Some(c), Some(image), Some(v)) =
             (&self.container, &self.image, self.server_version_num)
         {
@@ -135,7 +140,7 @@ pub async fn run(args: settings::Upgrade, printer: &Printer) -> Result<Status> {
             .await;
     }
 
-    let pre = preflight::static_checks(&docker, target, &args.intent).await?;
+    let pre = preflight::static_checks(&docker, target, &args.intent, printer).await?;
     if pre.failed() {
         return Err(Refusal(format!("the upgrade cannot start: {}", pre.failures())).into());
     }
@@ -216,7 +221,7 @@ pub struct Upgrade<'a> {
     /// Unknown catalog options removed, per database (None when a resumed run started after
     /// verification).
     options_removed: Option<std::collections::BTreeMap<String, u64>>,
-    extensions_updated: bool,
+    extensions: Vec<Updated>,
     /// The toolbox the steps from pg_upgrade to verification share, once started.
     tools: Option<Toolbox<'a>>,
 }
@@ -243,7 +248,7 @@ impl<'a> Upgrade<'a> {
             preflight: None,
             verified: None,
             options_removed: None,
-            extensions_updated: false,
+            extensions: Vec::new(),
             tools: None,
         })
     }
@@ -410,7 +415,8 @@ impl<'a> Upgrade<'a> {
             }
             None => {
                 let intent = self.journal.intent();
-                preflight::static_checks(self.docker, self.target.clone(), &intent).await?
+                preflight::static_checks(self.docker, self.target.clone(), &intent, self.printer)
+                    .await?
             }
         };
         if !pre.failed() && !pre.running.is_empty() {
@@ -771,6 +777,7 @@ impl<'a> Upgrade<'a> {
                             .await
                             .context("update_extensions.sql failed")?;
                     }
+                    let updated = extension::update_all(tb.socket_dir(), superuser).await?;
                     // Statistics and counting side by side: both only read.
                     let analyze = pgcmd::vacuumdb(new, RUN, superuser, self.journal.jobs);
                     let (analyzed, after) =
@@ -781,7 +788,7 @@ impl<'a> Upgrade<'a> {
                     if !diffs.is_empty() {
                         bail!("verification found differences: {}", diffs.join("; "));
                     }
-                    anyhow::Ok(after)
+                    anyhow::Ok((after, updated))
                 })
                 .await?;
             let control = ControlData::parse(&tb.run(&pgcmd::controldata(new, &data_in)).await?);
@@ -789,8 +796,8 @@ impl<'a> Upgrade<'a> {
         }
         .await;
         self.give_back(tb);
-        let (after, control) = result?;
-        self.extensions_updated = script.exists();
+        let ((after, updated), control) = result?;
+        self.extensions = updated;
         self.verified = Some(VerifySummary {
             databases: after.databases.len(),
             tables: after.databases.values().map(|d| d.tables.len()).sum(),
@@ -875,7 +882,7 @@ impl<'a> Upgrade<'a> {
             settings_changed: self.journal.learned.config_changes.clone(),
             options_removed: self.options_removed.iter().flat_map(|m| m.values()).sum(),
             options_removed_by_database: self.options_removed.clone().unwrap_or_default(),
-            extensions_updated: self.extensions_updated,
+            extensions: self.extensions.clone(),
             verified: self.verified.clone(),
             container: None,
             image: None,

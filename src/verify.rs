@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
 use crate::cluster::LocaleProvider;
+use crate::extension;
 use crate::pgclient::{ClientError, connect, databases, query_err};
 
 type Result<T> = std::result::Result<T, ClientError>;
@@ -140,13 +141,7 @@ async fn database(c: &Client, db: &str) -> Result<Database> {
     {
         out.sequences.insert(r.get(0), r.get(1));
     }
-    for r in c
-        .query("SELECT extname::text, extversion FROM pg_extension", &[])
-        .await
-        .map_err(&err)?
-    {
-        out.extensions.insert(r.get(0), r.get(1));
-    }
+    out.extensions = extension::of_database(c, db).await?;
     Ok(out)
 }
 
