@@ -1,31 +1,36 @@
 #!/usr/bin/env bash
-# Builds pgup's images from Debian packages only: no registry is needed.
+# Builds pgup's server images from Debian packages only: no registry is needed.
 #
-#   pgup/upgrade:13-15-17-18 (+ :latest)  PostgreSQL 13, 15, 17 and 18 binaries side by side
-#   pgup/postgres:13 :15 :17 :18          servers that behave like the official postgres images
-#   pgup/postgres:15-uid70                the data owner is uid 70, as in the Alpine images
+#   pgup/postgres:13 :15 :17 :18   servers that behave like the official postgres images
+#   pgup/postgres:15-uid70         the data owner is uid 70, as in the Alpine images
+#   pgup/postgis:13 :17            the server with PostGIS 3
+#   pgup/pgvector:17 :18           the server with pgvector
 #
-# One trixie root (debootstrap) is the base of every image; older and newer majors come from
-# bullseye, bookworm and forky through apt pinning, so all images share one glibc and one
-# collation behaviour.
+# As in the official images, each major sits on the Debian release that packages it (13
+# bullseye, 15 bookworm, 17 trixie, 18 sid), with that release's glibc, ICU, OpenSSL and LLVM.
+# Each release is debootstrapped once into $PGUP_BUILD_DIR/<release>/root, the base of its
+# images and their resolver (below); an image is a copy of it with the server installed by the
+# release's own apt, an extension image a copy of that with the extension installed. The four
+# releases are resolved and built side by side.
 #
 # An image is built again only when it would come out different. Before building, the script
-# asks the mirror what it would install today: in the resolver, a trixie root kept in
-# $PGUP_BUILD_DIR/apt-resolve with the same apt, configuration and package lists as a build,
-# `apt-get -s` plays every install of every image. An image's label org.pgup.build-hash is the
-# hash of this script, the entrypoint and that list of package versions, so a moved mirror
-# rebuilds the images it moves, and only those; a build then installs from those very lists.
-# When the mirror cannot be reached, images are compared by script hash alone (with a warning).
-# Every image also carries org.pgup.packages: each package=version it holds.
+# asks the mirror what it would install today: in each release's root, with the same apt,
+# configuration and package lists as a build, `apt-get -s` plays debootstrap's minbase and every
+# install of every image. An image's label org.pgup.build-hash is the hash of this script, the
+# entrypoint and that list of package versions, so a moved mirror rebuilds the images it moves,
+# and only those; a build then installs from those very lists. When the mirror cannot be
+# reached, images are compared by script hash alone (with a warning). Every image also carries
+# org.pgup.packages (each package=version it holds) and org.pgup.debian-release.
 #
 # Usage: images/build.sh [--force | --check | --list]
 #   --force  build every image again
 #   --check  ask the mirror, say what would be built and why, print what --list prints; build
 #            nothing; exit 1 unless all images are current
 #   --list   a line per image: its name, its state (current, outdated, missing; unchecked when
-#            no resolution is stored yet) and the versions that matter; reads labels only, offline
+#            no resolution is stored yet), its release and the versions that matter; reads
+#            labels only, offline
 # Environment: PGUP_DEBIAN_MIRROR (default http://deb.debian.org/debian),
-#              PGUP_BUILD_DIR (default /var/tmp/pgup-images; keeps the resolver and a package cache).
+#              PGUP_BUILD_DIR (default /var/tmp/pgup-images; keeps the roots and package caches).
 set -euo pipefail
 shopt -s inherit_errexit
 # One collation for every sort and comm below, and for the commands run in the roots.
@@ -34,55 +39,37 @@ export LC_ALL=C
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 mirror=${PGUP_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 build_dir=${PGUP_BUILD_DIR:-/var/tmp/pgup-images}
-resolve_dir=$build_dir/apt-resolve
-rroot=$resolve_dir/root
-states=$resolve_dir/states
-majors=(13 15 17 18)
-suites=(trixie bookworm bullseye forky)
+releases=(bullseye bookworm trixie sid)
 script_hash=$(cat "$here/build.sh" "$here/docker-entrypoint.sh" | sha256sum | cut -c1-16)
 
-suite_of() {
+release_of() {
 	case $1 in
 	13) echo bullseye ;;
 	15) echo bookworm ;;
 	17) echo trixie ;;
-	18) echo forky ;;
-	*) echo "no Debian suite known for PostgreSQL $1" >&2 && return 1 ;;
+	18) echo sid ;;
+	*) echo "no Debian release known for PostgreSQL $1" >&2 && return 1 ;;
 	esac
 }
 
-# name|majors|uid: every image this script makes.
+# name|major|uid|extension package: every image this script makes.
 images=(
-	"pgup/upgrade:13-15-17-18|13 15 17 18|999"
-	"pgup/postgres:13|13|999"
-	"pgup/postgres:15|15|999"
-	"pgup/postgres:17|17|999"
-	"pgup/postgres:18|18|999"
-	"pgup/postgres:15-uid70|15|70"
+	"pgup/postgres:13|13|999|"
+	"pgup/postgis:13|13|999|postgresql-13-postgis-3"
+	"pgup/postgres:15|15|999|"
+	"pgup/postgres:15-uid70|15|70|"
+	"pgup/postgres:17|17|999|"
+	"pgup/postgis:17|17|999|postgresql-17-postgis-3"
+	"pgup/pgvector:17|17|999|postgresql-17-pgvector"
+	"pgup/postgres:18|18|999|"
+	"pgup/pgvector:18|18|999|postgresql-18-pgvector"
 )
 
-# The apt installs after debootstrap, each as "TARGET-RELEASE PACKAGE..." (- for the default
-# release, trixie). A build runs exactly these, the resolver simulates exactly these.
-# postgresql-18 from forky needs forky's glibc; every image gets it first, so that all share
-# one glibc (one collation behaviour) and the locale made in the base stays valid.
-base_steps=("forky libc6 libc-bin locales")
+# image_steps MAJOR EXTENSION: the apt installs after debootstrap, a line of packages each. A
+# build runs exactly these, the resolver simulates exactly these.
 image_steps() {
-	local m
-	echo "- postgresql-common"
-	for m in $1; do echo "$(suite_of "$m") postgresql-$m"; done
-}
-
-# step_pkgs STEP: its packages, one a line; step_args STEP: apt-get's arguments for it.
-step_pkgs() {
-	local pkgs
-	read -r _ pkgs <<<"$1"
-	# shellcheck disable=SC2086 # the package names are words
-	printf '%s\n' $pkgs
-}
-step_args() {
-	[ "${1%% *}" = - ] || printf '%s\n' -t "${1%% *}"
-	echo install
-	step_pkgs "$1"
+	echo "locales postgresql-$1"
+	[ -z "$2" ] || echo "$2"
 }
 
 log() { printf 'build.sh: %s\n' "$*" >&2; }
@@ -90,20 +77,26 @@ log() { printf 'build.sh: %s\n' "$*" >&2; }
 label() { docker image inspect --format "{{index .Config.Labels \"$2\"}}" "$1" 2>/dev/null; }
 
 # --list: the state and the versions that matter of each image, from labels and from the keys of
-# the last resolution (which a run as root stores): no network, no root.
+# the last resolution of each release (which a run as root stores): no network, no root.
 list_images() {
-	local spec name state line all=true
+	local f line name major state since='' all=true
 	declare -A known=()
-	if [ -r "$resolve_dir/keys" ] && [ "$(sed -n 's/^script //p' "$resolve_dir/keys")" = "$script_hash" ]; then
-		while read -r line; do known[${line%% *}]=${line#* }; done < <(sed -n 's/^image //p' "$resolve_dir/keys")
-		log "states against the mirror as resolved at $(sed -n 's/^resolved //p' "$resolve_dir/keys") (build.sh run as root resolves it again)"
+	for f in "$build_dir"/*/keys; do
+		if [ -r "$f" ] && [ "$(sed -n 's/^script //p' "$f")" = "$script_hash" ]; then
+			while read -r line; do known[${line%% *}]=${line#* }; done < <(sed -n 's/^image //p' "$f")
+			line=$(sed -n 's/^resolved //p' "$f")
+			[[ -n $since && $since < $line ]] || since=$line
+		fi
+	done
+	if [ -n "$since" ]; then
+		log "states against the mirror as resolved at $since or later (build.sh run as root resolves it again)"
 	else
 		log "no resolution of the mirror stored for this build.sh yet: 'unchecked' images match the scripts; run build.sh --check as root"
 	fi
-	for spec in "${images[@]}" "pgup/upgrade:latest|${majors[*]}|999"; do
-		name=${spec%%|*}
+	for spec in "${images[@]}"; do
+		IFS='|' read -r name major _ <<<"$spec"
 		if ! docker image inspect "$name" >/dev/null 2>&1; then
-			printf '%-26s %s\n' "$name" missing
+			printf '%-24s %-9s %s\n' "$name" missing "$(release_of "$major")"
 			all=false
 			continue
 		fi
@@ -115,7 +108,7 @@ list_images() {
 			state=unchecked
 		fi
 		[ "$state" = current ] || all=false
-		printf '%-26s %-9s %s\n' "$name" "$state" "$(key_versions "$name")"
+		printf '%-24s %-9s %-8s %s\n' "$name" "$state" "$(label "$name" org.pgup.debian-release)" "$(key_versions "$name")"
 	done
 	$all
 }
@@ -127,11 +120,12 @@ key_versions() {
 	[ -n "$pkgs" ] || { echo "(no org.pgup.packages label: built by an older build.sh)"; return 0; }
 	tr ' ' '\n' <<<"$pkgs" | awk -F= '
 		$1 ~ /^postgresql-[0-9]+$/ { print 1, $0; next }
-		$1 == "postgresql-common" { print 2, $0; next }
-		$1 == "libc6" { print 3, $0; next }
-		$1 ~ /^libicu[0-9]/ { print 4, $0; next }
-		$1 ~ /^libssl[0-9]/ { print 5, $0; next }
-		$1 ~ /^libllvm[0-9]/ { print 6, $0 }' | sort -k1,1n -k2,2V | cut -d' ' -f2 | paste -sd' '
+		$1 ~ /^postgresql-[0-9]+-(postgis-3|pgvector)$/ { print 2, $0; next }
+		$1 == "postgresql-common" { print 3, $0; next }
+		$1 == "libc6" { print 4, $0; next }
+		$1 ~ /^libicu[0-9]/ { print 5, $0; next }
+		$1 ~ /^libssl[0-9]/ { print 6, $0; next }
+		$1 ~ /^libllvm[0-9]/ { print 7, $0 }' | sort -k1,1n -k2,2V | cut -d' ' -f2 | paste -sd' '
 }
 
 force=false check=false
@@ -147,37 +141,39 @@ case ${1:-} in
 esac
 
 work=
-mounts=()
 cleanup() {
-	local m pids
+	local pids
 	mapfile -t pids < <(jobs -pr)
 	[ ${#pids[@]} -eq 0 ] || kill "${pids[@]}" 2>/dev/null || true
-	for m in "${mounts[@]}"; do umount -l "$m" 2>/dev/null || true; done
-	[ -z "$work" ] || rm -rf "$work" "$rroot/tmp/pgup.$$"
+	[ -n "$work" ] || return 0
+	# The mounts of the build roots (/proc, the package cache), wherever a job left them.
+	awk -v w="$work/" 'index($2, w) == 1 { print $2 }' /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+	rm -rf "$work"
 }
 trap cleanup EXIT
 
-# Runs a command inside a root with /proc and the shared package cache mounted.
+# What follows runs in a job per release, with these set by run_release: rel (its name), rdir
+# ($build_dir/$rel), rroot (its root, the resolver and base of its images), states, archives
+# (its package cache), mine (its images' specs), resolved, state_of, key_of.
+
+# Runs a command inside a build root with /proc and the release's package cache mounted.
 in_root() {
-	local root=$1
+	local root=$1 rc=0
 	shift
-	mount -t proc proc "$root/proc" && mounts+=("$root/proc")
-	mount --bind "$build_dir/archives" "$root/var/cache/apt/archives" && mounts+=("$root/var/cache/apt/archives")
-	local rc=0
+	mount -t proc proc "$root/proc"
+	mount --bind "$archives" "$root/var/cache/apt/archives"
 	DEBIAN_FRONTEND=noninteractive chroot "$root" "$@" || rc=$?
 	umount "$root/var/cache/apt/archives" "$root/proc"
-	mounts=("${mounts[@]:0:${#mounts[@]}-2}")
 	return $rc
 }
 
-# configure_root ROOT: the apt and dpkg set-up every build root has (all of it before any install
-# step, so the resolver, whose root this also is, plays the steps under the same rules).
+# configure_root ROOT: the apt and dpkg set-up of the release's root (all of it before any
+# install, so the resolver plays the steps under the rules the builds follow).
 configure_root() {
-	local root=$1 s
-	for s in "${suites[@]}"; do echo "deb $mirror $s main"; done >"$root/etc/apt/sources.list"
-	# forky's Release file is past its Valid-Until date on the mirror.
+	local root=$1
+	echo "deb $mirror $rel main" >"$root/etc/apt/sources.list"
+	# sid's Release file is past its Valid-Until date on a mirror that stopped following it.
 	cat >"$root/etc/apt/apt.conf.d/90pgup" <<-'EOF'
-		APT::Default-Release "trixie";
 		Acquire::Check-Valid-Until "false";
 		Acquire::Languages "none";
 		APT::Install-Recommends "false";
@@ -197,16 +193,20 @@ configure_root() {
 	rm -rf "$root/usr/share/doc" "$root/usr/share/man" "$root/usr/share/info"
 }
 
-# make_resolver: a fresh debootstrap of trixie as the resolver (and base) root, keeping the
-# package lists of the one it replaces, so that apt-get update stays incremental.
-make_resolver() {
-	local new=$resolve_dir/root.new
+# make_base: a fresh debootstrap of the release as its root, keeping the package lists of the
+# one it replaces, so that apt-get update stays incremental. debootstrap checks the Release
+# file with the host's debian-archive-keyring; apt in the root then uses the release's own.
+make_base() {
+	local new=$rdir/root.new dlog=$work/debootstrap-$rel.log
 	command -v debootstrap >/dev/null || { log "debootstrap is missing: apt-get install debootstrap"; return 1; }
-	log "debootstrap trixie into $rroot"
+	log "debootstrap $rel into $rroot"
 	rm -rf "$new"
-	mkdir -p "$build_dir/archives/partial"
-	debootstrap --variant=minbase --cache-dir="$build_dir/archives" trixie "$new" "$mirror" \
-		>"$work/debootstrap.log" 2>&1 || { tail -20 "$work/debootstrap.log" >&2; return 1; }
+	if ! debootstrap --variant=minbase --cache-dir="$archives" "$rel" "$new" "$mirror" >"$dlog" 2>&1; then
+		tail -20 "$dlog" >&2
+		! grep -q 'unknown key' "$dlog" ||
+			log "$rel is signed by a key the host does not know: update the host's debian-archive-keyring"
+		return 1
+	fi
 	configure_root "$new"
 	if [ -d "$rroot/var/lib/apt/lists" ]; then
 		rm -rf "$new/var/lib/apt/lists"
@@ -218,58 +218,47 @@ make_resolver() {
 	: >"$rroot/.pgup-resolver"
 }
 
-# probe_mirror DIR: each suite's InRelease as the mirror serves it now; fails when it cannot be reached.
+# probe_mirror: each release's InRelease as the mirror serves it now, in $work/probe; fails
+# when the mirror cannot be reached.
 probe_mirror() {
-	local s
-	mkdir -p "$1"
-	for s in "${suites[@]}"; do
-		wget -nv -T 20 -t 1 -O "$1/$s" "$mirror/dists/$s/InRelease" 2>"$work/wget.log" ||
+	local r
+	mkdir -p "$work/probe"
+	for r in "${releases[@]}"; do
+		wget -nv -T 20 -t 1 -O "$work/probe/$r" "$mirror/dists/$r/InRelease" 2>"$work/wget.log" ||
 			{ log "$(tail -1 "$work/wget.log")"; return 1; }
 	done
 }
 
-# lists_match PROBE: whether the resolver's lists came from exactly the InRelease files in PROBE
-# (compared byte for byte with the ones apt verified: nothing fetched by wget is trusted).
-lists_match() {
-	local f known=" "
-	for f in "$rroot"/var/lib/apt/lists/*_InRelease; do
-		[ -e "$f" ] && known+="$(sha256sum <"$f" | cut -c1-64) "
-	done
-	for f in "$1"/*; do
-		[[ $known == *" $(sha256sum <"$f" | cut -c1-64) "* ]] || return 1
-	done
-}
-
-# refresh_lists PROBE: apt-get update in the resolver when the mirror moved (or is another one
-# than the lists came from). apt checks the signatures with the root's debian-archive-keyring,
-# which debootstrap checked with the host's.
+# refresh_lists: apt-get update in the root unless its lists came from this mirror and from the
+# very InRelease the probe fetched (compared byte for byte with the one apt verified: nothing
+# fetched by wget is trusted). apt checks the signatures with the root's debian-archive-keyring.
 refresh_lists() {
-	if [ "$(cat "$rroot/.pgup-resolver")" = "$mirror" ] && lists_match "$1"; then return 0; fi
-	log "the mirror moved: apt-get update in the resolver"
+	if [ "$(cat "$rroot/.pgup-resolver")" = "$mirror" ] &&
+		cmp -s "$work/probe/$rel" "$rroot"/var/lib/apt/lists/*_dists_"$rel"_InRelease; then
+		return 0
+	fi
+	log "$rel: its package lists are not the mirror's: apt-get update"
 	cp -L /etc/resolv.conf "$rroot/etc/resolv.conf" 2>/dev/null || true
-	chroot "$rroot" apt-get -q --error-on=any update >"$work/apt-update.log" 2>&1 ||
-		{ cat "$work/apt-update.log" >&2; return 1; }
+	chroot "$rroot" apt-get -q --error-on=any update >"$work/apt-update-$rel.log" 2>&1 ||
+		{ cat "$work/apt-update-$rel.log" >&2; return 1; }
 	echo "$mirror" >"$rroot/.pgup-resolver"
 }
 
-# lists_hash SUITE...: those suites' package lists: signed InRelease files by content, indexes by
-# size and date (apt rewrites an unchanged InRelease, never an unchanged index).
-lists_hash() {
-	local s f
-	for s in "$@"; do
-		for f in "$rroot"/var/lib/apt/lists/*_dists_"${s}"_*; do
+# lists_id: what a simulation depends on besides its steps: this script, the root's own packages
+# (its apt) and its package lists: the signed InRelease by content, the indexes by size and date
+# (apt rewrites an unchanged InRelease, never an unchanged index).
+lists_id() {
+	local f
+	{
+		echo "$script_hash"
+		sha256sum <"$rroot/var/lib/dpkg/status"
+		for f in "$rroot"/var/lib/apt/lists/*_dists_"$rel"_*; do
 			case $f in
 			*_InRelease) sha256sum <"$f" ;;
 			*) stat -c '%n %s %Y' "$f" ;;
 			esac
 		done
-	done | sha256sum | cut -c1-32
-}
-
-# lists_id SUITE...: what a simulation depends on besides its steps: this script, the resolver's
-# own packages (its apt) and those lists.
-lists_id() {
-	{ echo "$script_hash"; sha256sum <"$rroot/var/lib/dpkg/status"; lists_hash "$@"; } | sha256sum | cut -c1-32
+	} | sha256sum | cut -c1-32
 }
 
 # A state is what a root holds: a sorted name=version list, and beside it STATE.manual, the
@@ -283,57 +272,54 @@ parse_sim() {
 		END { for (n in have) print have[n] }' | sort
 }
 
-# simulate IN OUT STEP: the state after install STEP on a root in state IN, as the build's apt
-# decides it. apt takes state IN as installed from a status file of those versions' stanzas.
+# simulate IN OUT PACKAGE...: the state after installing those packages on a root in state IN, as
+# the build's apt decides it. apt takes state IN as installed from a status file of those
+# versions' stanzas.
 simulate() {
-	local in=$1 out=$2 tmp args
-	mapfile -t args < <(step_args "$3")
-	tmp=$(mktemp -d "$rroot/tmp/pgup.$$/sim.XXXXXX")
+	local in=$1 out=$2 tmp
+	shift 2
+	tmp=$(mktemp -d "$rroot/tmp/pgup.XXXXXX")
 	chroot "$rroot" xargs -r apt-cache -o Dir::State::status=/dev/null show <"$in" |
 		awk '{ print } /^Package:/ { print "Status: install ok installed" }' >"$tmp/status" ||
-		{ log "the stanzas of a state are not in the lists"; return 1; }
+		{ log "$rel: the stanzas of a state are not in the lists"; return 1; }
 	cut -d= -f1 "$in" | sort | comm -23 - "$in.manual" |
 		awk -v arch="$arch" '{ print "Package: " $1 "\nArchitecture: " arch "\nAuto-Installed: 1\n" }' >"$tmp/auto"
 	chroot "$rroot" apt-get -s -o Dir::Cache::pkgcache= -o Dir::State::status="${tmp#"$rroot"}/status" \
-		-o Dir::State::extended_states="${tmp#"$rroot"}/auto" "${args[@]}" >"$tmp/sim" 2>&1 ||
-		{ log "simulating '$3' failed:"; tail -20 "$tmp/sim" >&2; return 1; }
+		-o Dir::State::extended_states="${tmp#"$rroot"}/auto" install "$@" >"$tmp/sim" 2>&1 ||
+		{ log "$rel: simulating the install of $* failed:"; tail -20 "$tmp/sim" >&2; return 1; }
 	parse_sim "$in" <"$tmp/sim" >"$tmp/state"
-	{ cat "$in.manual"; step_pkgs "$3"; } | sort -u >"$tmp/manual"
-	mv "$tmp/manual" "$out.manual"
+	{ cat "$in.manual"; printf '%s\n' "$@"; } | sort -u >"$out.manual"
 	mv "$tmp/state" "$out"
 	rm -rf "$tmp"
 }
 
-# simulate_debootstrap OUT: the state debootstrap --variant=minbase would make now: trixie's
-# Priority: required packages and apt, with their dependencies, from trixie alone (as debootstrap
-# reads no other suite), all marked as installed by request.
+# simulate_debootstrap OUT: the state debootstrap --variant=minbase makes now: the release's
+# Priority: required packages and apt (and usr-is-merged on bookworm, as debootstrap's
+# scripts/debian-common adds it) with their dependencies, all marked as installed by request.
 simulate_debootstrap() {
-	local out=$1 tmp required
-	tmp=$(mktemp -d "$rroot/tmp/pgup.$$/sim.XXXXXX")
-	echo "deb $mirror trixie main" >"$tmp/sources.list"
-	: >"$tmp/status"
+	local required
 	mapfile -t required < <(awk '/^Package:/ { p = $2 } /^Priority: required$/ { print p }' \
-		"$rroot"/var/lib/apt/lists/*_dists_trixie_main_binary-"$arch"_Packages | sort -u)
-	chroot "$rroot" apt-get -s -o Dir::Etc::SourceList="${tmp#"$rroot"}/sources.list" -o Dir::Etc::SourceParts=/nonexistent \
-		-o Dir::Cache::srcpkgcache= -o Dir::Cache::pkgcache= -o Dir::State::status="${tmp#"$rroot"}/status" \
-		install "${required[@]}" apt >"$tmp/sim" 2>&1 || { log "simulating debootstrap failed:"; tail -20 "$tmp/sim" >&2; return 1; }
-	parse_sim /dev/null <"$tmp/sim" >"$tmp/state"
-	cut -d= -f1 "$tmp/state" | sort >"$tmp/manual"
-	mv "$tmp/manual" "$out.manual"
-	mv "$tmp/state" "$out"
-	rm -rf "$tmp"
+		"$rroot"/var/lib/apt/lists/*_dists_"$rel"_main_binary-"$arch"_Packages | sort -u)
+	[ "$rel" != bookworm ] || required+=(usr-is-merged)
+	: >"$states/empty"
+	: >"$states/empty.manual"
+	simulate "$states/empty" "$1.new" "${required[@]}" apt
+	cut -d= -f1 "$1.new" | sort >"$1.manual"
+	mv "$1.new" "$1"
+	rm -f "$1.new.manual"
 }
 
 # resolve_chain STEP...: prints the state file after debootstrap and those steps. Each state is
 # kept in $states under a hash of all it depends on, so an unmoved mirror costs no simulation.
 resolve_chain() {
-	local key=$base_id prev step
+	local key=$base_id prev step pkgs
 	prev=$states/$key
 	[ -e "$prev" ] || simulate_debootstrap "$prev"
 	touch "$prev" "$prev.manual"
 	for step in "$@"; do
-		key=$(printf '%s\n' "$key" "$all_id" "$step" | sha256sum | cut -c1-32)
-		[ -e "$states/$key" ] || simulate "$prev" "$states/$key" "$step"
+		key=$(printf '%s\n' "$key" "$step" | sha256sum | cut -c1-32)
+		read -ra pkgs <<<"$step"
+		[ -e "$states/$key" ] || simulate "$prev" "$states/$key" "${pkgs[@]}"
 		touch "$states/$key" "$states/$key.manual"
 		prev=$states/$key
 	done
@@ -343,61 +329,43 @@ resolve_chain() {
 # shellcheck disable=SC2016 # dpkg-query's own ${...}
 root_packages() { chroot "$1" dpkg-query -W -f '${Package}=${Version}\n' | sort; }
 
-# resolve: per image, the state it would be built in today and its key (key_of, state_of), also
-# stored in $resolve_dir/keys for --list. base_moved: the resolver root is not what debootstrap
+# resolve: per image of the release, the state it would be built in today (state_of) and its key
+# (key_of), also stored in $rdir/keys for --list. base_moved: the root is not what debootstrap
 # makes today.
 resolve() {
-	local i name want steps pids=() order=(0)
-	base_id=$(lists_id trixie)
-	all_id=$(lists_id "${suites[@]}")
-	mkdir -p "$states" "$rroot/tmp/pgup.$$"
-	# apt's caches are built once here, not by each of the simulations running side by side.
-	chroot "$rroot" apt-cache policy >/dev/null
-	mapfile -t steps < <(image_steps "")
-	resolve_chain "${base_steps[@]}" "${steps[@]}" >/dev/null
-	# The longest chain (the upgrade image) first, then the others backwards, so that two
-	# simulations running at once do not compute the same state.
-	for ((i = ${#images[@]} - 1; i > 0; i--)); do order+=("$i"); done
-	for i in "${order[@]}"; do
-		IFS='|' read -r name want _ <<<"${images[$i]}"
-		mapfile -t steps < <(image_steps "$want")
-		while [ "$(jobs -rp | wc -l)" -ge "$(nproc)" ]; do wait -n; done
-		resolve_chain "${base_steps[@]}" "${steps[@]}" >"$work/state.$i" &
-		pids+=($!)
-	done
-	for i in "${pids[@]}"; do wait "$i"; done
-	for i in "${!images[@]}"; do
-		name=${images[$i]%%|*}
-		state_of[$name]=$(cat "$work/state.$i")
+	local spec name major ext steps
+	base_id=$(lists_id)
+	mkdir -p "$states" "$rroot/tmp"
+	for spec in "${mine[@]}"; do
+		IFS='|' read -r name major _ ext <<<"$spec"
+		mapfile -t steps < <(image_steps "$major" "$ext")
+		state_of[$name]=$(resolve_chain "${steps[@]}")
 		key_of[$name]=$({ echo "$script_hash"; cat "${state_of[$name]}"; } | sha256sum | cut -c1-16)
 	done
-	key_of[pgup/upgrade:latest]=${key_of[${images[0]%%|*}]}
 	{
 		echo "script $script_hash"
 		echo "resolved $(date -u '+%Y-%m-%d %H:%M UTC')"
-		for name in "${images[@]%%|*}" pgup/upgrade:latest; do echo "image $name ${key_of[$name]}"; done
-	} >"$resolve_dir/keys.new"
-	mv "$resolve_dir/keys.new" "$resolve_dir/keys"
+		for spec in "${mine[@]}"; do echo "image ${spec%%|*} ${key_of[${spec%%|*}]}"; done
+	} >"$rdir/keys.new"
+	mv "$rdir/keys.new" "$rdir/keys"
 	find "$states" -type f -mtime +7 -delete
 	base_moved=false
 	cmp -s "$states/$base_id" <(root_packages "$rroot") || base_moved=true
 }
 
-# mirror_resolution: resolve, re-making the resolver root when trixie's base moved; but once
-# only for the same trixie lists, should debootstrap and its simulation ever disagree.
+# mirror_resolution: resolve, re-making the root when the release's base moved; but once only for
+# the same lists, should debootstrap and its simulation ever disagree.
 mirror_resolution() {
-	local trixie
 	resolve
 	$base_moved || return 0
-	trixie=$(lists_hash trixie)
-	if [ "$(cat "$resolve_dir/disagree" 2>/dev/null)" != "$trixie" ]; then
-		log "trixie's base packages moved: the resolver root is made again"
-		make_resolver
+	if [ "$(cat "$rdir/disagree" 2>/dev/null)" != "$base_id" ]; then
+		log "$rel: its base packages moved: its root is made again"
+		make_base
 		resolve
 		$base_moved || return 0
-		echo "$trixie" >"$resolve_dir/disagree"
+		echo "$base_id" >"$rdir/disagree"
 	fi
-	log "WARNING: the resolver root differs from the simulation of debootstrap: $(moves "$states/$base_id" <(root_packages "$rroot"))"
+	log "WARNING: $rel: the root differs from the simulation of debootstrap: $(moves "$states/$base_id" <(root_packages "$rroot"))"
 }
 
 is_current() {
@@ -436,116 +404,56 @@ moves() {
 	echo "${out:-no package changes}"
 }
 
-declare -A key_of=() state_of=()
-resolved=false
-started=$(date +%s)
-if [ "$(id -u)" -ne 0 ]; then
-	log "WARNING: not root, so the mirror is not asked (the resolver runs in a chroot): images are compared by script hash only"
-else
-	mkdir -p "$resolve_dir"
-	# One build.sh at a time: they would share the resolver and the image tags.
-	exec 9>"$resolve_dir/lock"
-	flock -n 9 || { log "waiting for another build.sh to finish"; flock 9; }
-	work=$(mktemp -d "${TMPDIR:-/var/tmp}/pgup-build.XXXXXX")
-	arch=$(dpkg --print-architecture)
-	if ! probe_mirror "$work/probe"; then
-		log "WARNING: the mirror $mirror cannot be reached: images are compared by script hash only, so they may not be what the mirror serves today"
-	else
-		[ -e "$rroot/.pgup-resolver" ] || make_resolver
-		# This script's configuration, should it have changed since the root was made.
-		configure_root "$rroot"
-		if refresh_lists "$work/probe"; then
-			mirror_resolution
-			resolved=true
-			log "mirror resolved in $(($(date +%s) - started)) s"
-		else
-			log "WARNING: the package lists could not be updated (above): images are compared by script hash only"
-		fi
-	fi
-fi
-todo=()
-for spec in "${images[@]}"; do
-	name=${spec%%|*}
-	if $force || ! is_current "$name"; then
-		log "$name: $(why "$name")"
-		todo+=("$spec")
-	fi
-done
-if $check; then
-	if list_images; then exit 0; else exit 1; fi
-fi
-if [ ${#todo[@]} -eq 0 ] && is_current pgup/upgrade:latest; then
-	as_of=
-	! $resolved || as_of=", mirror as of $(sed -n 's/^resolved //p' "$resolve_dir/keys")"
-	log "all images are current (script hash $script_hash$as_of)"
-	exit 0
-fi
-[ "$(id -u)" -eq 0 ] || { log "must run as root (debootstrap and chroot)"; exit 1; }
-$resolved || { log "cannot build without the mirror"; exit 1; }
-
-# The base of every image: the resolver root, with its package lists (those the resolution
-# read, so the build installs what was resolved), then forky's glibc.
-make_base() {
-	local root=$work/base
-	log "copying the resolver root into $root"
-	cp -a "$rroot" "$root"
-	rm -rf "$root/tmp/pgup.$$" "$root/.pgup-resolver"
-	cp -L /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true
-	apt_step "$root" "$work/glibc.log" "${base_steps[0]}"
-	# As the official images: en_US.UTF-8 is the default locale of new clusters.
-	in_root "$root" localedef -i en_US -c -f UTF-8 en_US.UTF-8
-}
-
-# apt_step ROOT LOG STEP: runs an install step in a build root.
+# apt_step ROOT STEP: runs an install step in a build root.
 apt_step() {
-	local args
-	mapfile -t args < <(step_args "$3")
-	in_root "$1" apt-get -qy "${args[@]}" >"$2" 2>&1 || { tail -30 "$2" >&2; return 1; }
+	local pkgs
+	read -ra pkgs <<<"$2"
+	log "$rel: installing ${pkgs[*]}"
+	in_root "$1" apt-get -qy install "${pkgs[@]}" >"$work/apt-$rel.log" 2>&1 || { tail -30 "$work/apt-$rel.log" >&2; return 1; }
 }
 
-# make_root NAME "MAJORS" UID: a copy of the base with those majors installed; its package list
-# in $work/packages.
-make_root() {
-	local name=$1 want=$2 uid=$3 root=$work/root steps step m
-	rm -rf "$root"
-	cp -a "$work/base" "$root"
+# make_server ROOT MAJOR UID STEP: a copy of the release's root with the server installed by STEP.
+make_server() {
+	local root=$1 major=$2 uid=$3
+	cp -a "$rroot" "$root"
+	rm -f "$root/.pgup-resolver"
+	cp -L /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true
 	# Fixed ids before postgresql-common would pick one of its own.
 	in_root "$root" groupadd -r -g "$uid" postgres
 	in_root "$root" useradd -r -u "$uid" -g postgres -d /var/lib/postgresql -s /bin/bash postgres
-	mapfile -t steps < <(image_steps "$want")
-	for step in "${steps[@]}"; do
-		m=${step##*postgresql-}
-		[ "$m" = common ] || log "$name: installing postgresql-$m from $(suite_of "$m")"
-		apt_step "$root" "$work/install-$m.log" "$step"
-		[ "$m" = common ] || [ -x "$root/usr/lib/postgresql/$m/bin/pg_upgrade" ] || { log "postgresql-$m has no pg_upgrade"; return 1; }
-	done
+	apt_step "$root" "$4"
+	[ -x "$root/usr/lib/postgresql/$major/bin/pg_upgrade" ] || { log "postgresql-$major has no pg_upgrade"; return 1; }
+	# As the official images: en_US.UTF-8 is the default locale of new clusters.
+	in_root "$root" localedef -i en_US -c -f UTF-8 en_US.UTF-8
+	[ "$(in_root "$root" env LC_ALL=en_US.UTF-8 locale charmap 2>/dev/null)" = UTF-8 ] ||
+		{ log "$rel: the en_US.UTF-8 locale does not work"; return 1; }
 	# ssl-cert made a snakeoil key pair: no image ships a private key everyone has.
 	rm -f "$root/etc/ssl/private/ssl-cert-snakeoil.key" "$root/etc/ssl/certs/ssl-cert-snakeoil.pem"
-	# A package must not have moved glibc away from the base's, or the locale would break.
-	[ "$(in_root "$root" env LC_ALL=en_US.UTF-8 locale charmap 2>/dev/null)" = UTF-8 ] ||
-		{ log "$name: the en_US.UTF-8 locale does not work"; return 1; }
-	root_packages "$root" >"$work/packages"
-	cmp -s "$work/packages" "${state_of[$name]}" ||
-		log "WARNING: $name holds other packages than resolved: $(moves "${state_of[$name]}" "$work/packages")"
-	# Not apt-get clean: in a build root that would empty the shared package cache.
-	rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/log/* "$root"/tmp/* "$root/etc/resolv.conf"
 	mkdir -p "$root/var/run/postgresql" "$root/var/lib/postgresql" "$root/docker-entrypoint-initdb.d"
 	chown "$uid:$uid" "$root/var/run/postgresql" "$root/var/lib/postgresql"
 	chmod 3777 "$root/var/run/postgresql"
 	install -m 755 "$here/docker-entrypoint.sh" "$root/usr/local/bin/docker-entrypoint.sh"
 }
 
-# import_image NAME META: the root as an image, then metadata (a Dockerfile without RUN).
+# import_image NAME ROOT MAJOR: the root as an image, without its package lists, caches and logs
+# (they stay in the root for the images built on it), then metadata (a Dockerfile without RUN).
 import_image() {
-	local name=$1 meta=$2 key=${key_of[$1]} base
-	base="pgup/rootfs:$key"
-	tar --numeric-owner -C "$work/root" -c . | docker import - "$base" >/dev/null
-	mkdir -p "$work/ctx"
-	printf 'FROM %s\n%s\nLABEL org.pgup.build-hash="%s" org.pgup.script-hash="%s" org.pgup.packages="%s"\n' \
-		"$base" "$meta" "$key" "$script_hash" "$(paste -sd' ' "$work/packages")" >"$work/ctx/Dockerfile"
-	DOCKER_BUILDKIT=0 docker build -q -t "$name" "$work/ctx" >/dev/null 2>"$work/docker-build.log" ||
-		{ cat "$work/docker-build.log" >&2; return 1; }
-	docker rmi "$base" >/dev/null 2>&1 || true
+	local name=$1 root=$2 key=${key_of[$1]} tag=pgup/rootfs:$rel-$$ ctx=$work/ctx-$rel
+	root_packages "$root" >"$work/packages-$rel"
+	cmp -s "$work/packages-$rel" "${state_of[$name]}" ||
+		log "WARNING: $name holds other packages than resolved: $(moves "${state_of[$name]}" "$work/packages-$rel")"
+	tar --numeric-owner -C "$root" --exclude='./var/lib/apt/lists/*' --exclude='./var/cache/apt/*.bin' \
+		--exclude='./var/log/*' --exclude='./tmp/*' --exclude=./etc/resolv.conf -c . | docker import - "$tag" >/dev/null
+	mkdir -p "$ctx"
+	{
+		echo "FROM $tag"
+		server_meta "$3"
+		printf 'LABEL org.pgup.build-hash="%s" org.pgup.script-hash="%s" org.pgup.debian-release="%s" org.pgup.packages="%s"\n' \
+			"$key" "$script_hash" "$rel" "$(paste -sd' ' "$work/packages-$rel")"
+	} >"$ctx/Dockerfile"
+	DOCKER_BUILDKIT=0 docker build -q -t "$name" "$ctx" >/dev/null 2>"$work/docker-build-$rel.log" ||
+		{ cat "$work/docker-build-$rel.log" >&2; return 1; }
+	docker rmi "$tag" >/dev/null 2>&1 || true
 	log "built $name ($(docker image inspect --format '{{.Size}}' "$name" | numfmt --to=iec))"
 }
 
@@ -564,29 +472,108 @@ server_meta() {
 	EOF
 }
 
-upgrade_meta() {
-	cat <<-EOF
-		ENV LANG=en_US.utf8 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-		LABEL org.pgup.majors="$(IFS=,; echo "${majors[*]}")"
-		USER postgres
-		WORKDIR /var/lib/postgresql
-		CMD ["bash"]
-	EOF
+# build: the due images of the release; a server's root is made once, then each extension
+# image installs its package in a copy of it.
+build() {
+	local spec name major uid ext steps server root
+	for spec in "${todo[@]}"; do
+		IFS='|' read -r name major uid ext <<<"$spec"
+		mapfile -t steps < <(image_steps "$major" "$ext")
+		server=$work/$rel-$uid
+		[ -d "$server" ] || make_server "$server" "$major" "$uid" "${steps[0]}"
+		root=$server
+		if [ -n "$ext" ]; then
+			root=$work/$rel-ext
+			rm -rf "$root"
+			cp -a "$server" "$root"
+			apt_step "$root" "${steps[1]}"
+		fi
+		import_image "$name" "$root" "$major"
+	done
+	rm -rf "$work/$rel"-*
 }
 
-make_base
-for spec in "${todo[@]}"; do
-	IFS='|' read -r name want uid <<<"$spec"
-	make_root "$name" "$want" "$uid"
-	if [[ $name == pgup/upgrade:* ]]; then
-		import_image "$name" "$(upgrade_meta)"
-	else
-		import_image "$name" "$(server_meta "$want")"
+# run_release RELEASE: resolves one release against the mirror, says which of its images are
+# due and why (listed in $work/due.RELEASE), and builds them.
+run_release() {
+	local spec name major todo=() t0
+	t0=$(date +%s)
+	rel=$1 rdir=$build_dir/$1 rroot=$build_dir/$1/root states=$build_dir/$1/states archives=$build_dir/archives/$1
+	mine=() resolved=false
+	declare -gA state_of=() key_of=()
+	for spec in "${images[@]}"; do
+		IFS='|' read -r _ major _ <<<"$spec"
+		[ "$(release_of "$major")" != "$rel" ] || mine+=("$spec")
+	done
+	if $online; then
+		mkdir -p "$states" "$archives/partial"
+		[ -e "$rroot/.pgup-resolver" ] || make_base
+		# This script's configuration, should it have changed since the root was made.
+		configure_root "$rroot"
+		if refresh_lists; then
+			mirror_resolution
+			resolved=true
+			log "$rel: resolved in $(($(date +%s) - t0)) s"
+		else
+			log "WARNING: $rel: the package lists could not be updated (above): its images are compared by script hash only"
+		fi
 	fi
+	for spec in "${mine[@]}"; do
+		name=${spec%%|*}
+		if $force || ! is_current "$name"; then
+			log "$name: $(why "$name")"
+			todo+=("$spec")
+		fi
+	done
+	[ ${#todo[@]} -gt 0 ] || return 0
+	printf '%s\n' "${todo[@]%%|*}" >"$work/due.$rel"
+	! $check || return 0
+	[ "$(id -u)" -eq 0 ] || { log "$rel: must run as root to build (debootstrap and chroot)"; return 1; }
+	$resolved || { log "$rel: cannot build without the mirror"; return 1; }
+	build
+	log "$rel: done in $(($(date +%s) - t0)) s"
+}
+
+started=$(date +%s)
+work=$(mktemp -d "${TMPDIR:-/var/tmp}/pgup-build.XXXXXX")
+online=false
+if [ "$(id -u)" -ne 0 ]; then
+	log "WARNING: not root, so the mirror is not asked (the resolvers run in a chroot): images are compared by script hash only"
+else
+	mkdir -p "$build_dir"
+	# One build.sh at a time: they would share the roots and the image tags.
+	exec 9>"$build_dir/lock"
+	flock -n 9 || { log "waiting for another build.sh to finish"; flock 9; }
+	# What build.sh kept before each image had its own release: one trixie resolver, one cache.
+	if [ -d "$build_dir/apt-resolve" ]; then
+		rm -rf "$build_dir/apt-resolve"
+		find "$build_dir/archives" -maxdepth 1 -name '*.deb' -delete 2>/dev/null || true
+	fi
+	arch=$(dpkg --print-architecture)
+	if probe_mirror; then
+		online=true
+	else
+		log "WARNING: the mirror $mirror cannot be reached: images are compared by script hash only, so they may not be what the mirror serves today"
+	fi
+fi
+declare -A pids=()
+for r in "${releases[@]}"; do
+	run_release "$r" &
+	pids[$r]=$!
 done
-docker tag pgup/upgrade:13-15-17-18 pgup/upgrade:latest
+ok=true
+for r in "${releases[@]}"; do wait "${pids[$r]}" || { log "$r: failed (above)"; ok=false; }; done
+if $check; then
+	if list_images && $ok; then exit 0; else exit 1; fi
+fi
+$ok || exit 1
+if ! compgen -G "$work/due.*" >/dev/null; then
+	log "all images are current (script hash $script_hash)"
+	exit 0
+fi
 # Images of earlier builds lost their tags to these; free their space.
 docker image prune -f --filter label=org.pgup.build-hash >/dev/null
-# The package cache keeps what builds download; what no build used for a month goes.
-find "$build_dir/archives" -maxdepth 1 -name '*.deb' -mtime +30 -delete
+# The package caches keep what builds download; what no build read for a month goes (dpkg reads
+# each deb it installs, which moves its atime on relatime mounts).
+find "$build_dir/archives" -name '*.deb' -atime +30 -delete
 log "done in $(($(date +%s) - started)) s (script hash $script_hash)"

@@ -35,6 +35,10 @@ reps=${PGUP_BENCH_REPS:-$reps}
 bash scripts/setup.sh >/dev/null
 cargo build --release --locked -q
 pgup=$PWD/target/release/pgup
+# The toolbox pgup assembles from the two server images: made before any clock starts, and
+# the image the by-hand job runs in.
+toolbox=$("$pgup" image assemble --old pgup/postgres:13 --new pgup/postgres:17 --json |
+	python3 -c 'import json, sys; print(json.load(sys.stdin)["image"])')
 out=target/bench
 mkdir -p "$out"
 results=$out/results.tsv
@@ -112,12 +116,12 @@ drop() {
 	docker volume rm -f "$1" >/dev/null 2>&1 || true
 }
 
-# By hand, as an operator following the manual procedure would, in the upgrade image.
+# By hand, as an operator following the manual procedure would, in the upgrade toolbox.
 by_hand() {
 	local name=$1 copy=$2 w=$vols/$1
 	[ "$copy" = yes ] && cp -a "$w/_data" "$w/backup"
 	install -d -o 999 -g 999 -m 700 "$w/new"
-	docker run --rm --network none -u 999:999 -v "$w:/w" --tmpfs /tmp:uid=999 -w /tmp pgup/upgrade:latest bash -ec '
+	docker run --rm --network none -u 999:999 -v "$w:/w" --tmpfs /tmp:uid=999 -w /tmp "$toolbox" bash -ec '
 		/usr/lib/postgresql/17/bin/initdb -D /w/new -U postgres -A trust --encoding=UTF8 --lc-collate=en_US.utf8 --lc-ctype=en_US.utf8 >/dev/null
 		/usr/lib/postgresql/17/bin/pg_upgrade -b /usr/lib/postgresql/13/bin -B /usr/lib/postgresql/17/bin \
 			-d /w/_data -D /w/new -U postgres --link --jobs 2 -s /tmp >/dev/null

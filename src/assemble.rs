@@ -196,6 +196,21 @@ pub async fn toolbox(
     })
 }
 
+/// The new major's image an operator would name for `old_name` (an image running
+/// `old_major`): the same repository, its tag with the leading major replaced
+/// (`postgres:13` → `postgres:17`, `postgis:13-3.4` → `postgis:17-3.4`). None when the tag
+/// does not start with the major.
+pub fn sibling(old_name: &str, old_major: u32, new_major: u32) -> Option<String> {
+    let (repo, tag) = old_name
+        .rsplit_once(':')
+        .filter(|(_, t)| !t.contains('/'))?;
+    let rest = tag.strip_prefix(&old_major.to_string())?;
+    if rest.starts_with(|c: char| c.is_ascii_digit()) {
+        return None;
+    }
+    Some(format!("{repo}:{new_major}{rest}"))
+}
+
 /// An exclusive lock on building the toolbox of this pair of images, held until dropped
 /// (the kernel drops it with a killed process).
 async fn pair_lock(old: &Source, new: &Source) -> Result<std::fs::File> {
@@ -681,6 +696,26 @@ mod tests {
         assert!(a.starts_with("pgup/toolbox:13-17-"), "{a}");
         assert_eq!(a.len(), "pgup/toolbox:13-17-".len() + 12);
         assert_ne!(a, default_tag(&s("sha256:3", 13), &s("sha256:2", 17)));
+    }
+
+    #[test]
+    fn siblings_swap_the_leading_major() {
+        assert_eq!(
+            sibling("postgres:13", 13, 17).as_deref(),
+            Some("postgres:17")
+        );
+        assert_eq!(
+            sibling("pgup/postgres:15-uid70", 15, 17).as_deref(),
+            Some("pgup/postgres:17-uid70")
+        );
+        assert_eq!(
+            sibling("localhost:5000/postgis/postgis:13-3.4", 13, 17).as_deref(),
+            Some("localhost:5000/postgis/postgis:17-3.4")
+        );
+        assert_eq!(sibling("postgres:130", 13, 17), None);
+        assert_eq!(sibling("postgres:latest", 13, 17), None);
+        assert_eq!(sibling("postgres", 13, 17), None);
+        assert_eq!(sibling("localhost:5000/postgres", 13, 17), None);
     }
 
     #[test]

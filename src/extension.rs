@@ -128,36 +128,35 @@ impl std::fmt::Display for Updated {
     }
 }
 
+/// Why an extension's update failed, by (database, extension).
+pub type Failed = BTreeMap<(String, String), String>;
+
 /// Updates, in every database, each extension whose installed version is not the new
 /// image's default: PostGIS and its companions through `postgis_extensions_upgrade()` (which
 /// knows their order), the others with `ALTER EXTENSION … UPDATE`. An update that fails
-/// leaves that extension as pg_upgrade carried it over (it still works at its old version)
-/// and is reported. Returns every version that moved or failed to.
-pub async fn update_all(socket_dir: &Path, superuser: &str) -> Result<Vec<Updated>> {
+/// leaves that extension as pg_upgrade carried it over (it still works at its old version);
+/// returns those failures.
+pub async fn update_all(socket_dir: &Path, superuser: &str) -> Result<Failed> {
     let client = connect(socket_dir, superuser, "template1").await?;
-    let mut updated = Vec::new();
+    let mut failed = Failed::new();
     for db in databases(&client).await? {
         let c = connect(socket_dir, superuser, &db).await?;
-        let before = of_database(&c, &db).await?;
-        let mut failed = BTreeMap::new();
-        let names = outdated(&c, &db).await?;
-        if names.iter().any(|n| n == "postgis")
+        let mut fail = |name: &str, e: &tokio_postgres::Error| {
+            failed.insert((db.clone(), name.to_owned()), message(e));
+        };
+        if outdated(&c, &db).await?.iter().any(|n| n == "postgis")
             && let Err(e) = c.batch_execute("SELECT postgis_extensions_upgrade()").await
         {
-            failed.insert("postgis".to_owned(), message(&e));
+            fail("postgis", &e);
         }
         for name in outdated(&c, &db).await? {
             let sql = format!("ALTER EXTENSION {} UPDATE", quote_ident(&name));
             if let Err(e) = c.batch_execute(&sql).await {
-                failed.insert(name, message(&e));
-            } else {
-                failed.remove(&name);
+                fail(&name, &e);
             }
         }
-        let after = of_database(&c, &db).await?;
-        updated.extend(changes(&db, &before, &after, failed));
     }
-    Ok(updated)
+    Ok(failed)
 }
 
 /// The extensions installed in a database at another version than the default one.
@@ -175,32 +174,30 @@ async fn outdated(c: &tokio_postgres::Client, db: &str) -> Result<Vec<String>> {
         .collect())
 }
 
-/// The extensions whose version differs between `before` and `after` in database `db`, and
-/// those whose update `failed` (name → why) and did not move.
-fn changes(
-    db: &str,
-    before: &BTreeMap<String, String>,
-    after: &BTreeMap<String, String>,
-    mut failed: BTreeMap<String, String>,
-) -> Vec<Updated> {
-    before
-        .iter()
-        .filter_map(|(name, from)| {
-            let to = after.get(name)?;
-            let failed = if to == from {
-                failed.remove(name)
-            } else {
-                None
+/// The extensions whose version differs between `before` (the old cluster) and `after`,
+/// and those left at their old version because their update `failed`.
+pub fn changes(before: &Installed, after: &Installed, failed: &Failed) -> Vec<Updated> {
+    let mut out = Vec::new();
+    for (db, exts) in before {
+        for (name, from) in exts {
+            let Some(to) = after.get(db).and_then(|a| a.get(name)) else {
+                continue;
             };
-            (to != from || failed.is_some()).then(|| Updated {
-                database: db.to_owned(),
-                extension: name.clone(),
-                from: from.clone(),
-                to: to.clone(),
-                failed,
-            })
-        })
-        .collect()
+            let failed = failed
+                .get(&(db.clone(), name.clone()))
+                .filter(|_| to == from);
+            if to != from || failed.is_some() {
+                out.push(Updated {
+                    database: db.clone(),
+                    extension: name.clone(),
+                    from: from.clone(),
+                    to: to.clone(),
+                    failed: failed.cloned(),
+                });
+            }
+        }
+    }
+    out
 }
 
 fn quote_ident(name: &str) -> String {
@@ -239,14 +236,15 @@ mod tests {
 
     #[test]
     fn changes_are_the_versions_that_moved() {
-        let before = BTreeMap::from([
-            ("postgis".to_owned(), "3.1.1".to_owned()),
-            ("plpgsql".to_owned(), "1.0".to_owned()),
-        ]);
-        let after = BTreeMap::from([
-            ("postgis".to_owned(), "3.5.2".to_owned()),
-            ("plpgsql".to_owned(), "1.0".to_owned()),
-        ]);
+        let installed = |postgis: &str| {
+            Installed::from([(
+                "app".to_owned(),
+                BTreeMap::from([
+                    ("postgis".to_owned(), postgis.to_owned()),
+                    ("plpgsql".to_owned(), "1.0".to_owned()),
+                ]),
+            )])
+        };
         let postgis = Updated {
             database: "app".into(),
             extension: "postgis".into(),
@@ -254,23 +252,28 @@ mod tests {
             to: "3.5.2".into(),
             failed: None,
         };
+        let (before, after) = (installed("3.1.1"), installed("3.5.2"));
         assert_eq!(
-            changes("app", &before, &after, BTreeMap::new()),
+            changes(&before, &after, &Failed::new()),
             vec![postgis.clone()]
         );
         assert_eq!(postgis.to_string(), "app: postgis 3.1.1 → 3.5.2");
         // A failure that a later step made good is not one; one that stuck is reported.
-        let failed = BTreeMap::from([
-            ("postgis".to_owned(), "ERROR: x".to_owned()),
-            ("plpgsql".to_owned(), "ERROR: no update path".to_owned()),
+        let failed = Failed::from([
+            (("app".into(), "postgis".into()), "ERROR: x".to_owned()),
+            (
+                ("app".into(), "plpgsql".into()),
+                "ERROR: no update path".to_owned(),
+            ),
         ]);
-        let got = changes("app", &before, &after, failed);
+        let got = changes(&before, &after, &failed);
         assert_eq!(got[0].failed.as_deref(), Some("ERROR: no update path"));
         assert_eq!(got[1], postgis);
         assert_eq!(
             got[0].to_string(),
             "app: plpgsql stays 1.0 (ERROR: no update path); update it by hand: ALTER EXTENSION plpgsql UPDATE"
         );
+        assert!(changes(&before, &before, &Failed::new()).is_empty());
     }
 
     #[test]

@@ -86,6 +86,23 @@ impl Preflight {
     }
 }
 
+/// [`assemble::sibling`] of `old_name`, when it is a local image running `new`.
+async fn sibling_here(
+    docker: &Docker,
+    old_name: &str,
+    old: u32,
+    new: u32,
+) -> Result<Option<String>> {
+    let Some(name) = assemble::sibling(old_name, old, new) else {
+        return Ok(None);
+    };
+    let runs = docker
+        .image(&name)
+        .await?
+        .and_then(|(image, env)| image.pg_major(&env));
+    Ok((runs == Some(new)).then_some(name))
+}
+
 /// The toolbox assembled from server images `from` (the old major's) and `to`; or why there
 /// is none.
 async fn assembled(
@@ -171,7 +188,14 @@ pub async fn static_checks(
         .old_image
         .clone()
         .or_else(|| pre.target.container.as_ref().map(|c| c.image_id.clone()));
-    let picked = match (&intent.image, old_image, &intent.new_image) {
+    // Without --new-image, the new major's image of the container's own repository, if here.
+    let new_image = match (&intent.new_image, &pre.target.container) {
+        (Some(name), _) => Some(name.clone()),
+        (None, Some(c)) => sibling_here(docker, &c.image, old, new).await?,
+        (None, None) => None,
+    };
+    pre.new_image.clone_from(&new_image);
+    let picked = match (&intent.image, old_image, &new_image) {
         (None, Some(from), Some(to)) => assembled(docker, &from, to, old, printer).await?,
         (explicit, from, _) => {
             toolbox::pick_image(docker, explicit.as_deref(), old, new, from.as_deref()).await?

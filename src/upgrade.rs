@@ -777,7 +777,7 @@ impl<'a> Upgrade<'a> {
                             .await
                             .context("update_extensions.sql failed")?;
                     }
-                    let updated = extension::update_all(tb.socket_dir(), superuser).await?;
+                    let failed = extension::update_all(tb.socket_dir(), superuser).await?;
                     // Statistics and counting side by side: both only read.
                     let analyze = pgcmd::vacuumdb(new, RUN, superuser, self.journal.jobs);
                     let (analyzed, after) =
@@ -788,6 +788,8 @@ impl<'a> Upgrade<'a> {
                     if !diffs.is_empty() {
                         bail!("verification found differences: {}", diffs.join("; "));
                     }
+                    let updated =
+                        extension::changes(&before.extensions(), &after.extensions(), &failed);
                     anyhow::Ok((after, updated))
                 })
                 .await?;

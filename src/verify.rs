@@ -22,6 +22,16 @@ pub struct Snapshot {
     pub roles: BTreeMap<String, String>,
 }
 
+impl Snapshot {
+    /// Each database's extensions and their versions.
+    pub fn extensions(&self) -> extension::Installed {
+        self.databases
+            .iter()
+            .map(|(name, db)| (name.clone(), db.extensions.clone()))
+            .collect()
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Database {
     /// `schema.table` → rows.

@@ -6,16 +6,8 @@ use std::time::Duration;
 
 use crate::common::*;
 
-/// A throwaway tag of `image`, removed (the tag only) on drop.
+/// A throwaway image tag, removed (the tag only) on drop.
 struct Tag(String);
-
-impl Tag {
-    fn of(image: &str, repo: &str) -> Self {
-        let tag = format!("pgup-test/{repo}:{}", unique("t").replace("pgup-test-", ""));
-        docker(&["tag", image, &tag]);
-        Tag(tag)
-    }
-}
 
 impl Drop for Tag {
     fn drop(&mut self) {
@@ -57,8 +49,17 @@ fn sign(secret: &str, file: &Path) {
 
 /// A one-file image made on the spot: bundles of it are small.
 fn tiny_image() -> Tag {
+    image_of(&[("hello", "hello\n")], &[])
+}
+
+/// An image holding `files` (path, content), with Dockerfile `changes`.
+fn image_of(files: &[(&str, &str)], changes: &[&str]) -> Tag {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("hello"), "hello\n").unwrap();
+    for (path, content) in files {
+        let path = dir.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
     let tag = format!("pgup-test/tiny:{}", unique("t").replace("pgup-test-", ""));
     let tar = Command::new("tar")
         .arg("-C")
@@ -67,7 +68,9 @@ fn tiny_image() -> Tag {
         .output()
         .unwrap();
     let mut import = Command::new("docker")
-        .args(["import", "-", &tag])
+        .arg("import")
+        .args(changes.iter().flat_map(|c| ["--change", c]))
+        .args(["-", &tag])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -168,7 +171,7 @@ fn save_errors_leave_nothing_behind() {
     pgup(&[
         "image",
         "save",
-        "pgup/upgrade:latest",
+        "pgup/postgres:17",
         "-o",
         "/nonexistent/dir/x.tar",
     ])
@@ -176,26 +179,34 @@ fn save_errors_leave_nothing_behind() {
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 
-/// Save → remove → load (verified, memory measured) → an upgrade with the loaded image.
+/// Assemble → save → remove → load (verified, memory measured) → an upgrade that uses the
+/// loaded toolbox rather than assembling another. The pair (13 → the pgvector 17 image) is
+/// this test's own, so removing its toolbox disturbs no other test.
 #[tokio::test]
-async fn round_trip_of_a_gigabyte_bundle_then_an_upgrade() {
+async fn assemble_save_remove_load_then_an_upgrade() {
     let dir = tempfile::tempdir().unwrap();
-    let upgrade_image = Tag::of("pgup/upgrade:latest", "upgrade");
-    let server_image = Tag::of("pgup/postgres:13", "postgres");
+    let toolbox = Tag(format!(
+        "pgup-test/toolbox:{}",
+        unique("t").replace("pgup-test-", "")
+    ));
+    let assembled = assemble(
+        "pgup/postgres:13",
+        "pgup/pgvector:17",
+        &["-t", &toolbox.0, "--json"],
+    );
+    assert_eq!(assembled.code, 0, "{}", assembled.stderr);
+    let assembled: serde_json::Value = serde_json::from_str(&assembled.stdout).unwrap();
+    assert_eq!(assembled["image"], toolbox.0.as_str(), "{assembled}");
+    let id = docker(&["image", "inspect", "--format", "{{.Id}}", &toolbox.0]);
     let bundle = dir.path().join("bundle.tar");
-    pgup_json(&[
-        "image",
-        "save",
-        &upgrade_image.0,
-        &server_image.0,
-        "-o",
-        bundle.to_str().unwrap(),
-    ]);
+    pgup_json(&["image", "save", &toolbox.0, "-o", bundle.to_str().unwrap()]);
     let size = std::fs::metadata(&bundle).unwrap().len();
-    assert!(size > 1_000_000_000, "a bundle of at least 1 GB: {size}");
+    assert!(size > 500_000_000, "a bundle of at least 500 MB: {size}");
     let (public, secret) = keypair(dir.path(), "vendor");
     sign(&secret, &bundle);
-    docker(&["rmi", &upgrade_image.0, &server_image.0]);
+    // Every tag of it, so that only the bundle holds it.
+    docker(&["rmi", "-f", &id]);
+    assert!(!present(&id));
 
     let child = Command::new(env!("CARGO_BIN_EXE_pgup"))
         .args([
@@ -236,31 +247,51 @@ async fn round_trip_of_a_gigabyte_bundle_then_an_upgrade() {
     let loaded: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let upgrades = loaded["upgrades"][0][1].as_array().unwrap();
     assert!(upgrades.contains(&serde_json::json!("13→17")), "{loaded}");
+    assert_eq!(
+        docker(&["image", "inspect", "--format", "{{.Id}}", &toolbox.0]),
+        id
+    );
     let list = pgup_json(&["image", "list"]);
     assert!(
         list.as_array()
             .unwrap()
             .iter()
-            .any(|i| i["image"] == upgrade_image.0.as_str())
+            .any(|i| i["image"] == toolbox.0.as_str())
     );
 
-    // The loaded images do an upgrade.
+    // The loaded toolbox does the upgrade: found by the images it was assembled from.
     let mut spec = ServerSpec::new("pgup/postgres:13");
     spec.user = "postgres";
-    let s = Server::start(spec).await;
+    let mut s = Server::start(spec).await;
     s.seed("postgres").await;
     let before = s.content().await;
-    s.stop();
-    pgup_json(&[
-        "upgrade",
-        "--container",
-        &s.name,
-        "--to",
-        "15",
-        "--image",
-        &upgrade_image.0,
-        "--yes",
-    ]);
-    let on_15 = s.attach("pgup/postgres:15", &s.mount, &[]).await;
-    assert_eq!(on_15.content().await, before);
+    let run = pgup(&upgrade_on(&s.name, "17", "pgup/pgvector:17"));
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(!run.stderr.contains("assembling"), "{}", run.stderr);
+    s.refresh_port();
+    assert_eq!(s.content().await, before);
+}
+
+/// What cannot be assembled is refused with one line, and no image is made.
+#[test]
+fn assembling_refuses_what_cannot_work() {
+    let not_a_server = tiny_image();
+    assemble("pgup/postgres:13", &not_a_server.0, &[])
+        .assert_user_error("names no PostgreSQL major");
+    assemble("pgup/postgres:17", "pgup/postgres:13", &[])
+        .assert_user_error("not newer than pgup/postgres:17's 17");
+    assemble("pgup/postgres:13", "pgup-test/nosuch:17", &[])
+        .assert_user_error("image pgup-test/nosuch:17 is not here");
+    // An Alpine-like image: musl's dynamic linker, and the official images' PG_MAJOR.
+    let musl = image_of(&[("lib/ld-musl-x86_64.so.1", "")], &["ENV PG_MAJOR=17"]);
+    assemble("pgup/postgres:13", &musl.0, &[])
+        .assert_user_error(&format!("image {} is built on musl (Alpine)", musl.0));
+    for new in [&not_a_server.0, &musl.0] {
+        let label = format!("label=org.pgup.new-image={new}");
+        assert_eq!(
+            docker(&["images", "-q", "--filter", &label]),
+            "",
+            "no image was made"
+        );
+    }
 }

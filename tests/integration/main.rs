@@ -3,6 +3,7 @@
 
 mod common;
 mod exit;
+mod extensions;
 mod image;
 mod options;
 mod recovery;

@@ -202,10 +202,10 @@ async fn killed_after_removing_options() {
         root,
         hash,
     } = stopped_with_made_up_options().await;
-    let args = ["upgrade", "--volume", &vol, "--to", "17", "--yes"];
+    let args = upgrade_15_to_17(&vol, &["--yes"]);
     let killed = || {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pgup"));
-        cmd.args(args).env("PGUP_KILL_AT", "options-removed");
+        cmd.args(&args).env("PGUP_KILL_AT", "options-removed");
         let r = run(&mut cmd);
         assert_eq!(r.code, -1, "killed: {}{}", r.stdout, r.stderr);
     };
@@ -224,6 +224,16 @@ async fn killed_after_removing_options() {
     assert_eq!(on_17.content().await, before);
 }
 
+/// `pgup upgrade` of volume `vol` from the 15 to the 17 image, with `more` arguments.
+fn upgrade_15_to_17<'a>(vol: &'a str, more: &[&'a str]) -> Vec<&'a str> {
+    [
+        &["upgrade", "--volume", vol, "--to", "17"],
+        &IMAGES_15_TO_17[..],
+        more,
+    ]
+    .concat()
+}
+
 /// Without a backup the options would be removed from the only copy: refused, unless asked.
 #[tokio::test]
 async fn without_a_backup_removing_options_needs_to_be_asked_for() {
@@ -235,15 +245,7 @@ async fn without_a_backup_removing_options_needs_to_be_asked_for() {
         root,
         hash,
     } = stopped_with_made_up_options().await;
-    let args = [
-        "upgrade",
-        "--volume",
-        &vol,
-        "--to",
-        "17",
-        "--no-backup",
-        "--yes",
-    ];
+    let args = upgrade_15_to_17(&vol, &["--no-backup", "--yes"]);
     pgup(&args).assert_refused_after_steps("add --strip-unknown-options");
     assert_eq!(
         cluster_hash(&root),

@@ -229,7 +229,7 @@ async fn cleanup_keep_older_than_and_dry_run() {
         "org.pgup.role=upgrade",
         "--label",
         "org.pgup.pid=999999",
-        "pgup/upgrade:latest",
+        "pgup/postgres:17",
     ]);
 
     // The running 17 server writes to its files: compare them while it is stopped.

@@ -161,7 +161,7 @@ fn pgdata_outside_any_mount_or_on_tmpfs() {
         "org.pgup.test=1",
         "-e",
         "PGDATA=/srv/pg",
-        "pgup/upgrade:latest",
+        "pgup/postgres:17",
     ]);
     let r = pgup(&["status", "--container", &inside]);
     docker(&["rm", "-v", &inside]);

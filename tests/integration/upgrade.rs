@@ -184,7 +184,13 @@ async fn upgrade_15_to_17_bind_mount() {
     let before = s.content().await;
     let dir = s.bind_dir.clone().unwrap();
     s.stop();
-    upgrade(&["--data-dir", dir.to_str().unwrap(), "--to", "17"]);
+    upgrade(
+        &[
+            &["--data-dir", dir.to_str().unwrap(), "--to", "17"],
+            &IMAGES_15_TO_17[..],
+        ]
+        .concat(),
+    );
     assert_eq!(
         std::fs::read_to_string(dir.join("PG_VERSION"))
             .unwrap()
@@ -202,7 +208,16 @@ async fn upgrade_uid70_keeps_the_owner() {
     seed_rich(&s).await;
     let before = s.content().await;
     s.stop();
-    upgrade(&["--volume", s.volume.as_deref().unwrap(), "--to", "17"]);
+    upgrade(&[
+        "--volume",
+        s.volume.as_deref().unwrap(),
+        "--to",
+        "17",
+        "--old-image",
+        "pgup/postgres:15-uid70",
+        "--new-image",
+        "pgup/postgres:17",
+    ]);
     let root = s.mount_root();
     let status = pgup_json(&["status", "--volume", s.volume.as_deref().unwrap()]);
     assert_eq!(status["owner"], "70:70");
@@ -392,12 +407,41 @@ async fn bad_requests_change_nothing() {
             "image no/such:image is not here",
         ),
         (
-            &["--to", "17", "--mode", "link"],
+            &[
+                "--to",
+                "17",
+                "--mode",
+                "link",
+                "--old-image",
+                "pgup/postgres:15",
+                "--new-image",
+                "pgup/postgres:17",
+            ],
             "--mode link shares the data files",
         ),
         (
-            &["--to", "17", "--mode", "clone"],
+            &[
+                "--to",
+                "17",
+                "--mode",
+                "clone",
+                "--old-image",
+                "pgup/postgres:15",
+                "--new-image",
+                "pgup/postgres:17",
+            ],
             "does not support reflinks",
+        ),
+        (
+            &[
+                "--to",
+                "17",
+                "--old-image",
+                "pgup/postgres:13",
+                "--new-image",
+                "pgup/postgres:17",
+            ],
+            "pgup/postgres:13 runs PostgreSQL 13, but the cluster is PostgreSQL 15",
         ),
         (
             &["--to", "17", "--new-image", "pgup/postgres:18"],

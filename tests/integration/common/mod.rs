@@ -367,6 +367,33 @@ pub struct Run {
     pub stderr: String,
 }
 
+/// The server images of an upgrade from 15 to 17, for targets that have no container.
+pub const IMAGES_15_TO_17: [&str; 4] = [
+    "--old-image",
+    "pgup/postgres:15",
+    "--new-image",
+    "pgup/postgres:17",
+];
+
+/// `pgup image assemble --old OLD --new NEW`, with `more` arguments.
+pub fn assemble(old: &str, new: &str, more: &[&str]) -> Run {
+    pgup(&[&["image", "assemble", "--old", old, "--new", new], more].concat())
+}
+
+/// The arguments of an unattended upgrade of `container` to `to` on `new_image`.
+pub fn upgrade_on<'a>(container: &'a str, to: &'a str, new_image: &'a str) -> [&'a str; 8] {
+    [
+        "upgrade",
+        "--container",
+        container,
+        "--to",
+        to,
+        "--new-image",
+        new_image,
+        "--yes",
+    ]
+}
+
 pub fn pgup(args: &[&str]) -> Run {
     run(Command::new(env!("CARGO_BIN_EXE_pgup")).args(args))
 }
@@ -403,8 +430,13 @@ impl Run {
         self.assert_one_line(3, text);
     }
 
+    /// Progress lines ("==> assembling …") may come first: the error is one line.
     fn assert_one_line(&self, code: i32, text: &str) {
-        let lines: Vec<&str> = self.stderr.lines().collect();
+        let lines: Vec<&str> = self
+            .stderr
+            .lines()
+            .filter(|l| !l.starts_with("==> "))
+            .collect();
         assert_eq!(self.code, code, "exit code; stderr: {}", self.stderr);
         assert_eq!(lines.len(), 1, "one line expected: {}", self.stderr);
         assert!(lines[0].starts_with("error: "), "{}", self.stderr);
