@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use serde::Serialize;
@@ -220,10 +221,13 @@ async fn pair_lock(old: &Source, new: &Source) -> Result<std::fs::File> {
     ));
     let open = path.clone();
     let locked = tokio::task::spawn_blocking(move || {
+        // Not through a link someone else planted in the shared temporary directory.
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
             .open(&open)?;
         rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)?;
         std::io::Result::Ok(file)
@@ -360,9 +364,9 @@ fn share_dir(major: u32) -> String {
 }
 
 async fn read_old(docker: &Docker, id: &str, old: &Source) -> Result<OldFiles> {
-    // ldd of every file that is a dynamic executable or library (others make it fail).
+    // ldd of the programs and modules (not of the thousands of JIT bitcode files).
     let script = r#"[ -x "$1/bin/postgres" ] || exit 3
-find "$1" -type f | while read -r f; do ldd "$f" 2>/dev/null || true; done"#;
+find "$1" -type f \( -name '*.so*' -o -perm -u+x \) | while read -r f; do ldd "$f" 2>/dev/null || true; done"#;
     let (code, out) = sh(docker, id, script, &[lib_dir(old.major)]).await?;
     if code != 0 {
         return Err(AssembleError::Layout {

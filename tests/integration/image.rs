@@ -295,3 +295,35 @@ fn assembling_refuses_what_cannot_work() {
         );
     }
 }
+
+/// An old image that cannot run its own server (a library gone): the smoke test names the
+/// library, and the toolbox it was testing is removed.
+#[test]
+fn a_toolbox_that_does_not_work_is_named_and_removed() {
+    let broken = Tag(format!(
+        "pgup-test/broken:{}",
+        unique("t").replace("pgup-test-", "")
+    ));
+    let mut build = Command::new("docker")
+        .args(["build", "-q", "--network", "none", "-t", &broken.0, "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        build.stdin.as_mut().unwrap(),
+        b"FROM pgup/postgres:13\nRUN rm /usr/lib/x86_64-linux-gnu/libicuuc.so.67*\n",
+    )
+    .unwrap();
+    drop(build.stdin.take());
+    assert!(build.wait().unwrap().success());
+    let run = assemble(&broken.0, "pgup/postgres:17", &[]);
+    run.assert_user_error("does not work, so it was removed");
+    assert!(
+        run.stderr.contains("postgres 13 does not run") && run.stderr.contains("libicuuc.so.67"),
+        "{}",
+        run.stderr
+    );
+    let label = format!("label=org.pgup.old-image={}", broken.0);
+    assert_eq!(docker(&["images", "-q", "--filter", &label]), "");
+}
