@@ -238,7 +238,7 @@ async fn plan(docker: &Docker, target: &Target, args: &settings::Cleanup) -> Res
 
 async fn remove(docker: &Docker, root: &Path, r: &Removal) -> Result<()> {
     match (r.kind, &r.path) {
-        ("container", _) => docker.remove(&r.name).await,
+        ("container", _) => docker.remove_temp(&r.name).await,
         ("volume", _) => docker.remove_volume(&r.name).await,
         (_, Some(path)) if path.is_dir() => {
             let trash = Layout::new(root).trash(&r.name);

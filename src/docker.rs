@@ -471,6 +471,15 @@ impl Docker {
         Ok(self.api.create_container(Some(options), body).await?.id)
     }
 
+    /// Removes one of pgup's temporary containers. A PostgreSQL server still running in it (its
+    /// pgup was killed, or interrupted) is shut down first, fast and waited for: a kill would
+    /// cost crash recovery, and empty every unlogged table.
+    pub async fn remove_temp(&self, id: &str) {
+        // Fails when the container does not run: then no server runs in it either.
+        let _ = self.exec(id, &stop_servers_argv()).await;
+        self.remove(id).await;
+    }
+
     /// Removes a container and its anonymous volumes, whatever its state. Failures are
     /// ignored: this runs on every exit path, and `cleanup` catches what it leaves.
     pub async fn remove(&self, id: &str) {
@@ -545,7 +554,7 @@ impl Docker {
     pub async fn remove_strays(&self, data: &Path, alive: impl Fn(u32) -> bool) -> Result<()> {
         for (kind, name) in self.strays(Some(data), alive).await? {
             match kind {
-                "container" => self.remove(&name).await,
+                "container" => self.remove_temp(&name).await,
                 _ => self.remove_volume(&name).await,
             }
         }
@@ -569,7 +578,7 @@ impl Docker {
             .unwrap_or_default()
         {
             if let Some(id) = c.id {
-                self.remove(&id).await;
+                self.remove_temp(&id).await;
             }
         }
         let options = ListVolumesOptionsBuilder::default()
@@ -879,6 +888,29 @@ fn env_map(env: Vec<String>) -> HashMap<String, String> {
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
         })
         .collect()
+}
+
+/// A shell command that asks every postmaster in a container for a fast shutdown (SIGINT)
+/// and waits up to 60 s for all PostgreSQL processes to end. A postmaster is a `postgres`
+/// process whose parent is not one; the images may lack procps, so /proc is read directly.
+fn stop_servers_argv() -> Vec<String> {
+    let script = r#"comm() { cat "/proc/$1/comm" 2>/dev/null; }
+for d in /proc/[0-9]*; do
+    p=${d#/proc/}
+    [ "$(comm "$p")" = postgres ] || continue
+    parent=$(sed -n 's/^PPid:[[:space:]]*//p' "$d/status" 2>/dev/null)
+    [ "$(comm "$parent")" = postgres ] || kill -INT "$p" 2>/dev/null
+done
+i=0
+while [ $i -lt 600 ]; do
+    left=
+    for d in /proc/[0-9]*; do [ "$(comm "${d#/proc/}")" = postgres ] && left=1 && break; done
+    [ -z "$left" ] && exit 0
+    sleep 0.1
+    i=$((i + 1))
+done
+exit 1"#;
+    vec!["sh".into(), "-c".into(), script.into()]
 }
 
 fn not_found(e: ApiError, missing: impl FnOnce() -> DockerError) -> DockerError {

@@ -166,7 +166,7 @@ impl<'a> Toolbox<'a> {
     /// Removes the container and the run directory. Call on every path; what a killed pgup
     /// leaves is found by its labels.
     pub async fn close(self) {
-        self.docker.remove(&self.id).await;
+        self.docker.remove_temp(&self.id).await;
     }
 }
 

@@ -771,6 +771,7 @@ impl<'a> Upgrade<'a> {
         let result = async {
             let after = tb
                 .with_server(new, &data_in, async || {
+                    failpoint::hit("verifying");
                     if script.exists() {
                         let file = self.in_vol(&script);
                         tb.run(&pgcmd::psql_file(new, RUN, superuser, &file))

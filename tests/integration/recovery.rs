@@ -403,6 +403,28 @@ crash_tests! {
     kill_before_recreating_the_container => "Recreating",
 }
 
+/// pgup killed while the new cluster's private server runs (verification): the re-run shuts
+/// that server down cleanly before removing the dead run's container, so no crash recovery
+/// empties the unlogged tables, and the same command finishes the upgrade.
+#[tokio::test]
+async fn killed_during_verification_the_rerun_keeps_unlogged_tables() {
+    let mut s = Server::start(ServerSpec::new("pgup/postgres:13")).await;
+    s.seed("postgres").await;
+    let c = s.client("postgres").await;
+    c.batch_execute(
+        "CREATE UNLOGGED TABLE scratch AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 1000) g",
+    )
+    .await
+    .unwrap();
+    drop(c);
+    let before = s.content().await;
+    let killed = run(upgrade_cmd(&s.name).env("PGUP_KILL_AT", "verifying"));
+    assert_eq!(killed.code, -1, "killed while verifying: {}", killed.stderr);
+    let finished = run(&mut upgrade_cmd(&s.name));
+    assert_eq!(finished.code, 0, "{}", finished.stderr);
+    runs_with(&mut s, "17", &before, "the resumed upgrade").await;
+}
+
 /// Waits until `probe` answers, or panics after `secs`.
 fn wait_for(secs: u64, what: &str, mut probe: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
