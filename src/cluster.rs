@@ -27,6 +27,8 @@ pub struct Cluster {
     pub gid: u32,
     /// postmaster.pid exists: a server runs, or did not shut down cleanly.
     pub postmaster_pid: bool,
+    /// The file that makes it a standby (or a server in targeted recovery), if any.
+    pub standby: Option<&'static str>,
 }
 
 impl Cluster {
@@ -48,6 +50,9 @@ impl Cluster {
             uid: meta.uid(),
             gid: meta.gid(),
             postmaster_pid: dir.join("postmaster.pid").exists(),
+            standby: ["standby.signal", "recovery.signal", "recovery.conf"]
+                .into_iter()
+                .find(|f| dir.join(f).exists()),
         })
     }
 }

@@ -140,6 +140,17 @@ pub fn start_server(major: u32, datadir: &str, run_dir: &str) -> Vec<String> {
     ]
 }
 
+/// Removes the `postmaster.pid` a killed server left. Only when no server runs on the data:
+/// the pid it names (often 1, the container's first process) may well live in the toolbox,
+/// and PostgreSQL would then refuse to start, taking it for another postmaster.
+pub fn remove_stale_lock(datadir: &str) -> Vec<String> {
+    vec![
+        "rm".into(),
+        "-f".into(),
+        format!("{datadir}/postmaster.pid"),
+    ]
+}
+
 pub fn stop_server(major: u32, datadir: &str) -> Vec<String> {
     vec![
         program(major, "pg_ctl"),
@@ -307,5 +318,13 @@ mod tests {
     fn display_quotes() {
         let argv = vec!["a".to_owned(), "-c x=''".to_owned(), "it's".to_owned()];
         assert_eq!(display(&argv), r#"a '-c x='\'''\''' 'it'\''s'"#);
+    }
+
+    #[test]
+    fn a_stale_lock_is_removed_from_the_data_directory() {
+        assert_eq!(
+            remove_stale_lock("/pgup/old"),
+            ["rm", "-f", "/pgup/old/postmaster.pid"]
+        );
     }
 }

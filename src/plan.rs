@@ -175,6 +175,8 @@ pub struct Plan {
     pub jobs: u32,
     /// Settings in the old configuration that will be changed, as one line each.
     pub config_changes: Vec<String>,
+    /// The old cluster was not shut down cleanly: its first private start recovers it.
+    pub recovers: bool,
 }
 
 impl Plan {
@@ -202,8 +204,13 @@ impl Plan {
             },
             Step::BackingUp => "record beside the backup what a rollback needs".into(),
             Step::Upgrading => {
+                let recovery = if self.recovers {
+                    " (started privately, it first finishes the crash recovery its unclean stop left, then stops cleanly)"
+                } else {
+                    ""
+                };
                 let mut line = format!(
-                    "count the old cluster's rows and initdb PostgreSQL {} with its settings, then pg_upgrade --link --jobs {} in image {}",
+                    "count the old cluster's rows{recovery} and initdb PostgreSQL {} with its settings, then pg_upgrade --link --jobs {} in image {}",
                     self.new_major, self.jobs, self.image
                 );
                 if !self.config_changes.is_empty() {
@@ -367,14 +374,25 @@ mod tests {
             need_bytes: need_bytes(BackupKind::Copy, GIB),
             backup: BackupKind::Copy,
             backup_dir: Some("/v/_data/upgrade_backup_20261121T101530Z".into()),
-            image: "pgup/upgrade:latest".into(),
+            image: "pgup/toolbox:13-17-0123456789ab".into(),
             steps: upgrade_steps(BackupKind::Copy, true),
             container: Some("db".into()),
             new_image: Some("pgup/postgres:17".into()),
             stop: vec!["db".into()],
             jobs: 2,
             config_changes: vec![],
+            recovers: false,
         }
+    }
+
+    #[test]
+    fn an_unclean_stop_is_recovered_in_the_plan() {
+        let mut plan = plan();
+        assert!(!plan.to_string().contains("crash recovery"));
+        plan.recovers = true;
+        assert!(plan.to_string().contains(
+            "count the old cluster's rows (started privately, it first finishes the crash recovery its unclean stop left, then stops cleanly)"
+        ));
     }
 
     #[test]

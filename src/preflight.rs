@@ -249,7 +249,12 @@ pub async fn static_checks(
     let control = pre.control.clone().expect("probe read pg_controldata");
     let running: Vec<&str> = pre.running.iter().map(|c| c.name.as_str()).collect();
     let container = pre.target.container.as_ref().map(|c| c.name.as_str());
-    pre.items.push(rules::server(&running, container, &control));
+    pre.items.push(rules::server(
+        &running,
+        container,
+        &control,
+        pre.cluster.standby,
+    ));
     pre.items.extend(rules::owner(pre.cluster.uid));
 
     // Space for the chosen mode.
@@ -376,6 +381,10 @@ async fn on_overlay(
         .control
         .clone()
         .expect("static checks read pg_controldata");
+    if !control.shut_down_cleanly() {
+        // On the throwaway view only; nothing runs on the data (the static checks said so).
+        tb.run(&pgcmd::remove_stale_lock(OLD)).await?;
+    }
     // Single-user mode always runs as the bootstrap superuser, whatever it is called.
     let single = format!(
         "echo 'SELECT current_user AS pgup_superuser;' | {}/postgres --single -D {OLD} -c archive_mode=off template1",

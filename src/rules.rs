@@ -189,7 +189,12 @@ pub fn new_image(name: &str, new: u32, found: Option<Option<u32>>) -> Item {
 
 /// The "server" item. `running` names the running containers using the data, `container`
 /// the one pgup was pointed at: pgup stops only that one.
-pub fn server(running: &[&str], container: Option<&str>, control: &ControlData) -> Item {
+pub fn server(
+    running: &[&str],
+    container: Option<&str>,
+    control: &ControlData,
+    standby: Option<&str>,
+) -> Item {
     let others: Vec<&str> = running
         .iter()
         .copied()
@@ -204,6 +209,20 @@ pub fn server(running: &[&str], container: Option<&str>, control: &ControlData) 
                 others.join(", ")
             ),
         )
+    } else if let Some(why) = standby.map(|file| format!("{file} in PGDATA")).or_else(|| {
+        matches!(
+            control.state.as_str(),
+            "shut down in recovery" | "in archive recovery"
+        )
+        .then(|| format!("state: {}", control.state))
+    }) {
+        Item::new(
+            "server",
+            Outcome::Fail,
+            format!(
+                "the cluster is a standby ({why}), which pg_upgrade cannot upgrade: promote it (`pg_ctl promote`, or `SELECT pg_promote()`), or upgrade the primary and rebuild this standby from it"
+            ),
+        )
     } else if !running.is_empty() {
         Item::new(
             "server",
@@ -211,14 +230,11 @@ pub fn server(running: &[&str], container: Option<&str>, control: &ControlData) 
             "running; upgrade stops it gracefully first",
         )
     } else if !control.shut_down_cleanly() {
-        let hint = container
-            .map(|c| format!("`docker start {c}` then `docker stop {c}`"))
-            .unwrap_or_else(|| "start and stop its server once".into());
         Item::new(
             "server",
-            Outcome::Fail,
+            Outcome::Warn,
             format!(
-                "the cluster was not shut down cleanly (state: {}); {hint}, so that PostgreSQL recovers, then try again",
+                "the cluster was not shut down cleanly (state: {}); upgrade starts it privately first, so that PostgreSQL finishes crash recovery from its WAL, and stops it cleanly",
                 control.state
             ),
         )
@@ -633,22 +649,29 @@ mod tests {
                 vec![],
                 Some("db"),
                 "in production",
-                Fail,
-                "the cluster was not shut down cleanly (state: in production); `docker start db` then `docker stop db`, so that PostgreSQL recovers, then try again",
+                Warn,
+                "the cluster was not shut down cleanly (state: in production); upgrade starts it privately first, so that PostgreSQL finishes crash recovery from its WAL, and stops it cleanly",
             ),
             (
                 vec![],
                 None,
-                "in production",
-                Fail,
-                "(state: in production); start and stop its server once, so that PostgreSQL recovers",
+                "in crash recovery",
+                Warn,
+                "(state: in crash recovery); upgrade starts it privately first",
             ),
             (
                 vec![],
                 None,
                 "shut down in recovery",
                 Fail,
-                "(state: shut down in recovery)",
+                "the cluster is a standby (state: shut down in recovery), which pg_upgrade cannot upgrade: promote it",
+            ),
+            (
+                vec!["db"],
+                Some("db"),
+                "in archive recovery",
+                Fail,
+                "the cluster is a standby (state: in archive recovery)",
             ),
             (
                 vec![],
@@ -660,12 +683,30 @@ mod tests {
             (vec![], None, "shut down", Ok, "stopped, shut down cleanly"),
         ];
         for (running, container, state, outcome, part) in cases {
-            let item = server(&running, container, &control(state));
+            let item = server(&running, container, &control(state), None);
             expect(
                 (running, container, state),
                 "server",
                 &[item],
                 &[(outcome, part)],
+            );
+        }
+        // A signal file makes a standby whatever pg_control says (it may have crashed).
+        for (running, state) in [(vec![], "in production"), (vec!["db"], "in production")] {
+            let item = server(
+                &running,
+                Some("db"),
+                &control(state),
+                Some("standby.signal"),
+            );
+            expect(
+                state,
+                "server",
+                &[item],
+                &[(
+                    Fail,
+                    "the cluster is a standby (standby.signal in PGDATA), which pg_upgrade cannot upgrade",
+                )],
             );
         }
     }

@@ -186,6 +186,7 @@ pub async fn run(args: settings::Upgrade, printer: &Printer) -> Result<Status> {
         stop: journal.running.clone(),
         jobs: journal.jobs,
         config_changes: pre.config_changes.iter().map(ToString::to_string).collect(),
+        recovers: pre.control.as_ref().is_some_and(|c| !c.shut_down_cleanly()),
     };
     if !args.yes && !printer.confirm(&plan, "Proceed?")? {
         bail!("nothing was changed: the upgrade was not confirmed");
@@ -646,13 +647,17 @@ impl<'a> Upgrade<'a> {
         let path = self.layout.before();
         let removed = self.layout.options_removed();
         let strip = !self.journal.learned.unknown_options.is_empty() && !removed.exists();
-        if path.exists() && !strip {
-            let control = ControlData::parse(&tb.run(&pgcmd::controldata(old, &data)).await?);
-            if control.is_some_and(|c| !c.shut_down_cleanly()) {
-                self.printer
-                    .step("recovering the old cluster from its unclean stop");
+        let control = ControlData::parse(&tb.run(&pgcmd::controldata(old, &data)).await?);
+        if control.is_some_and(|c| !c.shut_down_cleanly()) {
+            // Nothing runs on the data now: the lock file a killed server left is stale.
+            tb.run(&pgcmd::remove_stale_lock(&data)).await?;
+            self.printer
+                .step("recovering the old cluster from its unclean stop");
+            if path.exists() && !strip {
                 tb.with_server(old, &data, async || anyhow::Ok(())).await?;
             }
+        }
+        if path.exists() && !strip {
             return Ok(());
         }
         tb.with_server(old, &data, async || {

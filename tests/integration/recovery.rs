@@ -12,16 +12,7 @@ const NEW_IMAGE: &str = "pgup/postgres:17";
 
 fn upgrade_cmd(container: &str) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgup"));
-    cmd.args([
-        "upgrade",
-        "--container",
-        container,
-        "--to",
-        "17",
-        "--new-image",
-        NEW_IMAGE,
-        "--yes",
-    ]);
+    cmd.args(upgrade_on(container, "17", NEW_IMAGE));
     cmd
 }
 
@@ -423,6 +414,73 @@ async fn killed_during_verification_the_rerun_keeps_unlogged_tables() {
     let finished = run(&mut upgrade_cmd(&s.name));
     assert_eq!(finished.code, 0, "{}", finished.stderr);
     runs_with(&mut s, "17", &before, "the resumed upgrade").await;
+}
+
+/// A server killed (`docker kill`) while it writes: `check` says the upgrade will recover it,
+/// and `upgrade` does, with no hand work: every committed row is there on 17.
+#[tokio::test]
+async fn killed_under_write_load_then_upgraded_with_no_hand_work() {
+    let mut s = Server::start(ServerSpec::new("pgup/postgres:13")).await;
+    s.seed("postgres").await;
+    let before = s.content().await;
+    let c = s.client("postgres").await;
+    c.batch_execute("CREATE TABLE load (id bigserial PRIMARY KEY, v text)")
+        .await
+        .unwrap();
+    let writer = tokio::spawn(async move {
+        let mut committed = 0u64;
+        while c
+            .execute(
+                "INSERT INTO load (v) SELECT md5(g::text) FROM generate_series(1, 500) g",
+                &[],
+            )
+            .await
+            .is_ok()
+        {
+            committed += 1;
+        }
+        committed
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    docker(&["kill", &s.name]);
+    let committed = writer.await.unwrap();
+    assert!(committed > 0, "the load ran");
+
+    let check = pgup_json(&["check", "--container", &s.name, "--to", "17"]);
+    assert_eq!(check["ok"], true, "{check}");
+    assert_mentioned(
+        &items(&check, "server", "warn"),
+        "not shut down cleanly (state: in production); upgrade starts it privately first",
+    );
+    pgup_json(&upgrade_on(&s.name, "17", NEW_IMAGE));
+    s.refresh_port();
+    let c = s.client("postgres").await;
+    let rows: i64 = c
+        .query_one("SELECT count(*) FROM load", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let rows = rows as u64;
+    assert!(
+        rows >= committed * 500 && rows <= (committed + 1) * 500,
+        "{rows} rows after the upgrade, {committed} inserts of 500 committed before the kill"
+    );
+    let mut after = s.content().await;
+    after.remove("postgres.public.load");
+    assert_eq!(after, before, "the rest is as before");
+}
+
+/// A standby cannot be upgraded by pg_upgrade: refused in one line, nothing changed.
+#[tokio::test]
+async fn a_standby_is_refused() {
+    let s = Server::start(ServerSpec::new("pgup/postgres:15")).await;
+    s.stop();
+    let root = s.mount_root();
+    std::fs::write(root.join("standby.signal"), "").unwrap();
+    let hash = cluster_hash(&root);
+    pgup(&upgrade_on(&s.name, "17", "pgup/postgres:17"))
+        .assert_refused("the cluster is a standby (standby.signal in PGDATA)");
+    assert_eq!(cluster_hash(&root), hash);
 }
 
 /// Waits until `probe` answers, or panics after `secs`.
