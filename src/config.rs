@@ -134,12 +134,113 @@ pub struct Change {
 
 impl fmt::Display for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}: {} → ", self.file, self.line, self.old)?;
+        let command = self.file == COMMAND;
+        if command {
+            write!(f, "{COMMAND}: {} → ", self.old)?;
+        } else {
+            write!(f, "{}:{}: {} → ", self.file, self.line, self.old)?;
+        }
         match &self.replacement {
             Some(line) => f.write_str(line),
+            None if command => write!(f, "dropped ({})", self.note),
             None => write!(f, "commented out ({})", self.note),
         }
     }
+}
+
+/// The [`Change::file`] of settings given on the container's command line.
+pub const COMMAND: &str = "the container's command";
+
+/// A container's command adjusted for the new major.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdjustedCommand {
+    pub command: Vec<String>,
+    /// One entry per setting dropped or replaced, in order; [`Change::line`] is the argument's
+    /// position.
+    pub changes: Vec<Change>,
+}
+
+/// The settings in a server container's command (`postgres -c name=value`, `-cname=value`,
+/// `--name=value`; or the arguments alone, which the images' entrypoint hands to postgres)
+/// that the new major does not accept, replaced as in [`adjust`] or dropped. Any other
+/// command is not a server's and is left alone.
+pub fn adjust_command(
+    cmd: &[String],
+    accepted: &BTreeSet<String>,
+    new_major: u32,
+    wal_segment_bytes: u64,
+) -> AdjustedCommand {
+    let server = cmd
+        .first()
+        .is_some_and(|a| a == "postgres" || a.ends_with("/postgres") || a.starts_with('-'));
+    let mut adjusted = AdjustedCommand {
+        command: cmd.to_vec(),
+        changes: Vec::new(),
+    };
+    if !server {
+        return adjusted;
+    }
+    // Each setting: (index of its first argument, how many, prefix, name, value).
+    let mut settings = Vec::new();
+    let mut i = 0;
+    while i < cmd.len() {
+        let arg = &cmd[i];
+        let (taken, prefix, setting) = if arg == "-c" && i + 1 < cmd.len() {
+            (2, "-c ", cmd[i + 1].as_str())
+        } else if let Some(rest) = arg.strip_prefix("-c").filter(|r| !r.is_empty()) {
+            (1, "-c", rest)
+        } else if let Some(rest) = arg.strip_prefix("--").filter(|r| r.contains('=')) {
+            (1, "--", rest)
+        } else {
+            i += 1;
+            continue;
+        };
+        if let Some((name, value)) = setting.split_once('=') {
+            let name = name.replace('-', "_").to_ascii_lowercase();
+            settings.push((i, taken, prefix, name, value.to_owned()));
+        }
+        i += taken;
+    }
+    let set_here: BTreeSet<String> = settings.iter().map(|s| s.3.clone()).collect();
+    let mut command = Vec::with_capacity(cmd.len());
+    let mut next = 0;
+    for (at, taken, prefix, name, value) in settings {
+        command.extend_from_slice(&cmd[next..at]);
+        next = at + taken;
+        let old = cmd[at..next].join(" ");
+        if accepts(&name, accepted, new_major) {
+            command.extend_from_slice(&cmd[at..next]);
+            continue;
+        }
+        let (replacement, note) = resolve(
+            &value,
+            &name,
+            accepted,
+            &set_here,
+            new_major,
+            wal_segment_bytes,
+        );
+        let replacement = replacement.map(|(target, value)| {
+            let arg = format!("{prefix}{target}={}", value.trim_matches('\''));
+            command.extend(arg.split_once(' ').map_or_else(
+                || vec![arg.clone()],
+                |(flag, setting)| vec![flag.to_owned(), setting.to_owned()],
+            ));
+            arg
+        });
+        adjusted.changes.push(Change {
+            file: COMMAND.to_owned(),
+            line: at + 1,
+            setting: name,
+            old,
+            replacement,
+            new_major,
+            note,
+        });
+    }
+    command.extend_from_slice(&cmd[next..]);
+    adjusted.command = command;
+    adjusted
 }
 
 /// A configuration file's text adjusted for the new major.
@@ -215,13 +316,14 @@ pub fn adjust(
         }
 
         let (replacement, note) = resolve(
-            &setting,
+            setting.value,
             &name,
             accepted,
             &set_here,
             new_major,
             wal_segment_bytes,
         );
+        let replacement = replacement.map(|(target, value)| format!("{target} = {value}"));
         out.push_str(setting.indent);
         out.push('#');
         out.push_str(setting.body);
@@ -261,15 +363,16 @@ fn accepts(name: &str, accepted: &BTreeSet<String>, new_major: u32) -> bool {
             .any(|removed| removed.name == name && removed.removed_in <= new_major)
 }
 
-/// The replacement line (if any) and the note for a setting the new server does not accept.
+/// The replacement (setting and value as written, if any) and the note for a setting the
+/// new server does not accept; `value` as written where it was set.
 fn resolve(
-    setting: &Setting<'_>,
+    value: &str,
     name: &str,
     accepted: &BTreeSet<String>,
     set_here: &BTreeSet<String>,
     new_major: u32,
     wal_segment_bytes: u64,
-) -> (Option<String>, String) {
+) -> (Option<(&'static str, String)>, String) {
     let not_accepted = format!("not accepted by PostgreSQL {new_major}");
     let Some(removed) = REMOVED.iter().find(|removed| removed.name == name) else {
         return (None, not_accepted);
@@ -290,13 +393,13 @@ fn resolve(
     }
     let value = match removed.successor {
         Successor::WalKeepSize => {
-            wal_keep_size_mb(setting.value, wal_segment_bytes).map(|mb| format!("'{mb}MB'"))
+            wal_keep_size_mb(value, wal_segment_bytes).map(|mb| format!("'{mb}MB'"))
         }
-        _ => Ok(setting.value.to_owned()),
+        _ => Ok(value.to_owned()),
     };
     match value {
         Ok(value) => (
-            Some(format!("{target} = {value}")),
+            Some((target, value)),
             format!("replaced by {target} for PostgreSQL {new_major}"),
         ),
         Err(why) => (None, format!("{not_accepted}; set {target} by hand: {why}")),
@@ -945,5 +1048,76 @@ mod tests {
         assert_eq!(json["line"], 1);
         assert_eq!(json["replacement"], "wal_keep_size = '512MB'");
         assert_eq!(json["new_major"], 17);
+    }
+
+    fn accepted(names: &[&str]) -> BTreeSet<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    fn args(cmd: &[&str]) -> Vec<String> {
+        cmd.iter().map(|a| a.to_string()).collect()
+    }
+
+    #[test]
+    fn command_line_settings_are_dropped_or_replaced() {
+        let accepted = accepted(&["shared_buffers", "wal_keep_size", "debug_parallel_query"]);
+        let cmd = args(&[
+            "postgres",
+            "-c",
+            "stats_temp_directory=/tmp/st",
+            "-c",
+            "shared_buffers=256MB",
+            "--wal-keep-segments=4",
+            "-cforce_parallel_mode=on",
+            "-N",
+            "50",
+        ]);
+        let got = adjust_command(&cmd, &accepted, 17, 16 * 1024 * 1024);
+        assert_eq!(
+            got.command,
+            args(&[
+                "postgres",
+                "-c",
+                "shared_buffers=256MB",
+                "--wal_keep_size=64MB",
+                "-cdebug_parallel_query=on",
+                "-N",
+                "50",
+            ])
+        );
+        let shown: Vec<String> = got.changes.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "the container's command: -c stats_temp_directory=/tmp/st → dropped (not accepted by PostgreSQL 17; removed in PostgreSQL 15)",
+                "the container's command: --wal-keep-segments=4 → --wal_keep_size=64MB",
+                "the container's command: -cforce_parallel_mode=on → -cdebug_parallel_query=on",
+            ]
+        );
+        assert_eq!(got.changes[0].line, 2);
+    }
+
+    #[test]
+    fn other_commands_and_accepted_settings_are_left_alone() {
+        let accepted = accepted(&["shared_buffers"]);
+        for cmd in [
+            args(&["bash", "-c", "stats_temp_directory=/x"]),
+            args(&["postgres", "-c", "shared_buffers=1GB"]),
+            args(&["-c", "my.custom=1"]),
+            args(&[]),
+        ] {
+            let got = adjust_command(&cmd, &accepted, 17, 16 * 1024 * 1024);
+            assert_eq!(got.command, cmd);
+            assert!(got.changes.is_empty(), "{cmd:?}");
+        }
+        // Arguments alone go to postgres through the entrypoint.
+        let got = adjust_command(
+            &args(&["-c", "stats_temp_directory=/x"]),
+            &accepted,
+            17,
+            16 * 1024 * 1024,
+        );
+        assert!(got.command.is_empty());
+        assert_eq!(got.changes.len(), 1);
     }
 }

@@ -54,6 +54,8 @@ pub struct Container {
     pub mounts: Vec<Mount>,
     /// The restart policy's name ("always", "unless-stopped", ...).
     pub restart_policy: Option<String>,
+    /// Its command (what the image's entrypoint is given).
+    pub cmd: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -238,6 +240,7 @@ impl Docker {
             labels: config.labels.unwrap_or_default(),
             mounts,
             restart_policy,
+            cmd: config.cmd.unwrap_or_default(),
         })
     }
 
@@ -680,6 +683,7 @@ impl Docker {
         name: &str,
         image: &str,
         pgdata: &str,
+        command: Option<&[String]>,
         keep_old_as: &str,
     ) -> Result<()> {
         // Resumable: the rename, the creation and the start may each be done already.
@@ -697,7 +701,13 @@ impl Docker {
         let Recreation {
             body,
             connect_after,
-        } = recreation(&old, &old_image.config.unwrap_or_default(), image, pgdata);
+        } = recreation(
+            &old,
+            &old_image.config.unwrap_or_default(),
+            image,
+            pgdata,
+            command,
+        );
         if !renamed {
             let options = RenameContainerOptionsBuilder::default()
                 .name(keep_old_as)
@@ -782,6 +792,7 @@ fn recreation(
     old_image: &ImageConfig,
     image: &str,
     pgdata: &str,
+    command: Option<&[String]>,
 ) -> Recreation {
     fn own<T: PartialEq>(value: Option<T>, from_image: &Option<T>) -> Option<T> {
         value.filter(|v| Some(v) != from_image.as_ref())
@@ -851,7 +862,9 @@ fn recreation(
         tty: config.tty,
         open_stdin: config.open_stdin,
         env: Some(env),
-        cmd: own(config.cmd, &old_image.cmd),
+        cmd: command
+            .map(<[String]>::to_vec)
+            .or_else(|| own(config.cmd, &old_image.cmd)),
         entrypoint: own(config.entrypoint, &old_image.entrypoint),
         healthcheck: config.healthcheck,
         working_dir: own(config.working_dir, &old_image.working_dir),
@@ -968,7 +981,22 @@ mod tests {
     }
 
     fn recreate(old: &ContainerInspectResponse) -> Recreation {
-        recreation(old, &old_image(), "pgup/postgres:17", "/data/17")
+        recreation(old, &old_image(), "pgup/postgres:17", "/data/17", None)
+    }
+
+    #[test]
+    fn an_adjusted_command_replaces_the_old_one() {
+        let old = with_config(ContainerConfig {
+            cmd: strings(&["postgres", "-c", "stats_temp_directory=/tmp"]),
+            ..Default::default()
+        });
+        let command = strings(&["postgres"]).unwrap();
+        let r = recreation(&old, &old_image(), "img", "/d", Some(&command));
+        assert_eq!(r.body.cmd, Some(command));
+        assert_eq!(
+            recreate(&old).body.cmd,
+            strings(&["postgres", "-c", "stats_temp_directory=/tmp"])
+        );
     }
 
     #[test]

@@ -90,6 +90,9 @@ pub struct Learned {
     /// Catalog options the new major does not know, once checked: removed after the backup.
     #[serde(default)]
     pub unknown_options: Vec<crate::options::Key>,
+    /// The re-created container's command, when settings in the old one had to change.
+    #[serde(default)]
+    pub container_command: Option<Vec<String>>,
 }
 
 impl Journal {

@@ -278,8 +278,18 @@ pub async fn static_checks(
         includes.extend(adjusted.includes.into_iter().map(|include| (file, include)));
         pre.config_changes.extend(adjusted.changes);
     }
-    pre.items
-        .extend(rules::settings(new, &includes, &pre.config_changes));
+    if let Some(c) = &pre.target.container {
+        let adjusted =
+            config::adjust_command(&c.cmd, &pre.accepted, new, control.wal_segment_bytes);
+        pre.config_changes.extend(adjusted.changes);
+    }
+    let recreated = pre.target.container.is_some() && intent.new_image.is_some();
+    pre.items.extend(rules::settings(
+        new,
+        &includes,
+        &pre.config_changes,
+        recreated,
+    ));
 
     // C library.
     if let (Some(from), Some((from_musl, to_musl))) = (&old_image, libcs) {

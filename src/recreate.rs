@@ -33,6 +33,9 @@ pub struct Move<'a> {
     pub superuser: &'a str,
     /// The major the image must run.
     pub major: u32,
+    /// The command to give it instead of the old container's (settings the new major refuses
+    /// dropped or replaced).
+    pub command: Option<&'a [String]>,
 }
 
 pub async fn recreate(docker: &Docker, to: &Move<'_>) -> Result<Moved> {
@@ -53,7 +56,13 @@ pub async fn recreate(docker: &Docker, to: &Move<'_>) -> Result<Moved> {
         .destination
         .join(to.data.strip_prefix(to.root).unwrap_or(Path::new("")));
     docker
-        .recreate_on(name, to.image, &pgdata.display().to_string(), &to.keep_as)
+        .recreate_on(
+            name,
+            to.image,
+            &pgdata.display().to_string(),
+            to.command,
+            &to.keep_as,
+        )
         .await?;
     let version = server_version(docker, name, to.superuser).await?;
     if version / 10000 != to.major as i32 {
@@ -67,9 +76,12 @@ pub async fn recreate(docker: &Docker, to: &Move<'_>) -> Result<Moved> {
         old.labels.get("com.docker.compose.project.config_files"),
     ) {
         (Some(service), files) => Some(format!(
-            "Compose: in {}, set `image: {}` for service {service} and add `PGDATA: {}` to its environment; otherwise `docker compose up` re-creates it on the old image.",
+            "Compose: in {}, set `image: {}` for service {service}{} and add `PGDATA: {}` to its environment; otherwise `docker compose up` re-creates it on the old image.",
             files.map_or("the compose file", |f| f.as_str()),
             to.image,
+            to.command
+                .map(|c| format!(", its `command:` to {c:?}"))
+                .unwrap_or_default(),
             pgdata.display()
         )),
         (None, _) => None,

@@ -9,7 +9,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::cluster::{ControlData, InitSettings, LocaleProvider};
-use crate::config::Change;
+use crate::config::{self, Change};
 use crate::extension;
 use crate::options::{self, Stored, Verdict};
 use crate::pgcmd;
@@ -304,7 +304,12 @@ pub fn space(
 /// The "settings" items: a warning per include directive, as `(file, directive)`, since pgup
 /// does not follow them; then that every setting is accepted, or a warning per change the
 /// upgrade makes.
-pub fn settings(new: u32, includes: &[(&str, String)], changes: &[Change]) -> Vec<Item> {
+pub fn settings(
+    new: u32,
+    includes: &[(&str, String)],
+    changes: &[Change],
+    recreated: bool,
+) -> Vec<Item> {
     let mut items: Vec<Item> = includes
         .iter()
         .map(|(file, include)| {
@@ -323,11 +328,12 @@ pub fn settings(new: u32, includes: &[(&str, String)], changes: &[Change]) -> Ve
         ));
     }
     items.extend(changes.iter().map(|change| {
-        Item::new(
-            "settings",
-            Outcome::Warn,
-            format!("{change} (upgrade adjusts it)"),
-        )
+        let what = if change.file != config::COMMAND || recreated {
+            "upgrade adjusts it"
+        } else {
+            "change it when you re-create the container, or pass --new-image so that pgup does"
+        };
+        Item::new("settings", Outcome::Warn, format!("{change} ({what})"))
     }));
     items
 }
@@ -846,8 +852,35 @@ mod tests {
             expect(
                 (includes, changes.len()),
                 "settings",
-                &settings(18, includes, changes),
+                &settings(18, includes, changes, true),
                 want,
+            );
+        }
+        // A setting on the container's command is changed only where pgup re-creates it.
+        let command = Change {
+            file: config::COMMAND.into(),
+            line: 2,
+            setting: "stats_temp_directory".into(),
+            old: "-c stats_temp_directory=/x".into(),
+            replacement: None,
+            new_major: 18,
+            note: "removed in PostgreSQL 15".into(),
+        };
+        for (recreated, want) in [
+            (
+                true,
+                "→ dropped (removed in PostgreSQL 15) (upgrade adjusts it)",
+            ),
+            (
+                false,
+                "(change it when you re-create the container, or pass --new-image so that pgup does)",
+            ),
+        ] {
+            expect(
+                recreated,
+                "settings",
+                &settings(18, &[], std::slice::from_ref(&command), recreated),
+                &[(Warn, want)],
             );
         }
     }

@@ -243,6 +243,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect::<HashMap<_, _>>(),
             mounts: vec![],
+            cmd: vec![],
         }
     }
 

@@ -619,17 +619,28 @@ impl<'a> Upgrade<'a> {
             .await?;
             let accepted =
                 config::parse_describe_config(&tb.run(&pgcmd::describe_config(new)).await?);
-            carry_config(
+            let changes = carry_config(
                 self.data(),
                 &self.layout.staging(),
                 &accepted,
                 new,
                 settings.wal_segment_bytes,
-            )
+            )?;
+            anyhow::Ok((changes, accepted))
         }
         .await;
         self.give_back(tb);
-        self.journal.learned.config_changes = result?;
+        let (mut changes, accepted) = result?;
+        // The re-created container gets a command its new server accepts.
+        if let (Some(c), Some(_)) = (&self.target.container, &self.journal.new_image) {
+            let adjusted =
+                config::adjust_command(&c.cmd, &accepted, new, settings.wal_segment_bytes);
+            if !adjusted.changes.is_empty() {
+                changes.extend(adjusted.changes.iter().map(ToString::to_string));
+                self.journal.learned.container_command = Some(adjusted.command);
+            }
+        }
+        self.journal.learned.config_changes = changes;
         Ok(())
     }
 
@@ -854,6 +865,7 @@ impl<'a> Upgrade<'a> {
             keep_as: recreate::kept_name(&name, &self.journal.stamp),
             superuser,
             major: self.journal.new_major,
+            command: self.journal.learned.container_command.as_deref(),
         };
         let moved = recreate::recreate(self.docker, &to)
             .await

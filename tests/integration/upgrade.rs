@@ -201,6 +201,60 @@ async fn upgrade_15_to_17_bind_mount() {
     assert_eq!(on_17.content().await, before);
 }
 
+/// A setting on the container's command line that 17 removed: `check` reports it, the
+/// re-created container's command drops it, and the container runs.
+#[tokio::test]
+async fn a_removed_setting_on_the_command_line_is_dropped() {
+    let mut spec = ServerSpec::new("pgup/postgres:13");
+    spec.command = &[
+        "postgres",
+        "-c",
+        "stats_temp_directory=/tmp/st",
+        "-c",
+        "work_mem=8MB",
+    ];
+    let mut s = Server::start(spec).await;
+    s.seed("postgres").await;
+    let before = s.content().await;
+    let check = pgup_json(&[
+        "check",
+        "--container",
+        &s.name,
+        "--to",
+        "17",
+        "--new-image",
+        "pgup/postgres:17",
+    ]);
+    assert_mentioned(
+        &items(&check, "settings", "warn"),
+        "the container's command: -c stats_temp_directory=/tmp/st → dropped (not accepted by PostgreSQL 17; removed in PostgreSQL 15) (upgrade adjusts it)",
+    );
+    let report = upgrade(&[
+        "--container",
+        &s.name,
+        "--to",
+        "17",
+        "--new-image",
+        "pgup/postgres:17",
+    ]);
+    assert_mentioned(
+        &report["settings_changed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap().to_owned())
+            .collect::<Vec<_>>(),
+        "-c stats_temp_directory=/tmp/st → dropped",
+    );
+    assert_eq!(
+        docker(&["inspect", "--format", "{{json .Config.Cmd}}", &s.name]),
+        r#"["postgres","-c","work_mem=8MB"]"#
+    );
+    s.refresh_port();
+    assert_eq!(s.setting("work_mem").await, "8MB");
+    assert_eq!(s.content().await, before);
+}
+
 /// The uid-70 variant: pg_upgrade runs as uid 70, and the new cluster belongs to it.
 #[tokio::test]
 async fn upgrade_uid70_keeps_the_owner() {

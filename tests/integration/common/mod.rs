@@ -36,6 +36,11 @@ pub fn docker_output(args: &[&str]) -> Output {
 /// Starts a test server container: labelled for cleanup, the password from the environment
 /// (never on a command line), `mount` as `-v`, and `options` before the image.
 pub fn run_db(name: &str, mount: &str, image: &str, options: &[&str]) {
+    run_db_with(name, mount, image, options, &[]);
+}
+
+/// [`run_db`] with a command after the image.
+pub fn run_db_with(name: &str, mount: &str, image: &str, options: &[&str], command: &[&str]) {
     let mut args = vec![
         "run",
         "-d",
@@ -48,6 +53,7 @@ pub fn run_db(name: &str, mount: &str, image: &str, options: &[&str]) {
     ];
     args.extend_from_slice(options);
     args.extend(["-v", mount, image]);
+    args.extend_from_slice(command);
     docker(&args);
 }
 
@@ -77,6 +83,8 @@ pub struct ServerSpec {
     pub image: &'static str,
     pub storage: Storage,
     pub user: &'static str,
+    /// The container's command (default: the image's).
+    pub command: &'static [&'static str],
 }
 
 impl ServerSpec {
@@ -85,6 +93,7 @@ impl ServerSpec {
             image,
             storage: Storage::Volume,
             user: "postgres",
+            command: &[],
         }
     }
     pub fn bind(mut self) -> Self {
@@ -144,11 +153,12 @@ impl Server {
             port: 0,
         };
         let user_env = format!("POSTGRES_USER={}", spec.user);
-        run_db(
+        run_db_with(
             &server.name,
             &format!("{source}:{mount}"),
             spec.image,
             &["-e", &user_env, "-p", "127.0.0.1::5432"],
+            spec.command,
         );
         server.refresh_port();
         server.client("postgres").await;
