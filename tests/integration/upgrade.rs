@@ -216,27 +216,14 @@ async fn a_removed_setting_on_the_command_line_is_dropped() {
     let mut s = Server::start(spec).await;
     s.seed("postgres").await;
     let before = s.content().await;
-    let check = pgup_json(&[
-        "check",
-        "--container",
-        &s.name,
-        "--to",
-        "17",
-        "--new-image",
-        "pgup/postgres:17",
-    ]);
+    // `upgrade_on`'s arguments but the command and --yes.
+    let on_17 = &upgrade_on(&s.name, "17", "pgup/postgres:17")[1..7];
+    let check = pgup_json(&[&["check"], on_17].concat());
     assert_mentioned(
         &items(&check, "settings", "warn"),
         "the container's command: -c stats_temp_directory=/tmp/st → dropped (not accepted by PostgreSQL 17; removed in PostgreSQL 15) (upgrade adjusts it)",
     );
-    let report = upgrade(&[
-        "--container",
-        &s.name,
-        "--to",
-        "17",
-        "--new-image",
-        "pgup/postgres:17",
-    ]);
+    let report = upgrade(on_17);
     assert_mentioned(
         &report["settings_changed"]
             .as_array()
