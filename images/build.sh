@@ -68,7 +68,10 @@ images=(
 # image_steps MAJOR EXTENSION: the apt installs after debootstrap, a line of packages each. A
 # build runs exactly these, the resolver simulates exactly these.
 image_steps() {
-	echo "locales postgresql-$1"
+	local jit=
+	# From 18 on Debian splits JIT into its own package, which the official images install.
+	[ "$1" -lt 18 ] || jit=" postgresql-$1-jit"
+	echo "locales postgresql-$1$jit"
 	[ -z "$2" ] || echo "$2"
 }
 
