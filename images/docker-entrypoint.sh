@@ -2,7 +2,8 @@
 # Entrypoint of pgup's server images: what users rely on in the official postgres images.
 # - started as root: creates PGDATA, gives it to postgres (mode 0700), re-runs itself as postgres;
 # - an empty PGDATA: initdb with POSTGRES_USER (bootstrap superuser), POSTGRES_PASSWORD,
-#   POSTGRES_DB and POSTGRES_INITDB_ARGS, `host all all all` with password authentication,
+#   POSTGRES_DB, POSTGRES_INITDB_ARGS and POSTGRES_INITDB_WALDIR (made and given to postgres
+#   as PGDATA is), `host all all all` with password authentication,
 #   listen_addresses = '*', then /docker-entrypoint-initdb.d/*.{sh,sql,sql.gz};
 # - finally execs the server as PID 1, so the image's stop signal reaches it directly.
 set -Eeuo pipefail
@@ -23,7 +24,9 @@ init_cluster() {
 	local user=${POSTGRES_USER:-postgres}
 	local db=${POSTGRES_DB:-$user}
 	# The password goes through a pipe, never onto a command line.
-	eval 'initdb --username="$user" --pwfile=<(printf "%s\n" "${POSTGRES_PASSWORD:-}") '"${POSTGRES_INITDB_ARGS:-}"
+	local waldir=()
+	[ -z "${POSTGRES_INITDB_WALDIR:-}" ] || waldir=(--waldir "$POSTGRES_INITDB_WALDIR")
+	eval 'initdb --username="$user" --pwfile=<(printf "%s\n" "${POSTGRES_PASSWORD:-}") "${waldir[@]}" '"${POSTGRES_INITDB_ARGS:-}"
 
 	local auth=${POSTGRES_HOST_AUTH_METHOD:-}
 	if [ -z "$auth" ]; then
@@ -56,6 +59,11 @@ if [ "$1" = postgres ]; then
 		mkdir -p "$PGDATA"
 		find "$PGDATA" \! -user postgres -exec chown postgres:postgres '{}' +
 		chmod 00700 "$PGDATA"
+		if [ -n "${POSTGRES_INITDB_WALDIR:-}" ]; then
+			mkdir -p "$POSTGRES_INITDB_WALDIR"
+			find "$POSTGRES_INITDB_WALDIR" \! -user postgres -exec chown postgres:postgres '{}' +
+			chmod 00700 "$POSTGRES_INITDB_WALDIR"
+		fi
 		mkdir -p /var/run/postgresql
 		chown postgres:postgres /var/run/postgresql
 		chmod 3777 /var/run/postgresql

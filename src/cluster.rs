@@ -29,6 +29,9 @@ pub struct Cluster {
     pub postmaster_pid: bool,
     /// The file that makes it a standby (or a server in targeted recovery), if any.
     pub standby: Option<&'static str>,
+    /// Parts kept outside PGDATA through links: a separate WAL directory (`pg_wal`) and
+    /// tablespaces (`pg_tblspc/<oid>`), each with where its link points.
+    pub outside: Vec<(String, PathBuf)>,
 }
 
 impl Cluster {
@@ -53,8 +56,29 @@ impl Cluster {
             standby: ["standby.signal", "recovery.signal", "recovery.conf"]
                 .into_iter()
                 .find(|f| dir.join(f).exists()),
+            outside: outside(dir),
         })
     }
+}
+
+/// `pg_wal` when it is a link, and every link in `pg_tblspc`, with their targets (as the
+/// server sees them: paths inside its container).
+fn outside(dir: &Path) -> Vec<(String, PathBuf)> {
+    let link = |entry: &str| {
+        std::fs::read_link(dir.join(entry))
+            .ok()
+            .map(|to| (entry.to_owned(), to))
+    };
+    let mut out: Vec<_> = link("pg_wal").into_iter().collect();
+    let mut tablespaces: Vec<_> = std::fs::read_dir(dir.join("pg_tblspc"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| link(&format!("pg_tblspc/{}", e.file_name().to_string_lossy())))
+        .collect();
+    tablespaces.sort();
+    out.extend(tablespaces);
+    out
 }
 
 /// What `pg_controldata` tells that pg_upgrade needs to match.

@@ -168,6 +168,7 @@ pub async fn static_checks(
     let (old, new) = (pre.old_major, pre.new_major);
     pre.items
         .push(rules::versions(&pre.cluster.major, old, new));
+    pre.items.extend(rules::layout(&pre.cluster.outside));
     if pre.failed() {
         return Ok(pre);
     }

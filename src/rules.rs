@@ -243,6 +243,29 @@ pub fn server(
     }
 }
 
+/// The "layout" failures for parts of the cluster kept outside PGDATA (`entry` → where its
+/// link points): pgup's backup holds PGDATA only, and pg_upgrade --link would hard-link the
+/// files out there too, so a rollback could not give them back. Refused before anything.
+pub fn layout(outside: &[(String, std::path::PathBuf)]) -> Vec<Item> {
+    outside
+        .iter()
+        .map(|(entry, to)| {
+            let what = if entry == "pg_wal" {
+                format!(
+                    "pg_wal is a link to {} (a separate WAL directory); pgup keeps only PGDATA in its backup and does not upgrade this layout yet: stop the server, move the WAL back into PGDATA (replace the link by that directory's content), and try again",
+                    to.display()
+                )
+            } else {
+                format!(
+                    "{entry} is a tablespace in {}; pgup keeps only PGDATA in its backup and does not upgrade tablespaces yet: move what it holds to pg_default (`ALTER TABLE … SET TABLESPACE pg_default`, likewise indexes and materialized views), `DROP TABLESPACE`, and try again",
+                    to.display()
+                )
+            };
+            Item::new("layout", Outcome::Fail, what)
+        })
+        .collect()
+}
+
 /// The "owner" failure when the data directory belongs to root.
 pub fn owner(uid: u32) -> Option<Item> {
     (uid == 0).then(|| {
@@ -715,6 +738,32 @@ mod tests {
                 )],
             );
         }
+    }
+
+    #[test]
+    fn links_out_of_pgdata_are_refused() {
+        assert!(layout(&[]).is_empty());
+        let items = layout(&[
+            ("pg_wal".into(), "/pgwal".into()),
+            ("pg_tblspc/16384".into(), "/tblspc".into()),
+        ]);
+        let details: Vec<(Outcome, &str)> = items
+            .iter()
+            .map(|i| (i.outcome, i.detail.as_str()))
+            .collect();
+        assert_eq!(details.len(), 2);
+        assert_eq!(details[0].0, Outcome::Fail);
+        assert!(
+            details[0]
+                .1
+                .starts_with("pg_wal is a link to /pgwal (a separate WAL directory)")
+        );
+        assert!(
+            details[1]
+                .1
+                .starts_with("pg_tblspc/16384 is a tablespace in /tblspc")
+        );
+        assert!(details[1].1.contains("DROP TABLESPACE"));
     }
 
     #[test]
