@@ -61,6 +61,10 @@ pub enum AssembleError {
         "image {image} has no {path}: pgup assembles toolboxes from images in the Debian layout (the official postgres images and those built on them); name an upgrade image with --image"
     )]
     Layout { image: String, path: String },
+    #[error(
+        "image {image} holds PostgreSQL {major} already; name it as the upgrade image with --image"
+    )]
+    HoldsOld { image: String, major: u32 },
     #[error("the toolbox assembled from {old} and {new} does not work, so it was removed: {}", failures.join("; "))]
     Smoke {
         old: String,
@@ -183,11 +187,27 @@ pub async fn toolbox(
     }
     announce(&old, &new);
     let tag = tag.map_or_else(|| default_tag(&old, &new), str::to_owned);
-    let libraries = build(docker, &old, &new, &tag, from).await?;
+    let libraries = build(docker, &old, &new, &tag).await?;
     if let Err(e) = smoke(docker, &tag, &old, &new).await {
         docker.remove_image(&tag).await;
         return Err(e);
     }
+    // Labelled only once it works: a run killed before this leaves nothing to be reused.
+    let labels = HashMap::from([
+        (
+            MAJORS_LABEL.to_owned(),
+            format!("{},{}", old.major, new.major),
+        ),
+        (FROM_LABEL.to_owned(), from),
+        ("org.pgup.old-image".to_owned(), old.name.clone()),
+        ("org.pgup.new-image".to_owned(), new.name.clone()),
+    ]);
+    let context =
+        dockerfile_context(&format!("FROM {tag}\n")).map_err(|err| AssembleError::Repack {
+            image: tag.clone(),
+            err,
+        })?;
+    docker.build(context, &tag, labels).await?;
     Ok(Assembled {
         image: tag,
         old,
@@ -271,13 +291,7 @@ fn default_tag(old: &Source, new: &Source) -> String {
 
 /// Builds the toolbox image `tag`; returns the sonames of the libraries it took from the old
 /// image.
-async fn build(
-    docker: &Docker,
-    old: &Source,
-    new: &Source,
-    tag: &str,
-    from: String,
-) -> Result<Vec<String>> {
+async fn build(docker: &Docker, old: &Source, new: &Source, tag: &str) -> Result<Vec<String>> {
     let (old_files, have) = tokio::join!(
         in_temp(docker, &old.id, async |id| read_old(docker, id, old).await),
         in_temp(docker, &new.id, async |id| read_new(docker, id, old, new)
@@ -300,17 +314,22 @@ async fn build(
             image: old.name.clone(),
             err,
         })?;
-    let labels = HashMap::from([
-        (
-            MAJORS_LABEL.to_owned(),
-            format!("{},{}", old.major, new.major),
-        ),
-        (FROM_LABEL.to_owned(), from),
-        ("org.pgup.old-image".to_owned(), old.name.clone()),
-        ("org.pgup.new-image".to_owned(), new.name.clone()),
-    ]);
-    docker.build(context, tag, labels).await?;
+    docker.build(context, tag, HashMap::new()).await?;
     Ok(lacking.into_iter().map(|(soname, _)| soname).collect())
+}
+
+/// A build context holding only `dockerfile`.
+fn dockerfile_context(dockerfile: &str) -> io::Result<Vec<u8>> {
+    let mut out = tar::Builder::new(Vec::new());
+    append_dockerfile(&mut out, dockerfile)?;
+    out.into_inner()
+}
+
+fn append_dockerfile(out: &mut tar::Builder<Vec<u8>>, dockerfile: &str) -> io::Result<()> {
+    let mut header = tar::Header::new_gnu();
+    header.set_size(dockerfile.len() as u64);
+    header.set_mode(0o644);
+    out.append_data(&mut header, "Dockerfile", dockerfile.as_bytes())
 }
 
 /// What the old image gives: its major's directories as tar archives, and every shared
@@ -404,17 +423,21 @@ async fn read_new(
     // An image holding the old major already would have its files replaced: not ours to do.
     let (code, _) = sh(docker, id, r#"[ ! -e "$1" ]"#, &[lib_dir(old.major)]).await?;
     if code != 0 {
-        return Err(AssembleError::Layout {
+        return Err(AssembleError::HoldsOld {
             image: new.name.clone(),
-            path: format!(
-                "{} absent (it holds PostgreSQL {} already)",
-                lib_dir(old.major),
-                old.major
-            ),
+            major: old.major,
         });
     }
-    let (_, out) = sh(docker, id, "ldconfig -p", &[]).await?;
-    Ok(parse_ldconfig(&out))
+    let (code, out) = sh(docker, id, "ldconfig -p", &[]).await?;
+    let have = parse_ldconfig(&out);
+    // Without the cache every library would count as lacking, libc too.
+    if code != 0 || have.is_empty() {
+        return Err(AssembleError::Layout {
+            image: new.name.clone(),
+            path: "a dynamic linker cache (`ldconfig -p` lists nothing)".to_owned(),
+        });
+    }
+    Ok(have)
 }
 
 /// The libraries in `lacking` (soname, path), dereferenced, as a tar archive of a directory.
@@ -449,11 +472,7 @@ fn context(
     libs: Option<&[u8]>,
 ) -> io::Result<Vec<u8>> {
     let mut out = tar::Builder::new(Vec::new());
-    let dockerfile = dockerfile(&new.id, old.major, libs.is_some());
-    let mut header = tar::Header::new_gnu();
-    header.set_size(dockerfile.len() as u64);
-    header.set_mode(0o644);
-    out.append_data(&mut header, "Dockerfile", dockerfile.as_bytes())?;
+    append_dockerfile(&mut out, &dockerfile(&new.id, old.major, libs.is_some()))?;
     reroot(
         &files.lib,
         &format!("{ROOT}{}", lib_dir(old.major)),
@@ -570,8 +589,10 @@ done
     { echo "pgup-smoke: initdb $1 failed: $(tail -n1 /tmp/log)"; exit 0; }
 "$old/bin/pg_ctl" -D /tmp/smoke -l /tmp/server.log -o "-c listen_addresses='' -k /tmp" -w start >/dev/null 2>&1 ||
     { echo "pgup-smoke: PostgreSQL $1 does not start: $(tail -n1 /tmp/server.log)"; exit 0; }
-for m in "$old"/lib/*.so; do echo "LOAD '$m';"; done |
-    "$new/psql" -X -q -h /tmp -U postgres -d postgres 2>&1 | grep 'could not load library' | sed 's/^/pgup-smoke: /'
+loaded=$(for m in "$old"/lib/*.so; do echo "LOAD '$m';"; done |
+    "$new/psql" -X -q -h /tmp -U postgres -d postgres 2>&1) ||
+    echo "pgup-smoke: psql $2 cannot reach the PostgreSQL $1 server: $(printf '%s' "$loaded" | tail -n1)"
+printf '%s\n' "$loaded" | grep 'could not load library' | sed 's/^/pgup-smoke: /'
 "$old/bin/pg_ctl" -D /tmp/smoke -m fast -w stop >/dev/null 2>&1 || echo "pgup-smoke: PostgreSQL $1 does not stop"
 exit 0"#;
     let spec = ToolboxSpec {

@@ -61,6 +61,26 @@ impl Cluster {
     }
 }
 
+/// Whether a process on this host (in any container) has `dir` as its working directory, as
+/// a running postmaster has its PGDATA: what tells a live server from a stale lock file.
+pub fn server_holds(dir: &Path) -> bool {
+    let Ok(want) = std::fs::metadata(dir) else {
+        return false;
+    };
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter_map(|e| std::fs::metadata(e.path().join("cwd")).ok())
+        .any(|m| m.dev() == want.dev() && m.ino() == want.ino())
+}
+
 /// `pg_wal` when it is a link, and every link in `pg_tblspc`, with their targets (as the
 /// server sees them: paths inside its container).
 fn outside(dir: &Path) -> Vec<(String, PathBuf)> {
@@ -174,6 +194,13 @@ Data page checksum version:           0
         assert!(!c.shut_down_cleanly());
         assert!(c.checksums);
         assert!(ControlData::parse("garbage").is_none());
+    }
+
+    #[test]
+    fn a_process_working_in_a_directory_holds_it() {
+        assert!(server_holds(&std::env::current_dir().unwrap()));
+        let nobody = tempfile::tempdir().unwrap();
+        assert!(!server_holds(nobody.path()));
     }
 
     #[test]

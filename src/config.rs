@@ -79,6 +79,12 @@ const NOT_IN_DESCRIBE_CONFIG: &[&str] = &[
     "allow_system_table_mods",
     "application_name",
     "backtrace_functions",
+    // Not allowed in a file, so not described, but taken on the command line.
+    "config_file",
+    "data_directory",
+    "external_pid_file",
+    "hba_file",
+    "ident_file",
     "debug_discard_caches",
     "debug_io_direct",
     "debug_logical_replication_streaming",
@@ -170,9 +176,14 @@ pub fn adjust_command(
     new_major: u32,
     wal_segment_bytes: u64,
 ) -> AdjustedCommand {
+    let postgres = |a: &String| a == "postgres" || a.ends_with("/postgres");
     let server = cmd
         .first()
-        .is_some_and(|a| a == "postgres" || a.ends_with("/postgres") || a.starts_with('-'));
+        .is_some_and(|a| postgres(a) || a.starts_with('-'))
+        || (cmd
+            .first()
+            .is_some_and(|a| a.ends_with("docker-entrypoint.sh"))
+            && cmd.get(1).is_some_and(postgres));
     let mut adjusted = AdjustedCommand {
         command: cmd.to_vec(),
         changes: Vec::new(),
@@ -1110,6 +1121,27 @@ mod tests {
             assert_eq!(got.command, cmd);
             assert!(got.changes.is_empty(), "{cmd:?}");
         }
+        // The configuration file the official images document, and the entrypoint named.
+        let cmd = args(&[
+            "postgres",
+            "-c",
+            "config_file=/etc/postgresql/postgresql.conf",
+        ]);
+        assert!(
+            adjust_command(&cmd, &accepted, 17, 16 * 1024 * 1024)
+                .changes
+                .is_empty()
+        );
+        let cmd = args(&[
+            "docker-entrypoint.sh",
+            "postgres",
+            "-c",
+            "stats_temp_directory=/x",
+        ]);
+        assert_eq!(
+            adjust_command(&cmd, &accepted, 17, 16 * 1024 * 1024).command,
+            args(&["docker-entrypoint.sh", "postgres"])
+        );
         // Arguments alone go to postgres through the entrypoint.
         let got = adjust_command(
             &args(&["-c", "stats_temp_directory=/x"]),

@@ -144,10 +144,23 @@ pub async fn update_all(socket_dir: &Path, superuser: &str) -> Result<Failed> {
         let mut fail = |name: &str, e: &tokio_postgres::Error| {
             failed.insert((db.clone(), name.to_owned()), message(e));
         };
-        if outdated(&c, &db).await?.iter().any(|n| n == "postgis")
-            && let Err(e) = c.batch_execute("SELECT postgis_extensions_upgrade()").await
-        {
-            fail("postgis", &e);
+        if outdated(&c, &db).await?.iter().any(|n| n == "postgis") {
+            // In postgis's own schema, whatever the search_path says.
+            let schema: String = c
+                .query_one(
+                    "SELECT n.nspname::text FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'postgis'",
+                    &[],
+                )
+                .await
+                .map_err(query_err(&db))?
+                .get(0);
+            let sql = format!(
+                "SELECT {}.postgis_extensions_upgrade()",
+                quote_ident(&schema)
+            );
+            if let Err(e) = c.batch_execute(&sql).await {
+                fail("postgis", &e);
+            }
         }
         for name in outdated(&c, &db).await? {
             let sql = format!("ALTER EXTENSION {} UPDATE", quote_ident(&name));

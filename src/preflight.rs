@@ -118,8 +118,18 @@ async fn assembled(
             o.name, o.major, n.name, n.major
         ));
     };
+    // The old image must be the cluster's major before anything is built from it.
+    let runs = docker
+        .image(from)
+        .await?
+        .and_then(|(image, env)| image.pg_major(&env));
+    if let Some(runs) = runs
+        && let Err(why) = rules::old_image(from, runs, old)
+    {
+        return Ok(Err(why));
+    }
     match assemble::toolbox(docker, from, to, None, announce).await {
-        Ok(a) => Ok(rules::old_image(&a.old.name, a.old.major, old).map(|()| a.image)),
+        Ok(a) => Ok(Ok(a.image)),
         Err(AssembleError::Docker(e)) => Err(e.into()),
         Err(e) => Ok(Err(e.to_string())),
     }

@@ -660,7 +660,20 @@ impl<'a> Upgrade<'a> {
         let strip = !self.journal.learned.unknown_options.is_empty() && !removed.exists();
         let control = ControlData::parse(&tb.run(&pgcmd::controldata(old, &data)).await?);
         if control.is_some_and(|c| !c.shut_down_cleanly()) {
-            // Nothing runs on the data now: the lock file a killed server left is stale.
+            // pg_control says the same of a live server: make sure none runs (a restart
+            // policy may have started the container again) before the lock file goes as stale.
+            let running = self.docker.running_using(self.data()).await?;
+            if !running.is_empty() || crate::cluster::server_holds(self.data()) {
+                bail!(
+                    "a PostgreSQL server runs on {} again{}; stop it, then run the same command to go on",
+                    self.data().display(),
+                    if running.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (container {})", running.join(", "))
+                    }
+                );
+            }
             tb.run(&pgcmd::remove_stale_lock(&data)).await?;
             self.printer
                 .step("recovering the old cluster from its unclean stop");
@@ -788,13 +801,6 @@ impl<'a> Upgrade<'a> {
             let after = tb
                 .with_server(new, &data_in, async || {
                     failpoint::hit("verifying");
-                    if script.exists() {
-                        let file = self.in_vol(&script);
-                        tb.run(&pgcmd::psql_file(new, RUN, superuser, &file))
-                            .await
-                            .context("update_extensions.sql failed")?;
-                    }
-                    let failed = extension::update_all(tb.socket_dir(), superuser).await?;
                     // Statistics and counting side by side: both only read.
                     let analyze = pgcmd::vacuumdb(new, RUN, superuser, self.journal.jobs);
                     let (analyzed, after) =
@@ -805,8 +811,17 @@ impl<'a> Upgrade<'a> {
                     if !diffs.is_empty() {
                         bail!("verification found differences: {}", diffs.join("; "));
                     }
-                    let updated =
-                        extension::changes(&before.extensions(), &after.extensions(), &failed);
+                    // Only then the extensions: their update scripts may change the tables
+                    // they own, which is no difference pg_upgrade made.
+                    if script.exists() {
+                        let file = self.in_vol(&script);
+                        tb.run(&pgcmd::psql_file(new, RUN, superuser, &file))
+                            .await
+                            .context("update_extensions.sql failed")?;
+                    }
+                    let failed = extension::update_all(tb.socket_dir(), superuser).await?;
+                    let now = extension::installed(tb.socket_dir(), superuser).await?;
+                    let updated = extension::changes(&before.extensions(), &now, &failed);
                     anyhow::Ok((after, updated))
                 })
                 .await?;
