@@ -48,6 +48,9 @@ pub struct Toolbox<'a> {
     /// Every command and its output, for the log kept with the backup. Commands may run
     /// side by side, each appending its own block when it ends.
     transcript: std::sync::Mutex<String>,
+    /// Servers started through [`Toolbox::with_server`] and not (yet) stopped by it: a run
+    /// cut short leaves them, and only then does removal have to stop them first.
+    servers: std::sync::atomic::AtomicUsize,
 }
 
 /// What a toolbox works on.
@@ -111,6 +114,7 @@ impl<'a> Toolbox<'a> {
             id,
             run_dir,
             transcript: std::sync::Mutex::default(),
+            servers: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -150,11 +154,14 @@ impl<'a> Toolbox<'a> {
         datadir: &str,
         work: impl AsyncFnOnce() -> Result<T, E>,
     ) -> Result<T, E> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.servers.fetch_add(1, SeqCst);
         self.run(&pgcmd::start_server(major, datadir, RUN)).await?;
         let done = work().await;
         let stopped = self.run(&pgcmd::stop_server(major, datadir)).await;
         let done = done?;
         stopped?;
+        self.servers.fetch_sub(1, SeqCst);
         Ok(done)
     }
 
@@ -166,7 +173,11 @@ impl<'a> Toolbox<'a> {
     /// Removes the container and the run directory. Call on every path; what a killed pgup
     /// leaves is found by its labels.
     pub async fn close(self) {
-        self.docker.remove_temp(&self.id).await;
+        if self.servers.into_inner() > 0 {
+            self.docker.remove_temp(&self.id).await;
+        } else {
+            self.docker.remove(&self.id).await;
+        }
     }
 }
 
