@@ -2,7 +2,7 @@
 //! here, so that nothing below knows clap. Values are validated here where no disk or Docker
 //! is needed; what needs them is resolved later, in `target`.
 
-use std::path::{Component, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -82,6 +82,11 @@ pub struct TargetArgs {
     /// With --volume or --data-dir: PGDATA's path below the mount root (e.g. 18/docker).
     #[arg(long, value_name = "REL", conflicts_with = "container")]
     pub pgdata_subdir: Option<PathBuf>,
+
+    /// With --volume or --data-dir: what the server's container mounts at PATH (a volume
+    /// name or a host directory), for a tablespace or WAL directory kept there; repeatable.
+    #[arg(long, value_name = "PATH=VOLUME|DIR", conflicts_with = "container")]
+    pub location: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -294,9 +299,15 @@ impl TargetArgs {
             _ => unreachable!("clap requires exactly one target"),
         };
         let pgdata_subdir = self.pgdata_subdir.map(checked_subdir).transpose()?;
+        let locations = self
+            .location
+            .iter()
+            .map(|l| checked_location(l))
+            .collect::<Result<_, _>>()?;
         Ok(TargetSpec {
             place,
             pgdata_subdir,
+            locations,
         })
     }
 }
@@ -312,6 +323,24 @@ fn checked_subdir(p: PathBuf) -> Result<PathBuf, UsageError> {
         Err(UsageError(format!(
             "--pgdata-subdir {p:?} must be a relative path inside the mount, without `..`"
         )))
+    }
+}
+
+/// --location PATH=SOURCE: an absolute path in the container, and a volume or host directory.
+fn checked_location(arg: &str) -> Result<(PathBuf, String), UsageError> {
+    match arg.split_once('=') {
+        Some((path, source))
+            if path.starts_with('/')
+                && !source.is_empty()
+                && !Path::new(path)
+                    .components()
+                    .any(|c| c == Component::ParentDir) =>
+        {
+            Ok((PathBuf::from(path), source.to_owned()))
+        }
+        _ => Err(UsageError(format!(
+            "--location {arg:?} must be PATH=SOURCE: the absolute path where the server's container mounts it, and the volume name or host directory mounted there (e.g. --location /tblspc=db_tblspc)"
+        ))),
     }
 }
 

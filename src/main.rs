@@ -17,6 +17,7 @@ mod image;
 mod interrupt;
 mod journal;
 mod layout;
+mod location;
 mod options;
 mod pg_upgrade_output;
 mod pgclient;

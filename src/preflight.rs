@@ -16,10 +16,11 @@ use crate::cluster::{Cluster, ControlData, InitSettings};
 use crate::config::{self, Change};
 use crate::docker::{Container, Docker};
 use crate::extension;
+use crate::location::{self, Location};
 use crate::options;
 use crate::pg_upgrade_output;
 use crate::pgcmd::{self, PgUpgrade, Transfer};
-use crate::rules;
+use crate::rules::{self, Found, Room};
 pub use crate::rules::{Item, Outcome};
 use crate::settings::Intent;
 use crate::space;
@@ -50,6 +51,10 @@ pub struct Preflight {
     pub unknown_options: Vec<options::Key>,
     /// Running containers that use the data.
     pub running: Vec<Container>,
+    /// The directories the cluster keeps outside PGDATA, found on this host.
+    pub locations: Vec<Location>,
+    /// The old cluster's bytes in them.
+    pub location_bytes: u64,
     pub items: Vec<Item>,
 }
 
@@ -58,15 +63,15 @@ impl Preflight {
         self.items.push(Item::new(check, outcome, detail));
     }
 
-    /// A toolbox of the upgrade image running as the data owner, with `mount`.
-    pub fn toolbox(&self, role: &'static str, mount: ToolMount) -> ToolboxSpec<'_> {
+    /// A toolbox of the upgrade image running as the data owner, with `mounts`.
+    pub fn toolbox(&self, role: &'static str, mounts: Vec<ToolMount>) -> ToolboxSpec<'_> {
         ToolboxSpec {
             image: &self.image,
             role,
             data: &self.target.data_dir,
             uid: self.cluster.uid,
             gid: self.cluster.gid,
-            mounts: vec![mount],
+            mounts,
         }
     }
 
@@ -171,6 +176,8 @@ pub async fn static_checks(
         config_changes: Vec::new(),
         unknown_options: Vec::new(),
         running,
+        locations: Vec::new(),
+        location_bytes: 0,
         items: Vec::new(),
     };
 
@@ -178,7 +185,25 @@ pub async fn static_checks(
     let (old, new) = (pre.old_major, pre.new_major);
     pre.items
         .push(rules::versions(&pre.cluster.major, old, new));
-    pre.items.extend(rules::layout(&pre.cluster.outside));
+    let (placed, unplaced) = location::place(&pre.cluster.outside, &pre.target.mounts);
+    let found: Vec<Found> = placed
+        .iter()
+        .map(|l| Found {
+            location: l,
+            exists: l.host.is_dir(),
+            inside_data: l.host.starts_with(&pre.target.data_dir),
+            leftover: std::fs::read_dir(&l.host)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .find(|n| !l.is_wal() && l.holds(n, new)),
+        })
+        .collect();
+    let container = pre.target.container.as_ref().map(|c| c.name.as_str());
+    pre.items
+        .extend(rules::layout(&found, &unplaced, container, new));
+    pre.locations = placed;
     if pre.failed() {
         return Ok(pre);
     }
@@ -244,7 +269,7 @@ pub async fn static_checks(
         }
     };
     let probed = async {
-        let tb = Toolbox::start(docker, pre.toolbox("check", data_read_only)).await?;
+        let tb = Toolbox::start(docker, pre.toolbox("check", vec![data_read_only])).await?;
         let probed = probe(&tb, &mut pre).await;
         tb.close().await;
         probed
@@ -268,15 +293,12 @@ pub async fn static_checks(
     ));
     pre.items.extend(rules::owner(pre.cluster.uid));
 
-    // Space for the chosen mode.
-    pre.items.push(rules::space(
-        intent.mode,
-        intent.no_backup,
-        reflinks,
-        &pre.target.mount_root,
-        data_bytes,
-        free_bytes,
-    ));
+    // Space for the chosen mode, on every filesystem the cluster uses.
+    let (rooms, reflinks) = rooms(&pre, data_bytes, free_bytes, reflinks)?;
+    let item = rules::space(intent.mode, intent.no_backup, reflinks, &rooms);
+    let location_bytes = rooms.iter().map(|r| r.data).sum::<u64>() - data_bytes;
+    (pre.reflinks, pre.location_bytes) = (reflinks, location_bytes);
+    pre.items.push(item);
 
     // Settings the new major no longer accepts.
     let mut includes = Vec::new();
@@ -307,6 +329,58 @@ pub async fn static_checks(
         pre.items.push(rules::libc(from, from_musl, &to, to_musl));
     }
     Ok(pre)
+}
+
+/// The filesystems the cluster uses, PGDATA's first, with the old cluster's bytes on each
+/// and their free space; and whether all of them support reflinks.
+fn rooms<'p>(
+    pre: &'p Preflight,
+    data_bytes: u64,
+    free_bytes: u64,
+    reflinks: bool,
+) -> Result<(Vec<Room<'p>>, bool)> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .map(|m| m.dev())
+            .with_context(|| format!("cannot read {}", p.display()))
+    };
+    let mut rooms = vec![(
+        Room {
+            place: &pre.target.mount_root,
+            data: data_bytes,
+            free: free_bytes,
+        },
+        dev(&pre.target.data_dir)?,
+    )];
+    let mut reflinks = reflinks;
+    for l in &pre.locations {
+        let bytes = tree::tree_bytes(&l.host, |n| !l.holds(n, pre.old_major))
+            .with_context(|| format!("cannot measure {}", l.host.display()))?;
+        let at = dev(&l.host)?;
+        match rooms.iter_mut().find(|(_, d)| *d == at) {
+            Some((room, _)) => room.data += bytes,
+            None => {
+                let free = space::free_bytes(&l.host).with_context(|| {
+                    format!("cannot measure free space at {}", l.host.display())
+                })?;
+                reflinks &= walkdir::WalkDir::new(&l.host)
+                    .into_iter()
+                    .flatten()
+                    .find(|e| e.file_type().is_file())
+                    .is_none_or(|f| tree::supports_reflink(&l.host, f.path()));
+                rooms.push((
+                    Room {
+                        place: &l.host,
+                        data: bytes,
+                        free,
+                    },
+                    at,
+                ));
+            }
+        }
+    }
+    Ok((rooms.into_iter().map(|(r, _)| r).collect(), reflinks))
 }
 
 /// Reads, in the toolbox: both bin directories exist, pg_controldata, the settings the new
@@ -359,36 +433,74 @@ pub async fn cluster_checks(
         .prefix("pgup-overlay-")
         .tempdir_in("/var/tmp")
         .context("cannot create a scratch directory in /var/tmp")?;
-    let (upper, work) = (scratch.path().join("upper"), scratch.path().join("work"));
+    // PGDATA at OLD, and each mount holding a location where the server's container has it,
+    // so that the links resolve: every one a throwaway view.
+    let mut views = vec![(pre.target.data_dir.clone(), OLD.to_owned())];
+    views.extend(
+        location::mounts(&pre.locations)
+            .into_iter()
+            .map(|m| (m.source, m.destination.display().to_string())),
+    );
+    let mut volumes = Vec::new();
+    let mut made = Ok(());
+    for (i, (lower, target)) in views.into_iter().enumerate() {
+        let name = format!(
+            "pgup-overlay-{}-{}-{i}",
+            std::process::id(),
+            chrono::Utc::now().timestamp_micros()
+        );
+        made = overlay(docker, &scratch.path().join(i.to_string()), &lower, &name).await;
+        if made.is_err() {
+            break;
+        }
+        volumes.push((name, target));
+    }
+    let result = match made {
+        Ok(()) => {
+            let mounts = volumes
+                .iter()
+                .map(|(name, target)| ToolMount::Volume {
+                    name: name.clone(),
+                    target: target.clone(),
+                })
+                .collect();
+            let spec = pre.toolbox("check", mounts);
+            match Toolbox::start(docker, spec).await {
+                Ok(tb) => {
+                    let r = on_overlay(&tb, pre, for_upgrade, may_strip).await;
+                    tb.close().await;
+                    r
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+        Err(e) => Err(e),
+    };
+    for (name, _) in &volumes {
+        docker.remove_volume(name).await;
+    }
+    result
+}
+
+/// An overlay volume `name` over `lower`, its upper and work directories in `scratch`; its
+/// root keeps `lower`'s owner and mode.
+async fn overlay(
+    docker: &Docker,
+    scratch: &std::path::Path,
+    lower: &std::path::Path,
+    name: &str,
+) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let (upper, work) = (scratch.join("upper"), scratch.join("work"));
     for dir in [&upper, &work] {
-        std::fs::create_dir(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
     }
     // The merged view's root takes the upper directory's owner and mode.
-    std::os::unix::fs::chown(&upper, Some(pre.cluster.uid), Some(pre.cluster.gid))?;
-    std::fs::set_permissions(&upper, std::fs::Permissions::from_mode(0o700))?;
-    let volume = format!(
-        "pgup-overlay-{}-{}",
-        std::process::id(),
-        chrono::Utc::now().timestamp_micros()
-    );
-    docker
-        .create_overlay(&volume, &pre.target.data_dir, &upper, &work)
-        .await?;
-    let overlay = ToolMount::Volume {
-        name: volume.clone(),
-        target: OLD.into(),
-    };
-    let started = Toolbox::start(docker, pre.toolbox("check", overlay)).await;
-    let result = match started {
-        Ok(tb) => {
-            let r = on_overlay(&tb, pre, for_upgrade, may_strip).await;
-            tb.close().await;
-            r
-        }
-        Err(e) => Err(e.into()),
-    };
-    docker.remove_volume(&volume).await;
-    result
+    let meta = std::fs::metadata(lower).with_context(|| format!("cannot read {}", lower.display()))?;
+    std::os::unix::fs::chown(&upper, Some(meta.uid()), Some(meta.gid()))?;
+    std::fs::set_permissions(&upper, std::fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+    Ok(docker.create_overlay(name, lower, &upper, &work).await?)
 }
 
 async fn on_overlay(

@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::cluster::{ControlData, InitSettings, LocaleProvider};
 use crate::config::{self, Change};
 use crate::extension;
+use crate::location::{Location, Unplaced};
 use crate::options::{self, Stored, Verdict};
 use crate::pgcmd;
 use crate::plan::{self, BackupKind, ModeError};
@@ -243,27 +244,63 @@ pub fn server(
     }
 }
 
-/// The "layout" failures for parts of the cluster kept outside PGDATA (`entry` → where its
-/// link points): pgup's backup holds PGDATA only, and pg_upgrade --link would hard-link the
-/// files out there too, so a rollback could not give them back. Refused before anything.
-pub fn layout(outside: &[(String, std::path::PathBuf)]) -> Vec<Item> {
-    outside
+/// A directory the cluster keeps outside PGDATA, as found on this host.
+pub struct Found<'a> {
+    pub location: &'a Location,
+    pub exists: bool,
+    /// It lies inside PGDATA, where the backup of PGDATA would hold it twice.
+    pub inside_data: bool,
+    /// A version directory of the new major already in the tablespace.
+    pub leftover: Option<String>,
+}
+
+/// The "layout" items for the directories kept outside PGDATA: each found one is backed up,
+/// upgraded and rolled back with the cluster. Fails: a link no mount holds (`container`: the
+/// target's container, whose own filesystem it is then in), a directory not on this host or
+/// inside PGDATA, a tablespace already holding the new major's directory (pg_upgrade refuses).
+pub fn layout(found: &[Found], unplaced: &[Unplaced], container: Option<&str>, new: u32) -> Vec<Item> {
+    let mut items: Vec<Item> = unplaced
         .iter()
-        .map(|(entry, to)| {
-            let what = if entry == "pg_wal" {
-                format!(
-                    "pg_wal is a link to {} (a separate WAL directory); pgup keeps only PGDATA in its backup and does not upgrade this layout yet: stop the server, move the WAL back into PGDATA (replace the link by that directory's content), and try again",
-                    to.display()
-                )
-            } else {
-                format!(
-                    "{entry} is a tablespace in {}; pgup keeps only PGDATA in its backup and does not upgrade tablespaces yet: move what it holds to pg_default (`ALTER TABLE … SET TABLESPACE pg_default`, likewise indexes and materialized views), `DROP TABLESPACE`, and try again",
-                    to.display()
-                )
+        .map(|(entry, path)| {
+            let what = match container {
+                Some(c) => format!(
+                    "{entry} points to {}, in container {c}'s own filesystem, not in a volume or bind mount: it would be lost with the container; move it to a volume first",
+                    path.display()
+                ),
+                None => format!(
+                    "{entry} points to {0}: name the volume or host directory the server's container mounts there, e.g. --location {0}=VOLUME",
+                    path.display()
+                ),
             };
             Item::new("layout", Outcome::Fail, what)
         })
-        .collect()
+        .collect();
+    for f in found {
+        let (label, host) = (f.location.label(), f.location.host.display());
+        let (outcome, detail) = if !f.exists {
+            (
+                Outcome::Fail,
+                format!("{label}: {host} does not exist on this host; point --location at the volume or directory the server's container mounts there"),
+            )
+        } else if f.inside_data {
+            (
+                Outcome::Fail,
+                format!("{label} is inside PGDATA ({host}), where pg_upgrade cannot keep it apart from the new cluster: move it out of the data directory first"),
+            )
+        } else if let Some(dir) = &f.leftover {
+            (
+                Outcome::Fail,
+                format!("{label} already holds {dir}, a PostgreSQL {new} directory (from an earlier attempt?), which pg_upgrade will not write over: remove it if no server uses it"),
+            )
+        } else {
+            (
+                Outcome::Ok,
+                format!("{label} on {host}: backed up, upgraded and rolled back with the cluster"),
+            )
+        };
+        items.push(Item::new("layout", outcome, detail));
+    }
+    items
 }
 
 /// The "owner" failure when the data directory belongs to root.
@@ -277,17 +314,19 @@ pub fn owner(uid: u32) -> Option<Item> {
     })
 }
 
+/// One filesystem the upgrade writes to: where, the cluster's bytes on it, its free bytes.
+pub struct Room<'a> {
+    pub place: &'a Path,
+    pub data: u64,
+    pub free: u64,
+}
+
 /// The "mode" item when the mode cannot keep the backup asked for, else the "space" item for
-/// the backup it keeps. `no_backup` is None for `check`, which then only says what link needs.
-pub fn space(
-    mode: Mode,
-    no_backup: Option<bool>,
-    reflinks: bool,
-    root: &Path,
-    data_bytes: u64,
-    free_bytes: u64,
-) -> Item {
-    let kind = match plan::backup_kind(mode, no_backup.unwrap_or(false), reflinks, root) {
+/// the backup it keeps, on every filesystem the cluster uses (PGDATA's first). `no_backup` is
+/// None for `check`, which then only says what link needs.
+pub fn space(mode: Mode, no_backup: Option<bool>, reflinks: bool, rooms: &[Room]) -> Item {
+    let kind = match plan::backup_kind(mode, no_backup.unwrap_or(false), reflinks, rooms[0].place)
+    {
         Err(ModeError::LinkNeedsNoBackup) if no_backup.is_none() => {
             return Item::new(
                 "mode",
@@ -298,22 +337,28 @@ pub fn space(
         Err(e) => return Item::new("mode", Outcome::Fail, e.to_string()),
         Ok(kind) => kind,
     };
-    let need = plan::need_bytes(kind, data_bytes);
     let what = match kind {
         BackupKind::Copy => "a full copy of the data as backup",
         BackupKind::Clone => "a reflink copy as backup",
         BackupKind::None => "no backup",
     };
-    let detail = format!(
-        "{} free on {}, {} needed ({what}, data {})",
-        indicatif::HumanBytes(free_bytes),
-        root.display(),
-        indicatif::HumanBytes(need),
-        indicatif::HumanBytes(data_bytes)
-    );
-    if free_bytes >= need {
-        Item::new("space", Outcome::Ok, detail)
-    } else {
+    let mut short = false;
+    let parts: Vec<String> = rooms
+        .iter()
+        .map(|r| {
+            let need = plan::need_bytes(kind, r.data);
+            short |= r.free < need;
+            format!(
+                "{} free on {}, {} needed ({what}, data {})",
+                indicatif::HumanBytes(r.free),
+                r.place.display(),
+                indicatif::HumanBytes(need),
+                indicatif::HumanBytes(r.data)
+            )
+        })
+        .collect();
+    let detail = parts.join("; ");
+    if short {
         Item::new(
             "space",
             Outcome::Fail,
@@ -321,6 +366,8 @@ pub fn space(
                 "{detail}: free space first, or use --mode clone on a filesystem with reflinks"
             ),
         )
+    } else {
+        Item::new("space", Outcome::Ok, detail)
     }
 }
 
@@ -526,6 +573,7 @@ fn normalize_locale(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
+    use std::path::PathBuf;
     use std::fmt::Debug;
 
     use super::*;
@@ -741,29 +789,55 @@ mod tests {
     }
 
     #[test]
-    fn links_out_of_pgdata_are_refused() {
-        assert!(layout(&[]).is_empty());
-        let items = layout(&[
-            ("pg_wal".into(), "/pgwal".into()),
-            ("pg_tblspc/16384".into(), "/tblspc".into()),
-        ]);
+    fn links_out_of_pgdata() {
+        let (placed, _) = crate::location::place(
+            &[
+                ("pg_wal".into(), "/pgwal".into()),
+                ("pg_tblspc/16384".into(), "/tblspc".into()),
+            ],
+            &[
+                crate::location::HostMount {
+                    destination: "/pgwal".into(),
+                    source: "/h/wal".into(),
+                },
+                crate::location::HostMount {
+                    destination: "/tblspc".into(),
+                    source: "/h/ts".into(),
+                },
+            ],
+        );
+        let found = |i: usize, exists, inside_data, leftover: Option<&str>| Found {
+            location: &placed[i],
+            exists,
+            inside_data,
+            leftover: leftover.map(str::to_owned),
+        };
+        let unplaced = [("pg_tblspc/16385".to_owned(), PathBuf::from("/ts2"))];
+        let items = layout(
+            &[
+                found(0, true, false, None),
+                found(1, true, false, Some("PG_17_202406281")),
+            ],
+            &unplaced,
+            None,
+            17,
+        );
         let details: Vec<(Outcome, &str)> = items
             .iter()
             .map(|i| (i.outcome, i.detail.as_str()))
             .collect();
-        assert_eq!(details.len(), 2);
+        assert_eq!(details.len(), 3);
         assert_eq!(details[0].0, Outcome::Fail);
-        assert!(
-            details[0]
-                .1
-                .starts_with("pg_wal is a link to /pgwal (a separate WAL directory)")
-        );
-        assert!(
-            details[1]
-                .1
-                .starts_with("pg_tblspc/16384 is a tablespace in /tblspc")
-        );
-        assert!(details[1].1.contains("DROP TABLESPACE"));
+        assert!(details[0].1.contains("--location /ts2=VOLUME"), "{}", details[0].1);
+        assert_eq!(details[1].0, Outcome::Ok);
+        assert!(details[1].1.starts_with("pg_wal (/pgwal) on /h/wal: backed up"));
+        assert_eq!(details[2].0, Outcome::Fail);
+        assert!(details[2].1.contains("already holds PG_17_202406281"));
+        let in_container = layout(&[found(1, false, false, None)], &unplaced, Some("db"), 17);
+        assert!(in_container[0].detail.contains("in container db's own filesystem"));
+        assert!(in_container[1].detail.contains("/h/ts does not exist"));
+        let inside = layout(&[found(0, true, true, None)], &[], None, 17);
+        assert!(inside[0].detail.contains("is inside PGDATA"));
     }
 
     #[test]
@@ -854,7 +928,12 @@ mod tests {
             ),
         ];
         for (facts @ (mode, no_backup, reflinks, free), check, outcome, part) in cases {
-            let item = space(mode, no_backup, reflinks, Path::new("/mnt/pg"), GIB, free);
+            let room = Room {
+                place: Path::new("/mnt/pg"),
+                data: GIB,
+                free,
+            };
+            let item = space(mode, no_backup, reflinks, &[room]);
             expect(facts, check, &[item], &[(outcome, part)]);
         }
     }

@@ -21,6 +21,10 @@ pub struct TargetSpec {
     pub place: Place,
     /// PGDATA below the mount root (with a volume or a directory only).
     pub pgdata_subdir: Option<PathBuf>,
+    /// With a volume or a directory: where the server's container mounts what else it uses
+    /// (a tablespace's or the WAL's volume), as (path in the container, volume or host
+    /// directory).
+    pub locations: Vec<(PathBuf, String)>,
 }
 
 impl TargetSpec {
@@ -33,6 +37,9 @@ impl TargetSpec {
         };
         if let Some(sub) = &self.pgdata_subdir {
             flags.push_str(&format!(" --pgdata-subdir {}", sub.display()));
+        }
+        for (path, source) in &self.locations {
+            flags.push_str(&format!(" --location {}={source}", path.display()));
         }
         flags
     }
@@ -115,6 +122,7 @@ mod tests {
         let spec = |place, sub: Option<&str>| TargetSpec {
             place,
             pgdata_subdir: sub.map(PathBuf::from),
+            locations: vec![],
         };
         assert_eq!(
             spec(Place::Container("db".into()), None).flags(),
@@ -128,5 +136,8 @@ mod tests {
             spec(Place::DataDir("/srv/pg".into()), None).flags(),
             "--data-dir /srv/pg"
         );
+        let mut with = spec(Place::Volume("v".into()), None);
+        with.locations = vec![("/tblspc".into(), "ts".into())];
+        assert_eq!(with.flags(), "--volume v --location /tblspc=ts");
     }
 }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use crate::docker::{Container, Docker, DockerError, MountKind};
 use crate::journal::Journal;
+use crate::location::HostMount;
 use crate::settings::{Place, TargetSpec};
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +48,10 @@ pub enum TargetError {
         "volume {name} uses the {driver:?} driver; pgup works on volumes of the \"local\" driver, whose files are on this host"
     )]
     RemoteVolume { name: String, driver: String },
+    #[error(
+        "--location {path}={given}: {given} is neither a directory on this host nor a volume; name the volume or host directory the server's container mounts at {path}"
+    )]
+    NoLocation { path: String, given: String },
 }
 
 const ON_DOCKER_HOST: &str =
@@ -65,6 +70,9 @@ pub struct Target {
     pub container: Option<Container>,
     /// The name of the volume holding the data, if it is a named volume.
     pub volume: Option<String>,
+    /// The mounts of the server's container (or those --location names): where a
+    /// tablespace or WAL directory outside PGDATA is on this host.
+    pub mounts: Vec<HostMount>,
 }
 
 impl Target {
@@ -91,12 +99,20 @@ impl Target {
         };
         readable(&root)?;
         let data_dir = locate_pgdata(&label, &root, subdir)?;
+        let mut mounts = Vec::new();
+        for (path, source) in &spec.locations {
+            mounts.push(HostMount {
+                destination: path.clone(),
+                source: location_source(docker, path, source).await?,
+            });
+        }
         Ok(Self {
             label,
             mount_root: root,
             data_dir,
             container: None,
             volume,
+            mounts,
         })
     }
 
@@ -137,13 +153,50 @@ impl Target {
         let mount_root = mount.source.clone();
         readable(&mount_root)?;
         let data_dir = locate_pgdata(&label, &mount_root, Some(below))?;
+        let mounts = c
+            .mounts
+            .iter()
+            .filter(|m| matches!(m.kind, MountKind::Volume(_) | MountKind::Bind))
+            .map(|m| HostMount {
+                destination: m.destination.clone(),
+                source: m.source.clone(),
+            })
+            .collect();
         Ok(Self {
             label,
             mount_root,
             data_dir,
             volume,
             container: Some(c),
+            mounts,
         })
+    }
+}
+
+/// The host directory of --location's source: an absolute host directory, or a local volume.
+async fn location_source(
+    docker: &Docker,
+    path: &Path,
+    source: &str,
+) -> Result<PathBuf, TargetError> {
+    if source.starts_with('/') && Path::new(source).is_dir() {
+        return Ok(PathBuf::from(source));
+    }
+    let missing = || TargetError::NoLocation {
+        path: path.display().to_string(),
+        given: source.to_owned(),
+    };
+    if source.starts_with('/') {
+        return Err(missing());
+    }
+    match docker.volume(source).await {
+        Ok(v) if v.driver != "local" => Err(TargetError::RemoteVolume {
+            name: v.name,
+            driver: v.driver,
+        }),
+        Ok(v) => Ok(v.mountpoint),
+        Err(DockerError::NoSuchVolume(_)) => Err(missing()),
+        Err(e) => Err(e.into()),
     }
 }
 
