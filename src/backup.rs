@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::failpoint;
 use crate::layout::{self, Layout, RootEntry, STAMP_FORMAT, is_pgup_entry};
+use crate::location::Location;
 use crate::plan::BackupKind;
 use crate::tree::{self, CopyOptions, tree_bytes};
 
@@ -45,11 +46,38 @@ pub fn make(
     tree::sync_dir(layout.root()).map_err(io_at(backup_dir))
 }
 
+/// Backs up the old cluster's part of `location` (of major `old`) as backup `name` in it, as
+/// [`make`] backs up PGDATA.
+pub fn make_in(
+    location: &Location,
+    old: u32,
+    name: &str,
+    options: &CopyOptions,
+) -> Result<(), BackupError> {
+    let skip = |n: &str| !location.holds(n, old);
+    let options = CopyOptions {
+        skip: &skip,
+        ..*options
+    };
+    make(&location.host, &location.layout(), name, &options)
+}
+
 /// Moves the cluster in `data` (not pgup's entries) into `aside`, created if missing.
 /// Renames only: running it again after an interruption finishes it.
 pub fn set_aside(data: &Path, aside: &Path) -> Result<(), BackupError> {
+    set_aside_but(data, aside, &is_pgup_entry)
+}
+
+/// Moves what `location` holds of the clusters of `majors` into `aside`, as [`set_aside`].
+pub fn set_aside_in(location: &Location, majors: &[u32], aside: &Path) -> Result<(), BackupError> {
+    set_aside_but(&location.host, aside, &|n| {
+        !majors.iter().any(|m| location.holds(n, *m))
+    })
+}
+
+fn set_aside_but(dir: &Path, aside: &Path, keep: &dyn Fn(&str) -> bool) -> Result<(), BackupError> {
     std::fs::create_dir_all(aside).map_err(io_at(aside))?;
-    tree::move_entries(data, aside, &is_pgup_entry).map_err(io_at(data))
+    tree::move_entries(dir, aside, keep).map_err(io_at(dir))
 }
 
 /// Moves a backup's entries into `data` and gives `data` the backup's owner, mode and times,
@@ -115,6 +143,10 @@ pub struct Record {
     /// has run since.
     #[serde(default)]
     pub upgraded_checkpoint: Option<String>,
+    /// The directories the cluster keeps outside PGDATA, each holding its part of the backup
+    /// under the same name.
+    #[serde(default)]
+    pub locations: Vec<Location>,
     /// When `pgup rollback` put this backup back.
     #[serde(default)]
     pub rolled_back: Option<DateTime<Utc>>,

@@ -15,8 +15,9 @@ use crate::backup::{self, Record};
 use crate::docker::Docker;
 use crate::error::Status;
 use crate::interrupt;
-use crate::journal::{Journal, Lock};
+use crate::journal::{self, Journal, Lock};
 use crate::layout::{self, Layout, RootEntry, WorkEntry};
+use crate::location::Location;
 use crate::plan::{Operation, Step};
 use crate::recreate;
 use crate::settings;
@@ -128,7 +129,7 @@ pub async fn run(args: settings::Cleanup, printer: &Printer) -> Result<Status> {
     interrupt::journal_at(root.clone(), flags);
     for r in &report.removed {
         printer.step(format!("removing {} {}", r.kind, r.name));
-        remove(&docker, &root, r).await?;
+        remove(&docker, &target, r, (uid, gid)).await?;
     }
     Journal::finish(&root)?;
     report.dry_run = false;
@@ -169,8 +170,16 @@ async fn plan(docker: &Docker, target: &Target, args: &settings::Cleanup) -> Res
                 out.push(removal);
             }
         }
+        let record = Record::read(root, &b.name).ok();
+        // Its parts in the directories the cluster keeps outside PGDATA.
+        for l in record.iter().flat_map(|r| &r.locations) {
+            if let Some(mut part) = removal("backup", l.layout().backup(&b.name)) {
+                part.name = format!("{} in {}", b.name, l.label());
+                out.push(part);
+            }
+        }
         // The container an upgrade kept for going back to this backup.
-        if let Some(c) = Record::read(root, &b.name).ok().and_then(|r| r.container) {
+        if let Some(c) = record.and_then(|r| r.container) {
             let kept = recreate::kept_name(&c, layout::stamp_of(&b.name).unwrap_or_default());
             if docker.exists(&kept).await? {
                 out.push(Removal {
@@ -182,36 +191,11 @@ async fn plan(docker: &Docker, target: &Target, args: &settings::Cleanup) -> Res
             }
         }
     }
-    // Set-aside clusters and what interrupted runs left, in the work directory and the root.
-    let in_work = std::fs::read_dir(layout.work())
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let kind = match WorkEntry::classify(&file_name(&e.path()))? {
-                WorkEntry::SetAside => "set-aside cluster",
-                WorkEntry::Staging | WorkEntry::OldAside | WorkEntry::Trash => "leftover",
-                _ => return None,
-            };
-            Some((kind, e))
-        });
-    let in_root = std::fs::read_dir(root)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| RootEntry::classify(&file_name(&e.path())) == Some(RootEntry::PartialBackup))
-        .map(|e| ("leftover", e));
-    for (kind, entry) in in_work.chain(in_root) {
-        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
-            continue;
-        }
-        let name = file_name(&entry.path());
-        out.push(Removal {
-            kind,
-            bytes: tree::tree_bytes(&entry.path(), |_| false).unwrap_or(0),
-            name,
-            path: Some(entry.path()),
-        });
+    // Set-aside clusters and what interrupted runs left, in the work directory and the root,
+    // and likewise in every directory a record says the cluster keeps outside PGDATA.
+    out.extend(set_aside_and_leftovers(&layout, None));
+    for l in recorded_locations(root) {
+        out.extend(set_aside_and_leftovers(&l.layout(), Some(&l)));
     }
     // Logs of failed upgrades, whose backups their undo removed.
     for entry in std::fs::read_dir(root).into_iter().flatten().flatten() {
@@ -236,16 +220,86 @@ async fn plan(docker: &Docker, target: &Target, args: &settings::Cleanup) -> Res
     Ok(out)
 }
 
-async fn remove(docker: &Docker, root: &Path, r: &Removal) -> Result<()> {
+/// The set-aside clusters in the work directory of `layout` (a mount root's or a location's),
+/// what interrupted runs left there, and partial backups beside it.
+fn set_aside_and_leftovers(layout: &Layout, location: Option<&Location>) -> Vec<Removal> {
+    let in_work = std::fs::read_dir(layout.work())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let kind = match WorkEntry::classify(&file_name(&e.path()))? {
+                WorkEntry::SetAside => "set-aside cluster",
+                WorkEntry::Staging | WorkEntry::OldAside | WorkEntry::Trash => "leftover",
+                _ => return None,
+            };
+            Some((kind, e))
+        });
+    let in_root = std::fs::read_dir(layout.root())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| RootEntry::classify(&file_name(&e.path())) == Some(RootEntry::PartialBackup))
+        .map(|e| ("leftover", e));
+    in_work
+        .chain(in_root)
+        .filter(|(_, entry)| entry.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|(kind, entry)| {
+            let name = file_name(&entry.path());
+            Removal {
+                kind,
+                bytes: tree::tree_bytes(&entry.path(), |_| false).unwrap_or(0),
+                name: match location {
+                    Some(l) => format!("{name} in {}", l.label()),
+                    None => name,
+                },
+                path: Some(entry.path()),
+            }
+        })
+        .collect()
+}
+
+/// The directories outside PGDATA that the records in `root` name, each once.
+fn recorded_locations(root: &Path) -> Vec<Location> {
+    let mut found: Vec<Location> = Vec::new();
+    let records = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = file_name(&e.path());
+            let backup = name.strip_suffix(".json")?;
+            (RootEntry::classify(backup) == Some(RootEntry::Backup))
+                .then(|| Record::read(root, backup).ok())
+                .flatten()
+        });
+    for l in records.flat_map(|r| r.locations) {
+        if !found.iter().any(|f| f.host == l.host) {
+            found.push(l);
+        }
+    }
+    found
+}
+
+async fn remove(docker: &Docker, target: &Target, r: &Removal, owner: (u32, u32)) -> Result<()> {
     match (r.kind, &r.path) {
         ("container", _) => docker.remove_temp(&r.name).await,
         ("volume", _) => docker.remove_volume(&r.name).await,
         (_, Some(path)) if path.is_dir() => {
-            let trash = Layout::new(root).trash(&r.name);
+            // Into the work directory of the mount root or location it is in (one filesystem).
+            let parent = path.parent().unwrap_or(path);
+            let home = match parent.file_name() {
+                _ if parent == target.data_dir => &target.mount_root,
+                Some(n) if n == layout::WORK_DIR => parent.parent().unwrap_or(parent),
+                _ => parent,
+            };
+            let home = Layout::new(home);
+            journal::work_dir(&home, owner.0, owner.1)?;
+            let trash = home.trash(&file_name(path));
             if *path != trash {
                 std::fs::rename(path, &trash)
                     .with_context(|| format!("cannot move {} away", path.display()))?;
-                tree::sync_dir(path.parent().unwrap_or(root))?;
+                tree::sync_dir(parent)?;
             }
             std::fs::remove_dir_all(&trash)
                 .with_context(|| format!("cannot remove {}", trash.display()))?;

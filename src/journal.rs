@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::cluster::InitSettings;
 use crate::failpoint;
 use crate::layout::{Layout, STAMP_FORMAT};
+use crate::location::Location;
 use crate::plan::{self, BackupKind, Operation, Step};
 use crate::settings::Intent;
 
@@ -70,6 +71,9 @@ pub struct Journal {
     /// The container pgup was pointed at, and the containers that were running.
     pub container: Option<String>,
     pub running: Vec<String>,
+    /// The directories the cluster keeps outside PGDATA (a WAL directory, tablespaces).
+    #[serde(default)]
+    pub locations: Vec<Location>,
     /// What an upgrade learned and decided on the way (empty for other operations).
     #[serde(flatten)]
     pub learned: Learned,
@@ -118,6 +122,7 @@ impl Journal {
             jobs: 1,
             container: None,
             running: Vec::new(),
+            locations: Vec::new(),
             learned: Learned::default(),
             updated: Utc::now(),
         }
@@ -236,12 +241,7 @@ impl Lock {
     pub fn take(root: &Path, uid: u32, gid: u32) -> Result<Self> {
         let layout = Layout::new(root);
         let dir = layout.work();
-        let setup = || -> std::io::Result<()> {
-            std::fs::create_dir_all(&dir)?;
-            std::os::unix::fs::chown(&dir, Some(uid), Some(gid))?;
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-        };
-        setup().map_err(io("create", &dir))?;
+        work_dir(&layout, uid, gid).map_err(io("create", &dir))?;
         let path = layout.lock();
         let mut file = std::fs::OpenOptions::new()
             .read(true)
@@ -272,6 +272,15 @@ impl Lock {
         record().map_err(io("write", &path))?;
         Ok(Self { _file: file })
     }
+}
+
+/// Creates the work directory of `layout` (a mount root's or a location's), owned by the data
+/// owner, mode 0700: PostgreSQL's programs write in it as that owner.
+pub fn work_dir(layout: &Layout, uid: u32, gid: u32) -> std::io::Result<()> {
+    let dir = layout.work();
+    std::fs::create_dir_all(&dir)?;
+    std::os::unix::fs::chown(&dir, Some(uid), Some(gid))?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
 }
 
 /// Files pgup keeps with the data belong to the data owner, as the work directory does.

@@ -85,9 +85,11 @@ pub fn place(outside: &[(String, PathBuf)], mounts: &[HostMount]) -> (Vec<Locati
         match mount {
             Some(m) => placed.push(Location {
                 entry: entry.clone(),
-                host: m
-                    .source
-                    .join(path.strip_prefix(&m.destination).expect("filtered by prefix")),
+                // (Joining "" would add a trailing slash.)
+                host: match path.strip_prefix(&m.destination).expect("filtered by prefix") {
+                    rest if rest.as_os_str().is_empty() => m.source.clone(),
+                    rest => m.source.join(rest),
+                },
                 path: path.clone(),
                 mount: m.clone(),
             }),
@@ -135,7 +137,7 @@ mod tests {
         assert_eq!(placed.len(), 2);
         assert_eq!(placed[0].host, PathBuf::from("/v/wal/17"));
         assert_eq!(placed[0].mount, mounts[2]);
-        assert_eq!(placed[1].host, PathBuf::from("/v/ts"));
+        assert_eq!(placed[1].host.as_os_str(), "/v/ts");
         assert_eq!(
             placed[0].staging_path(),
             PathBuf::from("/var/lib/postgresql/wal/17/.pgup/new")

@@ -42,8 +42,8 @@ pub fn describe_config(major: u32) -> Vec<String> {
 
 /// initdb with the old cluster's settings, so pg_upgrade finds the two compatible. Without
 /// its flush to disk: pg_upgrade (15 and later, the only new majors) flushes the whole new
-/// cluster when it ends.
-pub fn initdb(major: u32, datadir: &str, s: &InitSettings) -> Vec<String> {
+/// cluster when it ends. The WAL in `waldir` when given (the old cluster keeps its own apart).
+pub fn initdb(major: u32, datadir: &str, s: &InitSettings, waldir: Option<&str>) -> Vec<String> {
     let mut argv = vec![
         program(major, "initdb"),
         format!("--pgdata={datadir}"),
@@ -56,6 +56,7 @@ pub fn initdb(major: u32, datadir: &str, s: &InitSettings) -> Vec<String> {
         "--no-instructions".into(),
         "--no-sync".into(),
     ];
+    argv.extend(waldir.map(|w| format!("--waldir={w}")));
     match &s.provider {
         LocaleProvider::Libc => {
             if major >= 15 {
@@ -232,7 +233,7 @@ mod tests {
 
     #[test]
     fn initdb_copies_the_old_settings() {
-        let argv = initdb(17, "/d", &settings(LocaleProvider::Libc, true));
+        let argv = initdb(17, "/d", &settings(LocaleProvider::Libc, true), None);
         assert_eq!(
             display(&argv),
             "/usr/lib/postgresql/17/bin/initdb --pgdata=/d --username=app --encoding=UTF8 \
@@ -243,9 +244,10 @@ mod tests {
 
     #[test]
     fn initdb_18_turns_default_checksums_off_when_the_old_had_none() {
-        let argv = initdb(18, "/d", &settings(LocaleProvider::Libc, false));
+        let argv = initdb(18, "/d", &settings(LocaleProvider::Libc, false), None);
         assert!(argv.contains(&"--no-data-checksums".to_owned()));
-        let argv = initdb(17, "/d", &settings(LocaleProvider::Libc, false));
+        let argv = initdb(17, "/d", &settings(LocaleProvider::Libc, false), Some("/w/.pgup/new"));
+        assert!(argv.contains(&"--waldir=/w/.pgup/new".to_owned()));
         assert!(!argv.iter().any(|a| a.contains("checksums")));
     }
 
@@ -255,12 +257,14 @@ mod tests {
             17,
             "/d",
             &settings(LocaleProvider::Icu("und".into()), false),
+            None,
         );
         assert!(argv.ends_with(&["--locale-provider=icu".into(), "--icu-locale=und".into()]));
         let argv = initdb(
             18,
             "/d",
             &settings(LocaleProvider::Builtin("C.UTF-8".into()), true),
+            None,
         );
         assert!(argv.contains(&"--builtin-locale=C.UTF-8".to_owned()));
     }

@@ -177,6 +177,9 @@ pub struct Plan {
     pub config_changes: Vec<String>,
     /// The old cluster was not shut down cleanly: its first private start recovers it.
     pub recovers: bool,
+    /// The directories the cluster keeps outside PGDATA, as "pg_wal (/wal)": each backed up
+    /// beside itself, under the backup's name.
+    pub locations: Vec<String>,
 }
 
 impl Plan {
@@ -191,16 +194,25 @@ impl Plan {
                 (BackupKind::None, _) | (_, None) => {
                     format!("{view}; keep NO backup of the old cluster")
                 }
-                (kind, Some(dir)) => format!(
-                    "{view}; meanwhile {} the old cluster ({}) to {}",
-                    if *kind == BackupKind::Clone {
-                        "reflink-copy"
-                    } else {
-                        "copy"
-                    },
-                    HumanBytes(self.data_bytes),
-                    dir.display()
-                ),
+                (kind, Some(dir)) => {
+                    let mut line = format!(
+                        "{view}; meanwhile {} the old cluster ({}) to {}",
+                        if *kind == BackupKind::Clone {
+                            "reflink-copy"
+                        } else {
+                            "copy"
+                        },
+                        HumanBytes(self.data_bytes),
+                        dir.display()
+                    );
+                    if !self.locations.is_empty() {
+                        line.push_str(&format!(
+                            ", and its part in {} to a directory of the same name in each",
+                            self.locations.join(", ")
+                        ));
+                    }
+                    line
+                }
             },
             Step::BackingUp => "record beside the backup what a rollback needs".into(),
             Step::Upgrading => {
@@ -382,6 +394,7 @@ mod tests {
             jobs: 2,
             config_changes: vec![],
             recovers: false,
+            locations: vec![],
         }
     }
 

@@ -577,7 +577,7 @@ async fn on_overlay(
     // and pg_upgrade --check runs against it.
     let scratch_new = "/tmp/pgup-check-new";
     if !for_upgrade || !stored.is_empty() {
-        tb.run(&pgcmd::initdb(new, scratch_new, &settings)).await?;
+        tb.run(&pgcmd::initdb(new, scratch_new, &settings, None)).await?;
     }
     let verdicts = if stored.is_empty() {
         Vec::new()

@@ -16,6 +16,7 @@ use crate::backup::{self, Record};
 use crate::docker::Docker;
 use crate::journal::Journal;
 use crate::layout::{self, Layout, WorkEntry};
+use crate::location::Location;
 use crate::plan::{Operation, Step};
 use crate::recreate;
 use crate::target::{self, Target};
@@ -104,11 +105,18 @@ pub async fn from_backup(
                     "setting the upgraded cluster aside in {}",
                     aside.display()
                 ));
+                let majors = [journal.old_major, journal.new_major];
+                for l in &journal.locations {
+                    backup::set_aside_in(l, &majors, &l.layout().set_aside(&journal.stamp))?;
+                }
                 backup::set_aside(data, &aside)?;
                 journal.advance(root, Step::Restoring)?;
             }
             Step::Restoring => {
                 printer.step(format!("putting {name} back"));
+                for l in &journal.locations {
+                    backup::put_back(&l.host, &l.layout().backup(&name))?;
+                }
                 restored = backup::put_back(data, &backup_dir)?;
                 journal.advance(root, Step::Restarting)?;
             }
@@ -164,7 +172,7 @@ pub async fn from_backup(
         r.write(root, uid, gid)?;
     }
     Journal::finish(root)?;
-    remove_leftovers(&layout);
+    remove_leftovers(&layout, &journal.locations);
     // The record and the backup's removal touched PGDATA's own times when the backups live
     // in it: give it the backed-up cluster's times again, last.
     if let Some(meta) = restored {
@@ -201,16 +209,13 @@ pub async fn undo_before_swap(
         .as_ref()
         .filter(|name| journal.step == Step::Upgrading && layout.backup(name).exists());
     if let Some(name) = whole_backup {
-        undo_pg_upgrade(&target.data_dir, &layout.staging())?;
+        undo_pg_upgrade(&target.data_dir, &layout.staging(), journal)?;
         printer.step(format!(
             "putting back {name}: the cluster in place has been started since the copy"
         ));
         let report =
             from_backup(docker, printer, target, journal.clone(), Step::SettingAside).await?;
-        if let Some(started) = report.set_aside {
-            std::fs::remove_dir_all(&started)
-                .with_context(|| format!("cannot remove {}", started.display()))?;
-        }
+        remove_set_aside(report.set_aside, &journal.locations, &journal.stamp)?;
         let _ = std::fs::remove_file(layout.record(name));
         return Ok(tree::sync_dir(layout.root())?);
     }
@@ -225,20 +230,39 @@ pub async fn undo_before_swap(
 /// Removes what a run stopped before the swap made: pg_upgrade's work, this run's backup
 /// (partial or whole) with its record, and the files the steps handed each other.
 fn undo_files(layout: &Layout, data: &Path, journal: &Journal) -> Result<()> {
-    undo_pg_upgrade(data, &layout.staging())?;
+    undo_pg_upgrade(data, &layout.staging(), journal)?;
     if let Some(name) = &journal.backup_name {
-        let _ = std::fs::remove_dir_all(layout.partial_backup(name));
-        let _ = std::fs::remove_dir_all(layout.backup(name));
+        for l in journal.locations.iter().map(Location::layout).chain([layout.clone()]) {
+            let _ = std::fs::remove_dir_all(l.partial_backup(name));
+            let _ = std::fs::remove_dir_all(l.backup(name));
+        }
         let _ = std::fs::remove_file(layout.record(name));
     }
-    remove_leftovers(layout);
+    remove_leftovers(layout, &journal.locations);
     Ok(tree::sync_dir(layout.root())?)
 }
 
-/// Removes what ended or undone operations leave in the work directory (staging, the old
-/// cluster set aside mid-swap, the files steps hand each other). Only when no operation is
-/// under way: a journal's steps may still need them.
-pub fn remove_leftovers(layout: &Layout) {
+/// Removes the upgraded cluster a rollback set aside at `stamp`: `in_data` (PGDATA's part, if
+/// any) and the parts in each location.
+pub fn remove_set_aside(in_data: Option<PathBuf>, locations: &[Location], stamp: &str) -> Result<()> {
+    let parts = locations.iter().map(|l| l.layout().set_aside(stamp));
+    for dir in in_data.into_iter().chain(parts).filter(|d| d.exists()) {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Removes what ended or undone operations leave in the work directories of the mount root
+/// and of each location (staging, the old cluster set aside mid-swap, the files steps hand
+/// each other). Only when no operation is under way: a journal's steps may still need them.
+pub fn remove_leftovers(layout: &Layout, locations: &[Location]) {
+    for l in locations {
+        remove_leftovers_in(&l.layout());
+    }
+    remove_leftovers_in(layout);
+}
+
+fn remove_leftovers_in(layout: &Layout) {
     for entry in std::fs::read_dir(layout.work())
         .into_iter()
         .flatten()
@@ -257,8 +281,22 @@ pub fn remove_leftovers(layout: &Layout) {
 }
 
 /// pg_upgrade --link renames the old cluster's pg_control once linking starts; a new attempt
-/// (or an undo) renames it back and drops the half-made new cluster.
-pub fn undo_pg_upgrade(data: &Path, staging: &Path) -> Result<()> {
+/// (or an undo) renames it back and drops the half-made new cluster: its staging directory,
+/// its WAL's in the WAL directory, its version directory in each tablespace (none was there
+/// before: the checks refuse one).
+pub fn undo_pg_upgrade(data: &Path, staging: &Path, journal: &Journal) -> Result<()> {
+    for l in &journal.locations {
+        let made = std::fs::read_dir(&l.host)
+            .with_context(|| format!("cannot read {}", l.host.display()))?
+            .flatten()
+            .filter(|e| !l.is_wal() && l.holds(&e.file_name().to_string_lossy(), journal.new_major))
+            .map(|e| e.path())
+            .chain([l.layout().staging()]);
+        for dir in made.filter(|d| d.exists()) {
+            std::fs::remove_dir_all(&dir)
+                .with_context(|| format!("cannot remove {}", dir.display()))?;
+        }
+    }
     let (control, renamed) = (
         data.join("global/pg_control"),
         data.join("global/pg_control.old"),

@@ -162,6 +162,7 @@ pub async fn run(args: settings::Rollback, printer: &Printer) -> Result<Status> 
             .map(|c| c.name.clone())
             .or(record.container.clone()),
         running,
+        locations: record.locations.clone(),
         ..Journal::begin(
             Operation::Rollback,
             target.pgdata_below_root(),
@@ -169,12 +170,12 @@ pub async fn run(args: settings::Rollback, printer: &Printer) -> Result<Status> 
         )
     };
     interrupt::journal_at(root.clone(), flags);
+    let stamp = journal.stamp.clone();
     let mut report =
         restore::from_backup(&docker, printer, &target, journal, Step::Stopping).await?;
     drop(lock);
-    if let Some(aside) = report.set_aside.take_if(|_| args.discard_upgraded) {
-        std::fs::remove_dir_all(&aside)
-            .with_context(|| format!("cannot remove {}", aside.display()))?;
+    if args.discard_upgraded {
+        restore::remove_set_aside(report.set_aside.take(), &record.locations, &stamp)?;
     }
     printer.report(&report)?;
     Ok(Status::Done)

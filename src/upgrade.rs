@@ -23,6 +23,7 @@ use crate::failpoint;
 use crate::interrupt;
 use crate::journal::{self, Journal, Learned, Lock};
 use crate::layout::{self, Layout};
+use crate::location::{self, Location};
 use crate::options;
 use crate::pg_upgrade_output;
 use crate::pgcmd::{self, PgUpgrade, Transfer};
@@ -156,6 +157,7 @@ pub async fn run(args: settings::Upgrade, printer: &Printer) -> Result<Status> {
         jobs: args.jobs,
         container: pre.target.container.as_ref().map(|c| c.name.clone()),
         running: pre.running.iter().map(|c| c.name.clone()).collect(),
+        locations: pre.locations.clone(),
         learned: Learned {
             strip_unknown_options: args.strip_unknown_options,
             ..Learned::default()
@@ -173,10 +175,10 @@ pub async fn run(args: settings::Upgrade, printer: &Printer) -> Result<Status> {
         old_major: pre.old_major,
         new_major: pre.new_major,
         data_dir: pre.target.data_dir.clone(),
-        data_bytes: pre.data_bytes,
+        data_bytes: pre.data_bytes + pre.location_bytes,
         data_files: pre.data_files,
         free_bytes: pre.free_bytes,
-        need_bytes: plan::need_bytes(kind, pre.data_bytes),
+        need_bytes: plan::need_bytes(kind, pre.data_bytes + pre.location_bytes),
         backup: kind,
         backup_dir: journal.backup_name.as_ref().map(|n| layout.backup(n)),
         image: pre.image.clone(),
@@ -187,6 +189,7 @@ pub async fn run(args: settings::Upgrade, printer: &Printer) -> Result<Status> {
         jobs: journal.jobs,
         config_changes: pre.config_changes.iter().map(ToString::to_string).collect(),
         recovers: pre.control.as_ref().is_some_and(|c| !c.shut_down_cleanly()),
+        locations: pre.locations.iter().map(Location::label).collect(),
     };
     if !args.yes && !printer.confirm(&plan, "Proceed?")? {
         bail!("nothing was changed: the upgrade was not confirmed");
@@ -196,7 +199,7 @@ pub async fn run(args: settings::Upgrade, printer: &Printer) -> Result<Status> {
     }
     let lock = Lock::take(&root, pre.cluster.uid, pre.cluster.gid)?;
     // No journal: whatever an earlier, undone run left in the work directory is garbage.
-    restore::remove_leftovers(&layout);
+    restore::remove_leftovers(&layout, &pre.locations);
     let mut up = Upgrade::new(&docker, printer, pre.target.clone(), journal, lock)?;
     up.preflight = Some(pre);
     up.advance(Step::Stopping)?;
@@ -322,10 +325,17 @@ impl<'a> Upgrade<'a> {
                         "putting the new cluster in place at {}",
                         self.data().display()
                     ));
+                    let old = [self.journal.old_major];
+                    for l in &self.journal.locations {
+                        backup::set_aside_in(l, &old, &l.layout().old_aside())?;
+                    }
                     backup::set_aside(self.data(), &self.layout.old_aside())?;
                 }
                 Step::SwappingIn => {
                     let staging = self.layout.staging();
+                    if let Some(wal) = self.journal.locations.iter().find(|l| l.is_wal()) {
+                        wal_in_place(wal, &staging)?;
+                    }
                     if staging.exists() {
                         tree::move_entries(&staging, self.data(), &|_| false).with_context(
                             || {
@@ -461,6 +471,7 @@ impl<'a> Upgrade<'a> {
                 .as_ref()
                 .map(|s| s.superuser.clone()),
             upgraded_checkpoint: None,
+            locations: self.journal.locations.clone(),
             rolled_back: None,
         }
         .write(self.root(), self.uid, self.gid)?)
@@ -481,7 +492,13 @@ impl<'a> Upgrade<'a> {
         self.printer
             .step(format!("backing up the old cluster to {}", dir.display()));
         let data = self.data().to_owned();
-        let bar = self.printer.bytes_bar(tree::data_size(&data)?.bytes);
+        let old = self.journal.old_major;
+        let locations = self.journal.locations.clone();
+        let mut total = tree::data_size(&data)?.bytes;
+        for l in &locations {
+            total += tree::tree_bytes(&l.host, |n| !l.holds(n, old))?;
+        }
+        let bar = self.printer.bytes_bar(total);
         let method = if self.journal.backup == BackupKind::Clone {
             tree::CopyMethod::Clone
         } else {
@@ -491,23 +508,23 @@ impl<'a> Upgrade<'a> {
         let layout = self.layout.clone();
         let made = tokio::task::spawn_blocking(move || {
             let copied = std::sync::atomic::AtomicU64::new(0);
-            backup::make(
-                &data,
-                &layout,
-                &name,
-                &tree::CopyOptions {
-                    method,
-                    skip: &layout::is_pgup_entry,
-                    progress: &|n| {
-                        progress.inc(n);
-                        let before = copied.fetch_add(n, Ordering::Relaxed);
-                        if before <= 1 << 20 && before + n > 1 << 20 {
-                            failpoint::hit("backup-midway");
-                        }
-                    },
-                    interrupted: &|| interrupt::interrupted() || cancel.load(Ordering::Relaxed),
+            let options = tree::CopyOptions {
+                method,
+                skip: &layout::is_pgup_entry,
+                progress: &|n| {
+                    progress.inc(n);
+                    let before = copied.fetch_add(n, Ordering::Relaxed);
+                    if before <= 1 << 20 && before + n > 1 << 20 {
+                        failpoint::hit("backup-midway");
+                    }
                 },
-            )
+                interrupted: &|| interrupt::interrupted() || cancel.load(Ordering::Relaxed),
+            };
+            // PGDATA's last: its backup's rename says the whole backup is there.
+            for l in locations.iter().filter(|l| !l.layout().backup(&name).exists()) {
+                backup::make_in(l, old, &name, &options)?;
+            }
+            backup::make(&data, &layout, &name, &options)
         })
         .await?;
         bar.finish_and_clear();
@@ -524,17 +541,28 @@ impl<'a> Upgrade<'a> {
     }
 
     async fn start_tools(&self) -> Result<Toolbox<'a>> {
+        let mut mounts = vec![ToolMount::Bind {
+            host: self.root().to_owned(),
+            target: VOL.into(),
+            read_only: false,
+        }];
+        // Where the server's container has them, so that the links out of PGDATA resolve.
+        mounts.extend(
+            location::mounts(&self.journal.locations)
+                .into_iter()
+                .map(|m| ToolMount::Bind {
+                    host: m.source,
+                    target: m.destination.display().to_string(),
+                    read_only: false,
+                }),
+        );
         let spec = crate::toolbox::ToolboxSpec {
             image: &self.journal.image,
             role: "upgrade",
             data: self.data(),
             uid: self.uid,
             gid: self.gid,
-            mounts: vec![ToolMount::Bind {
-                host: self.root().to_owned(),
-                target: VOL.into(),
-                read_only: false,
-            }],
+            mounts,
         };
         Ok(Toolbox::start(self.docker, spec).await?)
     }
@@ -555,7 +583,18 @@ impl<'a> Upgrade<'a> {
     /// The old cluster's data recorded, initdb and pg_upgrade --link into the staging
     /// directory, then the old configuration.
     async fn pg_upgrade(&mut self) -> Result<()> {
-        restore::undo_pg_upgrade(self.data(), &self.layout.staging())?;
+        restore::undo_pg_upgrade(self.data(), &self.layout.staging(), &self.journal)?;
+        // initdb writes the new cluster's WAL into the WAL directory's work directory.
+        for l in &self.journal.locations {
+            journal::work_dir(&l.layout(), self.uid, self.gid)
+                .with_context(|| format!("cannot create {}", l.layout().work().display()))?;
+        }
+        let waldir = self
+            .journal
+            .locations
+            .iter()
+            .find(|l| l.is_wal())
+            .map(|l| l.staging_path().display().to_string());
         let running = self.docker.running_using(self.data()).await?;
         if !running.is_empty() {
             bail!(
@@ -583,7 +622,7 @@ impl<'a> Upgrade<'a> {
             self.printer.step(format!(
                 "counting the old cluster's rows; initdb PostgreSQL {new} with its settings"
             ));
-            let initdb = pgcmd::initdb(new, &new_in, &settings);
+            let initdb = pgcmd::initdb(new, &new_in, &settings, waldir.as_deref());
             let (recorded, made) = tokio::join!(
                 self.record_before(&tb, &settings.superuser),
                 tb.run(&initdb)
@@ -852,7 +891,7 @@ impl<'a> Upgrade<'a> {
             .ok()
             .and_then(|j| serde_json::from_slice(&j).ok());
         // The old cluster set aside mid-swap and the files the steps handed each other.
-        restore::remove_leftovers(&self.layout);
+        restore::remove_leftovers(&self.layout, &self.journal.locations);
         Ok(())
     }
 
@@ -978,6 +1017,28 @@ impl<'a> Upgrade<'a> {
             ))),
         }
     }
+}
+
+/// Puts the new cluster's WAL, written into the WAL directory's staging directory, in the WAL
+/// directory (the old WAL was set aside) and points `staging`'s `pg_wal` at it. Renames only,
+/// the link replaced atomically: running it again after an interruption finishes it.
+fn wal_in_place(wal: &Location, staging: &Path) -> Result<()> {
+    let link = staging.join("pg_wal");
+    if std::fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink()) {
+        let tmp = staging.join("pg_wal.pgup-new");
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&wal.path, &tmp)
+            .and_then(|()| std::fs::rename(&tmp, &link))
+            .with_context(|| format!("cannot point {} at {}", link.display(), wal.path.display()))?;
+        tree::sync_dir(staging)?;
+    }
+    let new_wal = wal.layout().staging();
+    if new_wal.exists() {
+        tree::move_entries(&new_wal, &wal.host, &|_| false)
+            .with_context(|| format!("cannot move the new WAL into {}", wal.host.display()))?;
+        std::fs::remove_dir(&new_wal)?;
+    }
+    Ok(())
 }
 
 /// Copies the old cluster's configuration files into the new one, adjusting settings the new
