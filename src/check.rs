@@ -54,18 +54,11 @@ pub async fn run(spec: TargetSpec, intent: Intent, printer: &Printer) -> Result<
     let target = Target::resolve(&spec, &docker).await?;
     let mut pre = preflight::static_checks(&docker, target, &intent, printer).await?;
     if !pre.failed() {
-        if pre.running.is_empty() {
-            preflight::cluster_checks(&docker, &mut pre, false, true).await?;
-        } else {
-            let names: Vec<&str> = pre.running.iter().map(|c| c.name.as_str()).collect();
-            pre.push(
-                "pg_upgrade",
-                Outcome::Skip,
-                format!(
-                    "needs the server stopped (`docker stop {}`); `pgup upgrade` stops it and runs this first",
-                    names.join(" ")
-                ),
-            );
+        match pre.running.iter().find(|c| c.pid.is_some()).cloned() {
+            None => {
+                preflight::cluster_checks(&docker, &mut pre, false, true).await?;
+            }
+            Some(server) => preflight::live_checks(&docker, &mut pre, &server).await?,
         }
     }
     let report = CheckReport {

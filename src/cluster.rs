@@ -81,6 +81,27 @@ pub fn server_holds(dir: &Path) -> bool {
         .any(|m| m.dev() == want.dev() && m.ino() == want.ino())
 }
 
+/// Where a running server listens, as its `postmaster.pid` says (lines 4 and 5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listening {
+    pub port: u16,
+    /// Its first Unix socket directory, as the server sees it; None with none.
+    pub socket_dir: Option<PathBuf>,
+}
+
+impl Listening {
+    pub fn parse(postmaster_pid: &str) -> Option<Self> {
+        let mut lines = postmaster_pid.lines().skip(3);
+        let port = lines.next()?.trim().parse().ok()?;
+        let socket_dir = lines
+            .next()
+            .map(str::trim)
+            .filter(|d| d.starts_with('/'))
+            .map(PathBuf::from);
+        Some(Self { port, socket_dir })
+    }
+}
+
 /// `pg_wal` when it is a link, and every link in `pg_tblspc`, with their targets (as the
 /// server sees them: paths inside its container).
 fn outside(dir: &Path) -> Vec<(String, PathBuf)> {
@@ -168,6 +189,21 @@ fn is_major(s: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn where_a_server_listens() {
+        let pid = "1\n/var/lib/postgresql/data\n1764806400\n5433\n/var/run/postgresql\n*\n  5432001         0\nready   \n";
+        assert_eq!(
+            Listening::parse(pid),
+            Some(Listening {
+                port: 5433,
+                socket_dir: Some("/var/run/postgresql".into())
+            })
+        );
+        let no_socket = "1\n/d\n1\n5432\n\n*\n";
+        assert_eq!(Listening::parse(no_socket).unwrap().socket_dir, None);
+        assert_eq!(Listening::parse("1\n/d\n"), None);
+    }
+
     use super::*;
 
     const CONTROLDATA: &str = "pg_control version number:            1300

@@ -274,12 +274,20 @@ impl Docker {
         let options = ListContainersOptionsBuilder::default().all(true).build();
         let mut found = Vec::new();
         for summary in self.api.list_containers(Some(options)).await? {
-            let mounts = summary.mounts.unwrap_or_default();
-            let uses = mounts.iter().any(|m| {
-                let source = Path::new(m.source.as_deref().unwrap_or_default());
-                !source.as_os_str().is_empty()
-                    && (path.starts_with(source) || source.starts_with(path))
-            });
+            let mut uses = false;
+            for m in summary.mounts.unwrap_or_default() {
+                let mut source = PathBuf::from(m.source.unwrap_or_default());
+                // The listing leaves out where an anonymous volume (an image's VOLUME) is.
+                if let (true, Some(name)) = (source.as_os_str().is_empty(), m.name) {
+                    match self.volume(&name).await {
+                        Ok(v) => source = v.mountpoint,
+                        Err(DockerError::NoSuchVolume(_)) => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+                uses |= !source.as_os_str().is_empty()
+                    && (path.starts_with(&source) || source.starts_with(path));
+            }
             if let (true, Some(id)) = (uses, summary.id) {
                 match self.container(&id).await {
                     Ok(c) => found.push(c),

@@ -62,7 +62,9 @@ impl Location {
     /// it in place is renames.
     pub fn staging_path(&self) -> PathBuf {
         let staging = self.layout().staging();
-        let below = staging.strip_prefix(&self.host).unwrap_or(Path::new(WORK_DIR));
+        let below = staging
+            .strip_prefix(&self.host)
+            .unwrap_or(Path::new(WORK_DIR));
         self.path.join(below)
     }
 
@@ -74,7 +76,10 @@ impl Location {
 
 /// Places each link (`entry` → path) in the mount whose destination holds its path (the
 /// deepest one, as the kernel resolves it); the links no mount holds come back apart.
-pub fn place(outside: &[(String, PathBuf)], mounts: &[HostMount]) -> (Vec<Location>, Vec<Unplaced>) {
+pub fn place(
+    outside: &[(String, PathBuf)],
+    mounts: &[HostMount],
+) -> (Vec<Location>, Vec<Unplaced>) {
     let mut placed = Vec::new();
     let mut unplaced = Vec::new();
     for (entry, path) in outside {
@@ -86,7 +91,10 @@ pub fn place(outside: &[(String, PathBuf)], mounts: &[HostMount]) -> (Vec<Locati
             Some(m) => placed.push(Location {
                 entry: entry.clone(),
                 // (Joining "" would add a trailing slash.)
-                host: match path.strip_prefix(&m.destination).expect("filtered by prefix") {
+                host: match path
+                    .strip_prefix(&m.destination)
+                    .expect("filtered by prefix")
+                {
                     rest if rest.as_os_str().is_empty() => m.source.clone(),
                     rest => m.source.join(rest),
                 },
@@ -129,7 +137,10 @@ mod tests {
             mount("/var/lib/postgresql/wal", "/v/wal"),
         ];
         let outside = [
-            ("pg_wal".to_owned(), PathBuf::from("/var/lib/postgresql/wal/17")),
+            (
+                "pg_wal".to_owned(),
+                PathBuf::from("/var/lib/postgresql/wal/17"),
+            ),
             ("pg_tblspc/16385".to_owned(), PathBuf::from("/tblspc")),
             ("pg_tblspc/16386".to_owned(), PathBuf::from("/elsewhere/ts")),
         ];

@@ -25,6 +25,7 @@ mod pgcmd;
 mod plan;
 mod preflight;
 mod recreate;
+mod relay;
 mod restore;
 mod rollback;
 mod rules;

@@ -58,12 +58,16 @@ pub fn summarize(output: &str, files: &[(String, String)]) -> Option<String> {
 /// where pg_upgrade names the list.
 fn failed_check(output: &str) -> Option<String> {
     let mut lines = output.lines().map(str::trim);
-    let check = lines.find_map(|l| {
-        l.strip_suffix("fatal")
-            .map(|c| c.trim_end_matches([' ', '.']).to_owned())
+    // 17 and later group the data type checks: "Checking data type usage   failed check:
+    // Checking for incompatible "aclitem" data type", then "Data type checks failed:".
+    let check = lines.find_map(|l| match l.split_once("failed check: ") {
+        Some((_, check)) => Some(check.trim().to_owned()),
+        None => l
+            .strip_suffix("fatal")
+            .map(|c| c.trim_end_matches([' ', '.']).to_owned()),
     })?;
     let why: Vec<&str> = lines
-        .skip_while(|l| l.is_empty())
+        .skip_while(|l| l.is_empty() || l.ends_with("checks failed:"))
         .take_while(|l| !l.is_empty() && !l.starts_with("A list of") && !l.contains("in the file"))
         .collect();
     Some(if why.is_empty() {
@@ -205,6 +209,30 @@ Failure, exiting
         assert_eq!(
             summarize(output, &[(files[0].clone(), list.into())]).unwrap(),
             "Checking for user-defined postfix operators: Your installation contains user-defined postfix operators, which are not supported anymore.  Consider dropping the postfix operators and replacing them with prefix operators or function calls.; listed: In database: app / (oid=16390) public.!! (pg_catalog.int8)"
+        );
+    }
+
+    #[test]
+    fn a_failed_data_type_check_of_17() {
+        let output = "\
+Checking data type usage                                      failed check: Checking for incompatible \"aclitem\" data type
+
+Data type checks failed: 
+Your installation contains the \"aclitem\" data type in user tables.
+The internal format of \"aclitem\" changed in PostgreSQL version 16
+so this cluster cannot currently be upgraded.  You can drop the
+problem columns and restart the upgrade.
+
+A list of the problem columns is in the file:
+    /tmp/new/pg_upgrade_output.d/20261203T200604.042/tables_using_aclitem.txt
+
+Failure, exiting
+";
+        let files = referenced_files(output);
+        let list = "In database: postgres\n  public.acl.a\n";
+        assert_eq!(
+            summarize(output, &[(files[0].clone(), list.into())]).unwrap(),
+            "Checking for incompatible \"aclitem\" data type: Your installation contains the \"aclitem\" data type in user tables. The internal format of \"aclitem\" changed in PostgreSQL version 16 so this cluster cannot currently be upgraded.  You can drop the problem columns and restart the upgrade.; listed: In database: postgres / public.acl.a"
         );
     }
 

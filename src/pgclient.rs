@@ -80,3 +80,13 @@ pub async fn databases(client: &Client) -> Result<Vec<String>> {
         .map(|r| r.get(0))
         .collect())
 }
+
+/// The bootstrap superuser's name (the role with OID 10), asked as `login`.
+pub async fn bootstrap_superuser(socket_dir: &Path, login: &str) -> Result<String> {
+    let client = connect(socket_dir, login, "template1").await?;
+    let row = client
+        .query_one("SELECT rolname::text FROM pg_roles WHERE oid = 10", &[])
+        .await
+        .map_err(query_err("template1"))?;
+    Ok(row.get(0))
+}

@@ -246,7 +246,12 @@ mod tests {
     fn initdb_18_turns_default_checksums_off_when_the_old_had_none() {
         let argv = initdb(18, "/d", &settings(LocaleProvider::Libc, false), None);
         assert!(argv.contains(&"--no-data-checksums".to_owned()));
-        let argv = initdb(17, "/d", &settings(LocaleProvider::Libc, false), Some("/w/.pgup/new"));
+        let argv = initdb(
+            17,
+            "/d",
+            &settings(LocaleProvider::Libc, false),
+            Some("/w/.pgup/new"),
+        );
         assert!(argv.contains(&"--waldir=/w/.pgup/new".to_owned()));
         assert!(!argv.iter().any(|a| a.contains("checksums")));
     }

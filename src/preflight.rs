@@ -8,18 +8,21 @@
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
 use crate::assemble::{self, AssembleError};
-use crate::cluster::{Cluster, ControlData, InitSettings};
+use crate::cluster::{Cluster, ControlData, InitSettings, Listening};
 use crate::config::{self, Change};
 use crate::docker::{Container, Docker};
 use crate::extension;
 use crate::location::{self, Location};
 use crate::options;
 use crate::pg_upgrade_output;
+use crate::pgclient;
 use crate::pgcmd::{self, PgUpgrade, Transfer};
+use crate::relay::{self, Relay};
 use crate::rules::{self, Found, Room};
 pub use crate::rules::{Item, Outcome};
 use crate::settings::Intent;
@@ -493,13 +496,16 @@ async fn overlay(
     use std::os::unix::fs::MetadataExt;
     let (upper, work) = (scratch.join("upper"), scratch.join("work"));
     for dir in [&upper, &work] {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     // The merged view's root takes the upper directory's owner and mode.
-    let meta = std::fs::metadata(lower).with_context(|| format!("cannot read {}", lower.display()))?;
+    let meta =
+        std::fs::metadata(lower).with_context(|| format!("cannot read {}", lower.display()))?;
     std::os::unix::fs::chown(&upper, Some(meta.uid()), Some(meta.gid()))?;
-    std::fs::set_permissions(&upper, std::fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+    std::fs::set_permissions(
+        &upper,
+        std::fs::Permissions::from_mode(meta.mode() & 0o7777),
+    )?;
     Ok(docker.create_overlay(name, lower, &upper, &work).await?)
 }
 
@@ -509,7 +515,7 @@ async fn on_overlay(
     for_upgrade: bool,
     may_strip: bool,
 ) -> Result<Option<InitSettings>> {
-    let (old, new) = (pre.old_major, pre.new_major);
+    let old = pre.old_major;
     let control = pre
         .control
         .clone()
@@ -535,14 +541,133 @@ async fn on_overlay(
         .context("cannot learn the bootstrap superuser from single-user mode")?
         .to_owned();
 
-    let (facts, stored, installed) = tb
+    let read = tb
         .with_server(old, OLD, async || {
-            let facts = verify::server_facts(tb.socket_dir(), &superuser, old).await?;
-            let stored = options::gather(tb.socket_dir(), &superuser).await?;
-            let installed = extension::installed(tb.socket_dir(), &superuser).await?;
-            anyhow::Ok((facts, stored, installed))
+            read_old(tb.socket_dir(), &superuser, old).await
         })
         .await?;
+    judge(tb, pre, superuser, read, for_upgrade, may_strip).await
+}
+
+/// The checks of [`cluster_checks`] for `check` on a running server, made through the server
+/// itself (see [`Relay`]), pg_upgrade's own included: it checks a live old server
+/// ("Performing Consistency Checks on Old Live Server"). PGDATA is mounted read-only, so
+/// pg_upgrade's first move, trying to start the old server, fails as it must.
+pub async fn live_checks(docker: &Docker, pre: &mut Preflight, server: &Container) -> Result<()> {
+    let later = "`pgup upgrade` stops it and runs them first";
+    let listening = std::fs::read_to_string(pre.target.data_dir.join("postmaster.pid"))
+        .ok()
+        .and_then(|t| Listening::parse(&t));
+    let (listening, pid) = match (listening, server.pid) {
+        (
+            Some(Listening {
+                port,
+                socket_dir: Some(dir),
+            }),
+            Some(pid),
+        ) => ((port, dir), pid),
+        _ => {
+            pre.push(
+                "pg_upgrade",
+                Outcome::Skip,
+                format!("the server in container {} listens on no Unix socket pgup can reach, which pg_upgrade's checks need; {later}", server.name),
+            );
+            return Ok(());
+        }
+    };
+    let ((port, socket_dir), (uid, gid)) = (listening, (pre.cluster.uid, pre.cluster.gid));
+    let Ok(host_dir) = relay::resolve_in(&PathBuf::from(format!("/proc/{pid}/root")), &socket_dir)
+    else {
+        pre.push(
+            "pg_upgrade",
+            Outcome::Skip,
+            format!(
+                "the socket directory {} of the server in container {} is not there; {later}",
+                socket_dir.display(),
+                server.name
+            ),
+        );
+        return Ok(());
+    };
+    let target = host_dir.join(format!(".s.PGSQL.{port}"));
+    // pgup's own clients connect as to its private servers, on 5432.
+    let relay = Relay::start(&target, &[port, 5432], uid, gid)
+        .context("cannot make a socket for the running server")?;
+    let login = server
+        .env
+        .get("POSTGRES_USER")
+        .map_or("postgres", String::as_str);
+    let superuser = match pgclient::bootstrap_superuser(relay.dir(), login).await {
+        Ok(name) => name,
+        Err(e) => {
+            pre.push(
+                "pg_upgrade",
+                Outcome::Skip,
+                format!("cannot reach the server in container {} as a local client ({e}), which pg_upgrade's checks need; {later}", server.name),
+            );
+            return Ok(());
+        }
+    };
+    let mut mounts = vec![
+        ToolMount::Bind {
+            host: pre.target.data_dir.clone(),
+            target: OLD.into(),
+            read_only: true,
+        },
+        ToolMount::Bind {
+            host: relay.dir().to_owned(),
+            target: socket_dir.display().to_string(),
+            read_only: false,
+        },
+    ];
+    mounts.extend(
+        location::mounts(&pre.locations)
+            .into_iter()
+            .map(|m| ToolMount::Bind {
+                host: m.source,
+                target: m.destination.display().to_string(),
+                read_only: true,
+            }),
+    );
+    let tb = Toolbox::start(docker, pre.toolbox("check", mounts)).await?;
+    let result = async {
+        let read = read_old(relay.dir(), &superuser, pre.old_major).await?;
+        judge(&tb, pre, superuser, read, false, true).await
+    }
+    .await;
+    tb.close().await;
+    result.map(drop)
+}
+
+/// What the checks read from the old server: its facts, stored catalog options, extensions.
+type OldFacts = (
+    verify::ServerFacts,
+    Vec<options::Stored>,
+    extension::Installed,
+);
+
+async fn read_old(socket_dir: &std::path::Path, superuser: &str, old: u32) -> Result<OldFacts> {
+    let facts = verify::server_facts(socket_dir, superuser, old).await?;
+    let stored = options::gather(socket_dir, superuser).await?;
+    let installed = extension::installed(socket_dir, superuser).await?;
+    Ok((facts, stored, installed))
+}
+
+/// The checks on what was read from the old server, in `tb` (which has the old cluster at
+/// [`OLD`]); for `check`, ending with `pg_upgrade --check` against a scratch new cluster.
+async fn judge(
+    tb: &Toolbox<'_>,
+    pre: &mut Preflight,
+    superuser: String,
+    (facts, stored, installed): OldFacts,
+    for_upgrade: bool,
+    may_strip: bool,
+) -> Result<Option<InitSettings>> {
+    let (old, new) = (pre.old_major, pre.new_major);
+    let control = pre
+        .control
+        .clone()
+        .expect("static checks read pg_controldata");
     let settings = InitSettings {
         superuser,
         encoding: facts.encoding,
@@ -577,7 +702,8 @@ async fn on_overlay(
     // and pg_upgrade --check runs against it.
     let scratch_new = "/tmp/pgup-check-new";
     if !for_upgrade || !stored.is_empty() {
-        tb.run(&pgcmd::initdb(new, scratch_new, &settings, None)).await?;
+        tb.run(&pgcmd::initdb(new, scratch_new, &settings, None))
+            .await?;
     }
     let verdicts = if stored.is_empty() {
         Vec::new()

@@ -232,7 +232,12 @@ pub async fn undo_before_swap(
 fn undo_files(layout: &Layout, data: &Path, journal: &Journal) -> Result<()> {
     undo_pg_upgrade(data, &layout.staging(), journal)?;
     if let Some(name) = &journal.backup_name {
-        for l in journal.locations.iter().map(Location::layout).chain([layout.clone()]) {
+        for l in journal
+            .locations
+            .iter()
+            .map(Location::layout)
+            .chain([layout.clone()])
+        {
             let _ = std::fs::remove_dir_all(l.partial_backup(name));
             let _ = std::fs::remove_dir_all(l.backup(name));
         }
@@ -244,10 +249,15 @@ fn undo_files(layout: &Layout, data: &Path, journal: &Journal) -> Result<()> {
 
 /// Removes the upgraded cluster a rollback set aside at `stamp`: `in_data` (PGDATA's part, if
 /// any) and the parts in each location.
-pub fn remove_set_aside(in_data: Option<PathBuf>, locations: &[Location], stamp: &str) -> Result<()> {
+pub fn remove_set_aside(
+    in_data: Option<PathBuf>,
+    locations: &[Location],
+    stamp: &str,
+) -> Result<()> {
     let parts = locations.iter().map(|l| l.layout().set_aside(stamp));
     for dir in in_data.into_iter().chain(parts).filter(|d| d.exists()) {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("cannot remove {}", dir.display()))?;
     }
     Ok(())
 }

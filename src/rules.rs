@@ -258,7 +258,12 @@ pub struct Found<'a> {
 /// upgraded and rolled back with the cluster. Fails: a link no mount holds (`container`: the
 /// target's container, whose own filesystem it is then in), a directory not on this host or
 /// inside PGDATA, a tablespace already holding the new major's directory (pg_upgrade refuses).
-pub fn layout(found: &[Found], unplaced: &[Unplaced], container: Option<&str>, new: u32) -> Vec<Item> {
+pub fn layout(
+    found: &[Found],
+    unplaced: &[Unplaced],
+    container: Option<&str>,
+    new: u32,
+) -> Vec<Item> {
     let mut items: Vec<Item> = unplaced
         .iter()
         .map(|(entry, path)| {
@@ -268,7 +273,7 @@ pub fn layout(found: &[Found], unplaced: &[Unplaced], container: Option<&str>, n
                     path.display()
                 ),
                 None => format!(
-                    "{entry} points to {0}: name the volume or host directory the server's container mounts there, e.g. --location {0}=VOLUME",
+                    "{entry} points to {0}, which pgup cannot find without the server's container: name what that container mounts at {0} or above it, as --location MOUNT_PATH=VOLUME|DIR (e.g. --location {0}=VOLUME)",
                     path.display()
                 ),
             };
@@ -280,17 +285,23 @@ pub fn layout(found: &[Found], unplaced: &[Unplaced], container: Option<&str>, n
         let (outcome, detail) = if !f.exists {
             (
                 Outcome::Fail,
-                format!("{label}: {host} does not exist on this host; point --location at the volume or directory the server's container mounts there"),
+                format!(
+                    "{label}: {host} does not exist on this host; point --location at the volume or directory the server's container mounts there"
+                ),
             )
         } else if f.inside_data {
             (
                 Outcome::Fail,
-                format!("{label} is inside PGDATA ({host}), where pg_upgrade cannot keep it apart from the new cluster: move it out of the data directory first"),
+                format!(
+                    "{label} is inside PGDATA ({host}), where pg_upgrade cannot keep it apart from the new cluster: move it out of the data directory first"
+                ),
             )
         } else if let Some(dir) = &f.leftover {
             (
                 Outcome::Fail,
-                format!("{label} already holds {dir}, a PostgreSQL {new} directory (from an earlier attempt?), which pg_upgrade will not write over: remove it if no server uses it"),
+                format!(
+                    "{label} already holds {dir}, a PostgreSQL {new} directory (from an earlier attempt?), which pg_upgrade will not write over: remove it if no server uses it"
+                ),
             )
         } else {
             (
@@ -325,8 +336,7 @@ pub struct Room<'a> {
 /// the backup it keeps, on every filesystem the cluster uses (PGDATA's first). `no_backup` is
 /// None for `check`, which then only says what link needs.
 pub fn space(mode: Mode, no_backup: Option<bool>, reflinks: bool, rooms: &[Room]) -> Item {
-    let kind = match plan::backup_kind(mode, no_backup.unwrap_or(false), reflinks, rooms[0].place)
-    {
+    let kind = match plan::backup_kind(mode, no_backup.unwrap_or(false), reflinks, rooms[0].place) {
         Err(ModeError::LinkNeedsNoBackup) if no_backup.is_none() => {
             return Item::new(
                 "mode",
@@ -573,8 +583,8 @@ fn normalize_locale(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
-    use std::path::PathBuf;
     use std::fmt::Debug;
+    use std::path::PathBuf;
 
     use super::*;
     use crate::options::{Key, Kind};
@@ -828,13 +838,25 @@ mod tests {
             .collect();
         assert_eq!(details.len(), 3);
         assert_eq!(details[0].0, Outcome::Fail);
-        assert!(details[0].1.contains("--location /ts2=VOLUME"), "{}", details[0].1);
+        assert!(
+            details[0].1.contains("--location /ts2=VOLUME"),
+            "{}",
+            details[0].1
+        );
         assert_eq!(details[1].0, Outcome::Ok);
-        assert!(details[1].1.starts_with("pg_wal (/pgwal) on /h/wal: backed up"));
+        assert!(
+            details[1]
+                .1
+                .starts_with("pg_wal (/pgwal) on /h/wal: backed up")
+        );
         assert_eq!(details[2].0, Outcome::Fail);
         assert!(details[2].1.contains("already holds PG_17_202406281"));
         let in_container = layout(&[found(1, false, false, None)], &unplaced, Some("db"), 17);
-        assert!(in_container[0].detail.contains("in container db's own filesystem"));
+        assert!(
+            in_container[0]
+                .detail
+                .contains("in container db's own filesystem")
+        );
         assert!(in_container[1].detail.contains("/h/ts does not exist"));
         let inside = layout(&[found(0, true, true, None)], &[], None, 17);
         assert!(inside[0].detail.contains("is inside PGDATA"));

@@ -521,7 +521,10 @@ impl<'a> Upgrade<'a> {
                 interrupted: &|| interrupt::interrupted() || cancel.load(Ordering::Relaxed),
             };
             // PGDATA's last: its backup's rename says the whole backup is there.
-            for l in locations.iter().filter(|l| !l.layout().backup(&name).exists()) {
+            for l in locations
+                .iter()
+                .filter(|l| !l.layout().backup(&name).exists())
+            {
                 backup::make_in(l, old, &name, &options)?;
             }
             backup::make(&data, &layout, &name, &options)
@@ -1029,7 +1032,9 @@ fn wal_in_place(wal: &Location, staging: &Path) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
         std::os::unix::fs::symlink(&wal.path, &tmp)
             .and_then(|()| std::fs::rename(&tmp, &link))
-            .with_context(|| format!("cannot point {} at {}", link.display(), wal.path.display()))?;
+            .with_context(|| {
+                format!("cannot point {} at {}", link.display(), wal.path.display())
+            })?;
         tree::sync_dir(staging)?;
     }
     let new_wal = wal.layout().staging();

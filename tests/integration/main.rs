@@ -5,6 +5,7 @@ mod common;
 mod exit;
 mod extensions;
 mod image;
+mod layouts;
 mod options;
 mod recovery;
 mod status;

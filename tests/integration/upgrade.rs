@@ -506,66 +506,6 @@ async fn bad_requests_change_nothing() {
     );
 }
 
-/// A separate WAL directory (as POSTGRES_INITDB_WALDIR makes it) and a tablespace live outside
-/// PGDATA, beyond what pgup's backup keeps: `check` and `upgrade` refuse in one line naming
-/// each, before anything is stopped or changed.
-#[tokio::test]
-async fn links_out_of_pgdata_are_refused() {
-    let (name, data, wal) = (unique("db"), unique("vol"), unique("wal"));
-    for v in [&data, &wal] {
-        docker(&["volume", "create", "--label", "org.pgup.test=1", v]);
-    }
-    let _gone = (
-        Cleanup(vec![name.clone()], Some(data.clone())),
-        Cleanup(vec![], Some(wal.clone())),
-    );
-    let wal_mount = format!("{wal}:/pgwal");
-    run_db(
-        &name,
-        &format!("{data}:/var/lib/postgresql/data"),
-        "pgup/postgres:15",
-        &["-e", "POSTGRES_INITDB_WALDIR=/pgwal/wal", "-v", &wal_mount],
-    );
-    wait_ready(&name);
-    let sql = |sql: &str| {
-        docker(&[
-            "exec", "-u", "postgres", &name, "psql", "-X", "-q", "-c", sql,
-        ])
-    };
-    sql("CREATE TABLE t AS SELECT 1 AS x");
-    let refusals = |want: &[&str]| {
-        let check = pgup(&["check", "--container", &name, "--to", "17", "--json"]);
-        assert_eq!(check.code, 3, "{}", check.stderr);
-        let check: serde_json::Value = serde_json::from_str(&check.stdout).unwrap();
-        let failed = items(&check, "layout", "fail");
-        assert_eq!(failed.len(), want.len(), "{failed:?}");
-        for (line, want) in failed.iter().zip(want) {
-            assert!(
-                line.starts_with(want),
-                "{line:?} does not start with {want:?}"
-            );
-        }
-        pgup(&upgrade_on(&name, "17", "pgup/postgres:17")).assert_refused(want[0]);
-        assert_eq!(
-            docker(&["inspect", "--format", "{{.State.Running}}", &name]),
-            "true",
-            "nothing was stopped"
-        );
-    };
-    refusals(&["pg_wal is a link to /pgwal/wal (a separate WAL directory)"]);
-
-    docker(&[
-        "exec",
-        &name,
-        "sh",
-        "-c",
-        "mkdir /tblspc && chown postgres /tblspc",
-    ]);
-    sql("CREATE TABLESPACE ts LOCATION '/tblspc'");
-    sql("CREATE TABLE in_ts TABLESPACE ts AS SELECT 1 AS x");
-    refusals(&["pg_wal is a link to /pgwal/wal", "pg_tblspc/"]);
-}
-
 /// Not enough free space for the backup copy: refused with both numbers, nothing changed.
 #[tokio::test]
 async fn not_enough_space_is_refused() {

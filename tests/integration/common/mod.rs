@@ -85,6 +85,8 @@ pub struct ServerSpec {
     pub user: &'static str,
     /// The container's command (default: the image's).
     pub command: &'static [&'static str],
+    /// More `docker run` options (more volumes, environment).
+    pub options: Vec<String>,
 }
 
 impl ServerSpec {
@@ -94,6 +96,7 @@ impl ServerSpec {
             storage: Storage::Volume,
             user: "postgres",
             command: &[],
+            options: Vec::new(),
         }
     }
     pub fn bind(mut self) -> Self {
@@ -153,11 +156,13 @@ impl Server {
             port: 0,
         };
         let user_env = format!("POSTGRES_USER={}", spec.user);
+        let mut options = vec!["-e", &user_env, "-p", "127.0.0.1::5432"];
+        options.extend(spec.options.iter().map(String::as_str));
         run_db_with(
             &server.name,
             &format!("{source}:{mount}"),
             spec.image,
-            &["-e", &user_env, "-p", "127.0.0.1::5432"],
+            &options,
             spec.command,
         );
         server.refresh_port();
