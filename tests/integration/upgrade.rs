@@ -517,3 +517,67 @@ async fn not_enough_space_is_refused() {
     assert!(r.stderr.contains("free on"), "{}", r.stderr);
     assert_eq!(tree_hash(&s.dir), hash);
 }
+
+/// `check` on a running server runs pg_upgrade's own checks through that server (here one
+/// whose data is in an anonymous volume, the image's VOLUME, as a bare `docker run` makes
+/// it): an aclitem column, then a postfix operator, are named while the server keeps
+/// running; once they are gone, "ok" from `check` and the upgrade goes through.
+#[tokio::test]
+async fn check_on_a_running_server_runs_pg_upgrade_s_checks() {
+    let name = unique("db");
+    let _gone = Cleanup(vec![name.clone()], None);
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--label",
+        "org.pgup.test=1",
+        "-e",
+        "POSTGRES_PASSWORD",
+        "pgup/postgres:13",
+    ]);
+    wait_ready(&name);
+    let sql = |sql: &str| {
+        docker(&[
+            "exec", "-u", "postgres", &name, "psql", "-X", "-qAt", "-c", sql,
+        ])
+    };
+    sql("CREATE TABLE acl (id int, a aclitem)");
+    sql("CREATE FUNCTION pgup_fact(int8) RETURNS int8 LANGUAGE sql AS 'SELECT $1'");
+    sql("CREATE OPERATOR !!! (LEFTARG = int8, FUNCTION = pgup_fact)");
+    let check = || {
+        let r = pgup(&["check", "--container", &name, "--to", "17", "--json"]);
+        let report: serde_json::Value = serde_json::from_str(&r.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}{}", r.stdout, r.stderr));
+        assert_eq!(
+            docker(&["inspect", "--format", "{{.State.Running}}", &name]),
+            "true",
+            "check leaves the server running"
+        );
+        assert_mentioned(&items(&report, "server", "warn"), "running");
+        (r.code, report)
+    };
+    let (code, report) = check();
+    assert_eq!(code, 3, "{report}");
+    let failed = items(&report, "pg_upgrade", "fail");
+    assert_mentioned(&failed, "\"aclitem\" data type");
+    assert_mentioned(&failed, "public.acl.a");
+
+    sql("DROP TABLE acl");
+    let (code, report) = check();
+    assert_eq!(code, 3, "{report}");
+    let failed = items(&report, "pg_upgrade", "fail");
+    assert_mentioned(&failed, "postfix operators");
+    assert_mentioned(&failed, "public.!!!");
+
+    sql("DROP OPERATOR !!! (int8, NONE)");
+    sql("CREATE TABLE kept AS SELECT g FROM generate_series(1, 1000) g");
+    let (code, report) = check();
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(items(&report, "pg_upgrade", "ok").len(), 1, "{report}");
+    pgup_json(&upgrade_on(&name, "17", "pgup/postgres:17"));
+    wait_ready(&name);
+    assert_eq!(sql("SELECT count(*) FROM kept"), "1000");
+    assert_eq!(&sql("SHOW server_version_num")[..2], "17");
+}
