@@ -206,6 +206,10 @@ pub async fn static_checks(
     let container = pre.target.container.as_ref().map(|c| c.name.as_str());
     pre.items
         .extend(rules::layout(&found, &unplaced, container, new));
+    if let Some(c) = container {
+        pre.items
+            .extend(rules::mounted_inside(c, &pre.target.mounted_inside));
+    }
     pre.locations = placed;
     if pre.failed() {
         return Ok(pre);

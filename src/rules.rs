@@ -314,6 +314,24 @@ pub fn layout(
     items
 }
 
+/// The "layout" failures for mounts of `container` inside PGDATA: pgup's backup and
+/// pg_upgrade see the data directory on the host, where such a mount is an empty directory.
+pub fn mounted_inside(container: &str, inside: &[std::path::PathBuf]) -> Vec<Item> {
+    inside
+        .iter()
+        .map(|dest| {
+            Item::new(
+                "layout",
+                Outcome::Fail,
+                format!(
+                    "container {container} mounts {} inside PGDATA from another volume or directory, which pgup's backup and pg_upgrade would not see: move what it holds into PGDATA (for the WAL: mount that volume elsewhere and make pg_wal a link to it, as initdb --waldir does)",
+                    dest.display()
+                ),
+            )
+        })
+        .collect()
+}
+
 /// The "owner" failure when the data directory belongs to root.
 pub fn owner(uid: u32) -> Option<Item> {
     (uid == 0).then(|| {
@@ -796,6 +814,16 @@ mod tests {
                 )],
             );
         }
+    }
+
+    #[test]
+    fn mounts_inside_pgdata_are_refused() {
+        assert!(mounted_inside("db", &[]).is_empty());
+        let items = mounted_inside("db", &[PathBuf::from("/var/lib/postgresql/data/pg_wal")]);
+        assert_eq!(items[0].outcome, Outcome::Fail);
+        assert!(items[0].detail.starts_with(
+            "container db mounts /var/lib/postgresql/data/pg_wal inside PGDATA from another volume"
+        ));
     }
 
     #[test]

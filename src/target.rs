@@ -73,6 +73,8 @@ pub struct Target {
     /// The mounts of the server's container (or those --location names): where a
     /// tablespace or WAL directory outside PGDATA is on this host.
     pub mounts: Vec<HostMount>,
+    /// Mounts of the container inside PGDATA (`-v wal:$PGDATA/pg_wal`), as it sees them.
+    pub mounted_inside: Vec<PathBuf>,
 }
 
 impl Target {
@@ -113,6 +115,7 @@ impl Target {
             container: None,
             volume,
             mounts,
+            mounted_inside: Vec::new(),
         })
     }
 
@@ -162,6 +165,12 @@ impl Target {
                 source: m.source.clone(),
             })
             .collect();
+        let mounted_inside = c
+            .mounts
+            .iter()
+            .filter(|m| m.destination.starts_with(&pgdata) && m.destination != pgdata)
+            .map(|m| m.destination.clone())
+            .collect();
         Ok(Self {
             label,
             mount_root,
@@ -169,6 +178,7 @@ impl Target {
             volume,
             container: Some(c),
             mounts,
+            mounted_inside,
         })
     }
 }
