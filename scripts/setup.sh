@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes this machine ready for pgup's demo, tests and benchmark: installs debootstrap and wget (image
 # builds), minisign (signing test bundles) and xfsprogs (the benchmark's reflink filesystem)
-# if missing, checks Docker, and builds the images from Debian packages unless they are current.
+# and Compose (its tests) if missing, checks Docker, and builds the images from Debian packages unless they are current.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +11,8 @@ command -v minisign >/dev/null || missing+=(minisign)
 command -v mkfs.xfs >/dev/null || missing+=(xfsprogs)
 # images/build.sh asks the mirror for its Release files before it decides what to build.
 command -v wget >/dev/null || missing+=(wget)
+# The Compose tests use v2's plugin when it answers, else v1.
+docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null || missing+=(docker-compose)
 if [ ${#missing[@]} -gt 0 ]; then
 	echo "setup: installing ${missing[*]}" >&2
 	apt-get update -q >/dev/null

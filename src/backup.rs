@@ -154,7 +154,11 @@ pub struct Record {
 
 impl Record {
     pub fn read(root: &Path, name: &str) -> std::io::Result<Self> {
-        let text = std::fs::read(Layout::new(root).record(name))?;
+        Self::read_file(&Layout::new(root).record(name))
+    }
+
+    pub fn read_file(path: &Path) -> std::io::Result<Self> {
+        let text = std::fs::read(path)?;
         serde_json::from_slice(&text).map_err(std::io::Error::other)
     }
 
@@ -172,6 +176,37 @@ impl Record {
         std::fs::rename(&tmp, &path)?;
         std::fs::File::open(root)?.sync_all()
     }
+}
+
+/// Creates the work directory of `layout` (a mount root's or a location's), owned by the data
+/// owner, mode 0700: PostgreSQL's programs write in it as that owner.
+pub fn work_dir(layout: &Layout, uid: u32, gid: u32) -> std::io::Result<()> {
+    owned_dir(&layout.work(), uid, gid)
+}
+
+/// Creates [`Layout::logs`] like the work directory; returns it.
+pub fn logs_dir(layout: &Layout, uid: u32, gid: u32) -> std::io::Result<PathBuf> {
+    work_dir(layout, uid, gid)?;
+    owned_dir(&layout.logs(), uid, gid)?;
+    Ok(layout.logs())
+}
+
+fn owned_dir(dir: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::os::unix::fs::chown(dir, Some(uid), Some(gid))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Moves the record and log of backup `name`, which is gone (put back, or undone), into
+/// [`Layout::logs`]: nothing named `upgrade_backup_*` stays without its backup.
+pub fn retire_record(layout: &Layout, name: &str, uid: u32, gid: u32) -> std::io::Result<()> {
+    logs_dir(layout, uid, gid)?;
+    for (from, ext) in [(layout.record(name), "json"), (layout.backup_log(name), "log")] {
+        if from.exists() {
+            std::fs::rename(&from, layout.put_back_record(name, ext))?;
+        }
+    }
+    tree::sync_dir(layout.root())
 }
 
 /// Writes a file only its owner (the data owner) can read, synced to disk.

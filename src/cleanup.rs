@@ -15,7 +15,7 @@ use crate::backup::{self, Record};
 use crate::docker::Docker;
 use crate::error::Status;
 use crate::interrupt;
-use crate::journal::{self, Journal, Lock};
+use crate::journal::{Journal, Lock};
 use crate::layout::{self, Layout, RootEntry, WorkEntry};
 use crate::location::Location;
 use crate::plan::{Operation, Step};
@@ -160,11 +160,9 @@ async fn plan(docker: &Docker, target: &Target, args: &settings::Cleanup) -> Res
             path: Some(b.path.clone()),
             bytes: b.bytes,
         });
-        let log = layout.backup_log(&b.name);
         for (kind, path) in [
             ("record", layout.record(&b.name)),
-            ("pg_upgrade logs", Layout::pg_upgrade_logs(&log)),
-            ("log", log),
+            ("log", layout.backup_log(&b.name)),
         ] {
             if let Some(removal) = removal(kind, path) {
                 out.push(removal);
@@ -197,12 +195,17 @@ async fn plan(docker: &Docker, target: &Target, args: &settings::Cleanup) -> Res
     for l in recorded_locations(root) {
         out.extend(set_aside_and_leftovers(&l.layout(), Some(&l)));
     }
-    // Logs of failed upgrades, whose backups their undo removed.
+    // What is kept of failed runs and of backups put back.
+    for entry in std::fs::read_dir(layout.logs()).into_iter().flatten().flatten() {
+        out.extend(removal("log", entry.path()));
+    }
+    // Records and logs in the root whose backup is gone (left by earlier versions, or by a
+    // rollback killed before it moved them).
     for entry in std::fs::read_dir(root).into_iter().flatten().flatten() {
         let name = file_name(&entry.path());
         let log = matches!(
             RootEntry::classify(&name),
-            Some(RootEntry::Log | RootEntry::PgUpgradeLogs)
+            Some(RootEntry::Log | RootEntry::PgUpgradeLogs | RootEntry::Record)
         );
         let made_by = RootEntry::backup_of(&name).unwrap_or_default();
         if log && !layout.backup(made_by).exists() {
@@ -294,7 +297,7 @@ async fn remove(docker: &Docker, target: &Target, r: &Removal, owner: (u32, u32)
                 _ => parent,
             };
             let home = Layout::new(home);
-            journal::work_dir(&home, owner.0, owner.1)?;
+            backup::work_dir(&home, owner.0, owner.1)?;
             let trash = home.trash(&file_name(path));
             if *path != trash {
                 std::fs::rename(path, &trash)

@@ -135,6 +135,11 @@ pub struct UpgradePlanArgs {
         conflicts_with = "image"
     )]
     pub old_image: Option<String>,
+
+    /// Stop the other containers running on the data (a backup agent, say) first, and start
+    /// them again at the end, instead of refusing.
+    #[arg(long)]
+    pub stop_others: bool,
 }
 
 #[derive(Debug, Args)]
@@ -182,6 +187,11 @@ pub struct RollbackArgs {
     /// Remove the upgraded cluster instead of setting it aside.
     #[arg(long)]
     pub discard_upgraded: bool,
+
+    /// Stop the other containers running on the data first, and start them again at the end,
+    /// instead of refusing.
+    #[arg(long)]
+    pub stop_others: bool,
 
     /// Do not ask for confirmation.
     #[arg(long, short = 'y')]
@@ -236,6 +246,8 @@ pub enum ImageCommand {
     Save {
         #[arg(value_name = "IMAGE", required = true)]
         images: Vec<String>,
+        /// The tarball (gzip-compressed when it ends in .gz or .tgz); - for standard output.
+        /// A path that exists must be a regular file.
         #[arg(short = 'o', long, value_name = "FILE")]
         output: PathBuf,
     },
@@ -364,6 +376,7 @@ impl UpgradePlanArgs {
             no_backup,
             new_image: self.new_image,
             old_image: self.old_image,
+            stop_others: self.stop_others,
         }
     }
 }
@@ -400,6 +413,7 @@ impl RollbackArgs {
             target: self.target.resolve()?,
             backup: self.backup,
             discard_upgraded: self.discard_upgraded,
+            stop_others: self.stop_others,
             yes: self.yes,
         })
     }

@@ -20,6 +20,8 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 
+use crate::compose;
+
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
     #[error(
@@ -694,7 +696,8 @@ impl Docker {
         command: Option<&[String]>,
         keep_old_as: &str,
     ) -> Result<()> {
-        // Resumable: the rename, the creation and the start may each be done already.
+        // Resumable: the rename, the hiding, the creation and the start may each be done.
+        self.settle_relabel(keep_old_as).await?;
         let renamed = self.exists(keep_old_as).await?;
         let source = if renamed { keep_old_as } else { name };
         let old = self
@@ -713,8 +716,9 @@ impl Docker {
             &old,
             &old_image.config.unwrap_or_default(),
             image,
-            pgdata,
+            Some(pgdata),
             command,
+            compose::reveal,
         );
         if !renamed {
             let options = RenameContainerOptionsBuilder::default()
@@ -730,18 +734,93 @@ impl Docker {
             };
             self.api.update_container(keep_old_as, never).await?;
         }
+        // Compose adopts every container labelled with its project and service: the kept one
+        // must not be (`up` would start it on the upgraded data).
+        let kept = self.container(keep_old_as).await?;
+        if compose::is_visible(&kept.labels) {
+            self.relabel(keep_old_as, compose::hide).await?;
+        }
         if !self.exists(name).await? {
-            let options = CreateContainerOptionsBuilder::default().name(name).build();
-            self.api.create_container(Some(options), body).await?;
-            for (network, endpoint) in connect_after {
-                let request = NetworkConnectRequest {
-                    container: name.to_owned(),
-                    endpoint_config: Some(endpoint),
-                };
-                self.api.connect_network(&network, request).await?;
-            }
+            self.create_named(
+                name,
+                Recreation {
+                    body,
+                    connect_after,
+                },
+            )
+            .await?;
         }
         self.start(name).await
+    }
+
+    async fn create_named(&self, name: &str, r: Recreation) -> Result<()> {
+        let options = CreateContainerOptionsBuilder::default().name(name).build();
+        self.api.create_container(Some(options), r.body).await?;
+        for (network, endpoint) in r.connect_after {
+            let request = NetworkConnectRequest {
+                container: name.to_owned(),
+                endpoint_config: Some(endpoint),
+            };
+            self.api.connect_network(&network, request).await?;
+        }
+        Ok(())
+    }
+
+    /// Gives container `name` (stopped) the labels `map` makes of its own. Labels cannot change
+    /// in place: a copy is made under a temporary name, then replaces it. A run cut short is
+    /// finished by [`Docker::settle_relabel`].
+    async fn relabel(
+        &self,
+        name: &str,
+        map: fn(&HashMap<String, String>) -> HashMap<String, String>,
+    ) -> Result<()> {
+        let tmp = relabel_tmp(name);
+        if !self.exists(&tmp).await? {
+            let old = self
+                .api
+                .inspect_container(name, None)
+                .await
+                .map_err(|e| not_found(e, || DockerError::NoSuchContainer(name.to_owned())))?;
+            let old_image = self
+                .api
+                .inspect_image(old.image.as_deref().unwrap_or_default())
+                .await?;
+            let image = old
+                .config
+                .as_ref()
+                .and_then(|c| c.image.clone())
+                .unwrap_or_default();
+            let copy = recreation(
+                &old,
+                &old_image.config.unwrap_or_default(),
+                &image,
+                None,
+                None,
+                map,
+            );
+            self.create_named(&tmp, copy).await?;
+        }
+        self.settle_relabel(name).await
+    }
+
+    /// Finishes a [`Docker::relabel`] of `name` cut short: the copy replaces the original.
+    pub async fn settle_relabel(&self, name: &str) -> Result<()> {
+        let tmp = relabel_tmp(name);
+        if !self.exists(&tmp).await? {
+            return Ok(());
+        }
+        if self.exists(name).await? {
+            self.discard(name).await?;
+        }
+        let options = RenameContainerOptionsBuilder::default().name(name).build();
+        Ok(self.api.rename_container(&tmp, options).await?)
+    }
+
+    /// Removes a container pgup replaces, never a volume: the container replacing it mounts
+    /// the same ones, anonymous volumes included.
+    async fn discard(&self, name: &str) -> Result<()> {
+        let options = RemoveContainerOptionsBuilder::default().force(true).build();
+        Ok(self.api.remove_container(name, Some(options)).await?)
     }
 
     /// Whether a container of that name or id exists.
@@ -755,15 +834,21 @@ impl Docker {
         }
     }
 
-    /// Puts a kept container back under its name, with its restart policy (rollback).
+    /// Puts a kept container back under its name, with its restart policy and the Compose
+    /// labels it had (rollback): whatever runs under the name now (pgup's upgraded container,
+    /// or the one Compose re-created since) goes.
     pub async fn restore_container(
         &self,
         kept: &str,
         name: &str,
         restart_policy: Option<&str>,
     ) -> Result<()> {
+        self.settle_relabel(kept).await?;
+        if compose::is_hidden(&self.container(kept).await?.labels) {
+            self.relabel(kept, compose::reveal).await?;
+        }
         if self.exists(name).await? {
-            self.remove(name).await;
+            self.discard(name).await?;
         }
         let options = RenameContainerOptionsBuilder::default().name(name).build();
         self.api.rename_container(kept, options).await?;
@@ -784,6 +869,11 @@ impl Docker {
     }
 }
 
+/// The temporary name of a container being relabelled.
+fn relabel_tmp(name: &str) -> String {
+    format!("{name}-relabel")
+}
+
 /// What re-creating a container on another image asks of the engine.
 struct Recreation {
     body: ContainerCreateBody,
@@ -792,15 +882,17 @@ struct Recreation {
     connect_after: Vec<(String, EndpointSettings)>,
 }
 
-/// The new container for [`Docker::recreate_on`]: `old`'s configuration on `image`, with PGDATA
-/// set to `pgdata`. Whatever `old` took from its image (`old_image`) is left for the new image
-/// to give.
+/// A container made from `old`'s configuration on `image`: with PGDATA set to `pgdata` when
+/// given, `command` instead of its own when given, its labels as `labels` maps them (Compose's
+/// given back for the upgraded container, hidden for the one kept aside). Whatever `old` took
+/// from its image (`old_image`) is left for the image to give.
 fn recreation(
     old: &ContainerInspectResponse,
     old_image: &ImageConfig,
     image: &str,
-    pgdata: &str,
+    pgdata: Option<&str>,
     command: Option<&[String]>,
+    labels: fn(&HashMap<String, String>) -> HashMap<String, String>,
 ) -> Recreation {
     fn own<T: PartialEq>(value: Option<T>, from_image: &Option<T>) -> Option<T> {
         value.filter(|v| Some(v) != from_image.as_ref())
@@ -811,16 +903,17 @@ fn recreation(
         .env
         .unwrap_or_default()
         .into_iter()
-        .filter(|e| !image_env.contains(e) && !e.starts_with("PGDATA="))
+        .filter(|e| !image_env.contains(e) && (pgdata.is_none() || !e.starts_with("PGDATA=")))
         .collect();
-    env.push(format!("PGDATA={pgdata}"));
+    env.extend(pgdata.map(|p| format!("PGDATA={p}")));
     let image_labels = old_image.labels.clone().unwrap_or_default();
-    let labels: HashMap<String, String> = config
+    let own_labels: HashMap<String, String> = config
         .labels
         .unwrap_or_default()
         .into_iter()
         .filter(|(k, v)| image_labels.get(k) != Some(v))
         .collect();
+    let labels = labels(&own_labels);
     // Mounts as they are, anonymous volumes included, so the data stays attached.
     let mounts: Vec<ApiMount> = old
         .mounts
@@ -989,7 +1082,14 @@ mod tests {
     }
 
     fn recreate(old: &ContainerInspectResponse) -> Recreation {
-        recreation(old, &old_image(), "pgup/postgres:17", "/data/17", None)
+        recreation(
+            old,
+            &old_image(),
+            "pgup/postgres:17",
+            Some("/data/17"),
+            None,
+            compose::reveal,
+        )
     }
 
     #[test]
@@ -999,7 +1099,14 @@ mod tests {
             ..Default::default()
         });
         let command = strings(&["postgres"]).unwrap();
-        let r = recreation(&old, &old_image(), "img", "/d", Some(&command));
+        let r = recreation(
+            &old,
+            &old_image(),
+            "img",
+            Some("/d"),
+            Some(&command),
+            compose::reveal,
+        );
         assert_eq!(r.body.cmd, Some(command));
         assert_eq!(
             recreate(&old).body.cmd,

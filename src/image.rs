@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::io::{Read, Write};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -96,30 +97,33 @@ pub async fn save(images: &[String], output: &Path, printer: &Printer) -> Result
             );
         }
     }
-    // Written under a temporary name and renamed: a bundle with its final name is whole.
-    let partial = sibling(output, ".partial");
-    let file = std::fs::File::create(&partial).with_context(|| {
-        format!(
-            "cannot write {}: choose a writable place for -o",
-            output.display()
-        )
-    })?;
-    let written = async {
-        let gzip = output.extension().is_some_and(|e| e == "gz" || e == "tgz");
-        let mut sink = Sink::new(file, gzip);
-        let bar = printer.bytes_bar(0);
-        let names: Vec<&str> = images.iter().map(String::as_str).collect();
-        let mut tar = docker.export(&names);
-        while let Some(chunk) = tar.next().await {
-            let chunk = chunk?;
-            bar.inc(chunk.len() as u64);
-            sink.write_all(&chunk)?;
-        }
-        bar.finish_and_clear();
-        sink.finish()
+    if output == Path::new("-") {
+        return save_to_stdout(&docker, images, printer).await;
     }
-    .await;
-    let (sha256, bytes) = match written {
+    // Written under a temporary name and renamed: a bundle with its final name is whole. The
+    // names written are regular files or new: a device, directory or link named by mistake
+    // stays as it is.
+    let (partial, checksum) = (sibling(output, ".partial"), sibling(output, ".sha256"));
+    for path in [output, &checksum] {
+        if std::fs::symlink_metadata(path).is_ok_and(|m| !m.file_type().is_file()) {
+            bail!(
+                "{} exists and is not a regular file; give -o the path of a new or regular file, or - for standard output",
+                path.display()
+            );
+        }
+    }
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&partial)
+        .with_context(|| {
+            format!(
+                "cannot create {}: remove it if an interrupted save left it, or choose a writable place for -o",
+                partial.display()
+            )
+        })?;
+    let gzip = output.extension().is_some_and(|e| e == "gz" || e == "tgz");
+    let (sha256, bytes) = match write_bundle(&docker, images, file, gzip, printer).await {
         Ok(done) => done,
         Err(e) => {
             let _ = std::fs::remove_file(&partial);
@@ -134,7 +138,7 @@ pub async fn save(images: &[String], output: &Path, printer: &Printer) -> Result
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    std::fs::write(sibling(output, ".sha256"), format!("{sha256}  {name}\n"))?;
+    std::fs::write(&checksum, format!("{sha256}  {name}\n"))?;
     printer.report(&Saved {
         file: output.to_owned(),
         sha256,
@@ -142,6 +146,40 @@ pub async fn save(images: &[String], output: &Path, printer: &Printer) -> Result
         images: images.to_vec(),
     })?;
     Ok(Status::Done)
+}
+
+/// `-o -`: the bundle on standard output (uncompressed, for a pipe), its sha256 on stderr.
+async fn save_to_stdout(docker: &Docker, images: &[String], printer: &Printer) -> Result<Status> {
+    let stdout = std::fs::File::from(std::io::stdout().as_fd().try_clone_to_owned()?);
+    let (sha256, bytes) = write_bundle(docker, images, stdout, false, printer)
+        .await
+        .context("saving to standard output failed")?;
+    printer.step(format!(
+        "wrote {} to standard output, sha256 {sha256}",
+        indicatif::HumanBytes(bytes)
+    ));
+    Ok(Status::Done)
+}
+
+/// `docker save` of `images` into `file`, gzip-compressed or not; its sha256 and size.
+async fn write_bundle(
+    docker: &Docker,
+    images: &[String],
+    file: std::fs::File,
+    gzip: bool,
+    printer: &Printer,
+) -> Result<(String, u64)> {
+    let mut sink = Sink::new(file, gzip);
+    let bar = printer.bytes_bar(0);
+    let names: Vec<&str> = images.iter().map(String::as_str).collect();
+    let mut tar = docker.export(&names);
+    while let Some(chunk) = tar.next().await {
+        let chunk = chunk?;
+        bar.inc(chunk.len() as u64);
+        sink.write_all(&chunk)?;
+    }
+    bar.finish_and_clear();
+    sink.finish()
 }
 
 /// `path` with `suffix` appended to its file name.
@@ -206,7 +244,11 @@ impl Sink {
             Sink::Plain(h) => h,
             Sink::Gzip(g) => g.finish()?,
         };
-        hashed.file.sync_all()?;
+        // A pipe (standard output) cannot be synced, and needs not be.
+        match hashed.file.sync_all() {
+            Err(e) if e.kind() != std::io::ErrorKind::InvalidInput => return Err(e.into()),
+            _ => {}
+        }
         Ok((hex(&hashed.hasher.finalize()), hashed.bytes))
     }
 }

@@ -7,13 +7,14 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use rustix::fs::{FlockOperation, flock};
 use serde::{Deserialize, Serialize};
 
+use crate::backup::work_dir;
 use crate::cluster::InitSettings;
 use crate::failpoint;
 use crate::layout::{Layout, STAMP_FORMAT};
@@ -145,7 +146,19 @@ impl Journal {
             no_backup: Some(self.backup == BackupKind::None),
             new_image: self.new_image.clone(),
             old_image: None,
+            // Those running when it started were stopped then.
+            stop_others: true,
         }
+    }
+
+    /// The containers it stopped besides the one it was pointed at (--stop-others): started
+    /// again at the end.
+    pub fn others(&self) -> Vec<String> {
+        self.running
+            .iter()
+            .filter(|n| Some(*n) != self.container.as_ref())
+            .cloned()
+            .collect()
     }
 
     /// The operation in progress on the data in `root`, if any.
@@ -272,15 +285,6 @@ impl Lock {
         record().map_err(io("write", &path))?;
         Ok(Self { _file: file })
     }
-}
-
-/// Creates the work directory of `layout` (a mount root's or a location's), owned by the data
-/// owner, mode 0700: PostgreSQL's programs write in it as that owner.
-pub fn work_dir(layout: &Layout, uid: u32, gid: u32) -> std::io::Result<()> {
-    let dir = layout.work();
-    std::fs::create_dir_all(&dir)?;
-    std::os::unix::fs::chown(&dir, Some(uid), Some(gid))?;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
 }
 
 /// Files pgup keeps with the data belong to the data owner, as the work directory does.

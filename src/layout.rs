@@ -78,8 +78,9 @@ pub enum WorkEntry {
     /// Files an upgrade's steps hand each other: the row counts before, pg_upgrade's
     /// extension script, the count of options removed.
     Scratch,
-    /// `upgrade-<stamp>.log`: the log of a run that keeps no backup.
-    RunLog,
+    /// `logs`: what is kept of runs that left no backup (failed, undone, or keeping none)
+    /// and of backups a rollback put back: their logs, pg_upgrade's logs, their records.
+    Logs,
 }
 
 const JOURNAL: &str = "journal.json";
@@ -91,6 +92,7 @@ const TRASH: &str = "trash-";
 const BEFORE: &str = "before.json";
 const EXTENSIONS_SCRIPT: &str = "update_extensions.sql";
 const OPTIONS_REMOVED: &str = "options-removed.json";
+const LOGS: &str = "logs";
 
 impl WorkEntry {
     pub fn classify(name: &str) -> Option<Self> {
@@ -100,9 +102,9 @@ impl WorkEntry {
             STAGING => Self::Staging,
             OLD_ASIDE => Self::OldAside,
             BEFORE | EXTENSIONS_SCRIPT | OPTIONS_REMOVED => Self::Scratch,
+            LOGS => Self::Logs,
             n if n.starts_with(SET_ASIDE) => Self::SetAside,
             n if n.starts_with(TRASH) => Self::Trash,
-            n if n.starts_with("upgrade-") && n.ends_with(".log") => Self::RunLog,
             _ => return None,
         })
     }
@@ -203,18 +205,34 @@ impl Layout {
         self.root.join(format!("{backup}.log"))
     }
 
-    /// The log of the run at `stamp`: beside its backup, or (with no backup) in the work
-    /// directory.
+    /// The log of the run at `stamp`: beside its backup, or (with no backup) in
+    /// [`Layout::logs`].
     pub fn run_log(&self, backup: Option<&str>, stamp: &str) -> PathBuf {
         match backup {
             Some(name) => self.backup_log(name),
-            None => self.work().join(format!("upgrade-{stamp}.log")),
+            None => self.failed_log(stamp),
         }
     }
 
-    /// Where pg_upgrade's own logs of a failed run are kept: beside the run's log.
-    pub fn pg_upgrade_logs(log: &Path) -> PathBuf {
-        log.with_extension("pg_upgrade_output.d")
+    /// Where what is kept of runs and backups that are gone lives (see [`WorkEntry::Logs`]).
+    pub fn logs(&self) -> PathBuf {
+        self.work().join(LOGS)
+    }
+
+    /// The log of the run at `stamp` once it has no backup beside it.
+    pub fn failed_log(&self, stamp: &str) -> PathBuf {
+        self.logs().join(format!("upgrade-{stamp}.log"))
+    }
+
+    /// pg_upgrade's own logs of the failed run at `stamp`.
+    pub fn pg_upgrade_logs(&self, stamp: &str) -> PathBuf {
+        self.logs()
+            .join(format!("upgrade-{stamp}.pg_upgrade_output.d"))
+    }
+
+    /// Where a backup's record (or `log`) goes once a rollback has put the backup back.
+    pub fn put_back_record(&self, backup: &str, ext: &str) -> PathBuf {
+        self.logs().join(format!("{backup}.{ext}"))
     }
 
     /// The directories backups are looked for in: the mount root, and PGDATA when it is
@@ -285,11 +303,7 @@ mod tests {
                 false,
             ),
             ("trash-upgrade_backup_1", Some(WorkEntry::Trash), false),
-            (
-                "upgrade-20261121T101530Z.log",
-                Some(WorkEntry::RunLog),
-                false,
-            ),
+            ("logs", Some(WorkEntry::Logs), false),
             ("failed", None, false),
         ];
         for (name, expected, leftover) in cases {
@@ -312,12 +326,16 @@ mod tests {
         let log = l.run_log(Some(&name), "x");
         assert_eq!(log, Path::new("/v/upgrade_backup_20261121T101530Z.log"));
         assert_eq!(
-            Layout::pg_upgrade_logs(&log),
-            Path::new("/v/upgrade_backup_20261121T101530Z.pg_upgrade_output.d")
+            l.pg_upgrade_logs("S"),
+            Path::new("/v/.pgup/logs/upgrade-S.pg_upgrade_output.d")
         );
         assert_eq!(
             l.run_log(None, "20261121T101530Z"),
-            Path::new("/v/.pgup/upgrade-20261121T101530Z.log")
+            Path::new("/v/.pgup/logs/upgrade-20261121T101530Z.log")
+        );
+        assert_eq!(
+            l.put_back_record(&name, "json"),
+            Path::new("/v/.pgup/logs/upgrade_backup_20261121T101530Z.json")
         );
         assert_eq!(l.trash("trash-x"), l.trash("x"));
         assert_eq!(l.set_aside("S"), Path::new("/v/.pgup/upgraded-S"));

@@ -14,6 +14,7 @@ use anyhow::{Context, Result};
 
 use crate::assemble::{self, AssembleError};
 use crate::cluster::{Cluster, ControlData, InitSettings, Listening};
+use crate::compose;
 use crate::config::{self, Change};
 use crate::docker::{Container, Docker};
 use crate::extension;
@@ -210,6 +211,15 @@ pub async fn static_checks(
         pre.items
             .extend(rules::mounted_inside(c, &pre.target.mounted_inside));
     }
+    let service = pre
+        .target
+        .container
+        .as_ref()
+        .and_then(|c| compose::Service::of(&c.labels));
+    if let Some(s) = service {
+        pre.items
+            .push(rules::compose(&s, intent.new_image.as_deref()));
+    }
     pre.locations = placed;
     if pre.failed() {
         return Ok(pre);
@@ -297,6 +307,7 @@ pub async fn static_checks(
         container,
         &control,
         pre.cluster.standby,
+        intent.stop_others,
     ));
     pre.items.extend(rules::owner(pre.cluster.uid));
 

@@ -3,11 +3,12 @@
 //! keeps working on the 18 images), the old container kept stopped and renamed for rollback,
 //! and the running server's version checked through its own socket.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use crate::compose;
 use crate::docker::Docker;
 
 pub struct Moved {
@@ -71,20 +72,17 @@ pub async fn recreate(docker: &Docker, to: &Move<'_>) -> Result<Moved> {
             to.major
         );
     }
-    let hint = match (
-        old.labels.get("com.docker.compose.service"),
-        old.labels.get("com.docker.compose.project.config_files"),
-    ) {
-        (Some(service), files) => Some(format!(
-            "Compose: in {}, set `image: {}` for service {service}{} and add `PGDATA: {}` to its environment; otherwise `docker compose up` re-creates it on the old image.",
-            files.map_or("the compose file", |f| f.as_str()),
-            to.image,
-            to.command
-                .map(|c| format!(", its `command:` to {c:?}"))
-                .unwrap_or_default(),
-            pgdata.display()
-        )),
-        (None, _) => None,
+    let hint = match compose::Service::of(&old.labels) {
+        Some(service) => {
+            // PGDATA only where the new image would look elsewhere for the data.
+            let default = docker
+                .image(to.image)
+                .await?
+                .and_then(|(_, env)| env.get("PGDATA").map(PathBuf::from));
+            let pgdata = (default.as_deref() != Some(pgdata.as_path())).then_some(pgdata.as_path());
+            Some(service.upgrade_hint(to.image, pgdata, to.command))
+        }
+        None => None,
     };
     Ok(Moved {
         server_version_num: version,

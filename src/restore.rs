@@ -13,6 +13,7 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use crate::backup::{self, Record};
+use crate::compose;
 use crate::docker::Docker;
 use crate::journal::Journal;
 use crate::layout::{self, Layout, WorkEntry};
@@ -27,6 +28,8 @@ use crate::ui::Printer;
 #[derive(Debug, Serialize)]
 pub struct RollbackReport {
     pub target: String,
+    /// Always true (a re-run that finds nothing to do reports `Unchanged`).
+    pub changed: bool,
     pub from: u32,
     pub to: u32,
     pub backup: Option<String>,
@@ -127,6 +130,7 @@ pub async fn from_backup(
     let mut record = Record::read(root, &name).ok();
     let mut report = RollbackReport {
         target: target.label.clone(),
+        changed: true,
         from: journal.new_major,
         to: journal.old_major,
         backup: Some(name.clone()),
@@ -140,8 +144,11 @@ pub async fn from_backup(
         let stamp = layout::stamp_of(&name).unwrap_or_default();
         let kept = recreate::kept_name(c, stamp);
         let policy = record.as_ref().and_then(|r| r.restart_policy.clone());
+        docker.settle_relabel(&kept).await?;
+        let mut service = None;
         if docker.exists(&kept).await? {
             printer.step(format!("putting container {c} back (kept as {kept})"));
+            service = compose::Service::of(&docker.container(&kept).await?.labels);
             docker
                 .restore_container(&kept, c, policy.as_deref())
                 .await?;
@@ -164,14 +171,24 @@ pub async fn from_backup(
         } else {
             report.note = Some(format!("Container {c} was not running and stays stopped."));
         }
-        report.image = Some(docker.container(c).await?.image);
+        let image = docker.container(c).await?.image;
+        if let Some(s) = service {
+            let hint = s.rollback_hint(&image);
+            report.note = Some(match report.note.take() {
+                Some(n) => format!("{n}\n{hint}"),
+                None => hint,
+            });
+        }
+        report.image = Some(image);
     }
+    restart(docker, printer, &journal.others()).await;
+    let (uid, gid) = target::owner(data)?;
     if let Some(r) = record.as_mut() {
         r.rolled_back = Some(chrono::Utc::now());
-        let (uid, gid) = target::owner(data)?;
         r.write(root, uid, gid)?;
     }
     Journal::finish(root)?;
+    backup::retire_record(&layout, &name, uid, gid)?;
     remove_leftovers(&layout, &journal.locations);
     // The record and the backup's removal touched PGDATA's own times when the backups live
     // in it: give it the backed-up cluster's times again, last.
@@ -181,8 +198,9 @@ pub async fn from_backup(
     Ok(report)
 }
 
-/// Starts containers again after an undone upgrade; a failure is reported, not fatal.
-async fn restart(docker: &Docker, printer: &Printer, names: &[String]) {
+/// Starts containers again (after an undone upgrade, or the ones --stop-others stopped); a
+/// failure is reported, not fatal.
+pub async fn restart(docker: &Docker, printer: &Printer, names: &[String]) {
     for name in names {
         match docker.start(name).await {
             Ok(()) => printer.step(format!("started container {name} again on the old cluster")),
@@ -216,7 +234,12 @@ pub async fn undo_before_swap(
         let report =
             from_backup(docker, printer, target, journal.clone(), Step::SettingAside).await?;
         remove_set_aside(report.set_aside, &journal.locations, &journal.stamp)?;
-        let _ = std::fs::remove_file(layout.record(name));
+        // An undone run, not a rollback: its log stays with the failed runs'.
+        let _ = std::fs::remove_file(layout.put_back_record(name, "json"));
+        let _ = std::fs::rename(
+            layout.put_back_record(name, "log"),
+            layout.failed_log(&journal.stamp),
+        );
         return Ok(tree::sync_dir(layout.root())?);
     }
     let undone = undo_files(&layout, &target.data_dir, journal).and_then(|()| {
@@ -242,6 +265,11 @@ fn undo_files(layout: &Layout, data: &Path, journal: &Journal) -> Result<()> {
             let _ = std::fs::remove_dir_all(l.backup(name));
         }
         let _ = std::fs::remove_file(layout.record(name));
+        if layout.backup_log(name).exists() {
+            let (uid, gid) = target::owner(data)?;
+            backup::logs_dir(layout, uid, gid)?;
+            std::fs::rename(layout.backup_log(name), layout.failed_log(&journal.stamp))?;
+        }
     }
     remove_leftovers(layout, &journal.locations);
     Ok(tree::sync_dir(layout.root())?)

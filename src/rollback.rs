@@ -4,14 +4,13 @@
 //! An upgrade that was interrupted is undone or rolled back from its journal.
 
 use std::fmt;
-use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
 use crate::backup::{self, Record};
 use crate::cluster::{Cluster, ControlData};
 use crate::docker::Docker;
-use crate::error::Status;
+use crate::error::{Refusal, Status};
 use crate::interrupt;
 use crate::journal::{self, Journal, Lock};
 use crate::layout::{Layout, RootEntry};
@@ -21,7 +20,7 @@ use crate::restore::{self, RollbackReport};
 use crate::settings;
 use crate::target::{self, Target};
 use crate::toolbox::{self, OLD, ToolMount, Toolbox, ToolboxSpec};
-use crate::ui::Printer;
+use crate::ui::{Printer, Unchanged};
 
 /// What a rollback will do, shown before it is confirmed.
 struct Summary<'a> {
@@ -79,6 +78,7 @@ pub async fn run(args: settings::Rollback, printer: &Printer) -> Result<Status> 
                 restore::undo_before_swap(&docker, printer, &target, &journal).await?;
                 RollbackReport {
                     target: target.label.clone(),
+                    changed: true,
                     from: journal.new_major,
                     to: journal.old_major,
                     backup: None,
@@ -113,7 +113,26 @@ pub async fn run(args: settings::Rollback, printer: &Printer) -> Result<Status> 
         None => backups.last(),
     };
     let Some(chosen) = chosen else {
-        bail!("{}", nothing_to_roll_back(&root));
+        // A rollback that finished: running it again does nothing.
+        return match put_back_last(&layout) {
+            Some(r) => {
+                printer.report(&Unchanged::new(
+                    &target.label,
+                    format!(
+                        "{} was already put back on {}, and no other backup is here",
+                        r.name,
+                        r.rolled_back
+                            .expect("filtered")
+                            .format("%Y-%m-%d %H:%M:%S UTC")
+                    ),
+                ))?;
+                Ok(Status::Done)
+            }
+            None => bail!(
+                "nothing to roll back: {} holds no upgrade_backup_* (an upgrade with --no-backup keeps none, and cleanup removes them)",
+                root.display()
+            ),
+        };
     };
     let record = Record::read(&root, &chosen.name).with_context(|| {
         format!(
@@ -150,6 +169,19 @@ pub async fn run(args: settings::Rollback, printer: &Printer) -> Result<Status> 
 
     let lock = Lock::take(&root, uid, gid)?;
     let running = docker.running_using(&target.data_dir).await?;
+    let container = target.container.as_ref().map(|c| c.name.clone());
+    let others: Vec<&str> = running
+        .iter()
+        .filter(|n| Some(*n) != container.as_ref() && Some(*n) != record.container.as_ref())
+        .map(String::as_str)
+        .collect();
+    if !others.is_empty() && !args.stop_others {
+        return Err(Refusal(format!(
+            "nothing was changed: {}",
+            crate::rules::others_running(&others)
+        ))
+        .into());
+    }
     let journal = Journal {
         old_major: record.old_major,
         new_major: record.new_major,
@@ -181,34 +213,21 @@ pub async fn run(args: settings::Rollback, printer: &Printer) -> Result<Status> 
     Ok(Status::Done)
 }
 
-fn nothing_to_roll_back(root: &Path) -> String {
-    let rolled_back = std::fs::read_dir(root)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
+/// The record of the backup a rollback put back last, kept with the logs (or, from a
+/// rollback killed before it moved it, in the mount root).
+fn put_back_last(layout: &Layout) -> Option<Record> {
+    [layout.logs(), layout.root().to_owned()]
+        .iter()
+        .flat_map(|dir| std::fs::read_dir(dir).into_iter().flatten().flatten())
+        .filter(|e| {
             e.file_name()
-                .to_str()?
-                .strip_suffix(".json")
-                .map(str::to_owned)
+                .to_str()
+                .and_then(|n| n.strip_suffix(".json"))
+                .is_some_and(|n| RootEntry::classify(n) == Some(RootEntry::Backup))
         })
-        .filter(|n| RootEntry::classify(n) == Some(RootEntry::Backup))
-        .filter_map(|n| Record::read(root, &n).ok())
+        .filter_map(|e| Record::read_file(&e.path()).ok())
         .filter(|r| r.rolled_back.is_some())
-        .max_by_key(|r| r.rolled_back);
-    match rolled_back {
-        Some(r) => format!(
-            "nothing to roll back: {} was already put back on {}, and no other backup is here",
-            r.name,
-            r.rolled_back
-                .expect("filtered")
-                .format("%Y-%m-%d %H:%M:%S UTC")
-        ),
-        None => format!(
-            "nothing to roll back: {} holds no upgrade_backup_* (an upgrade with --no-backup keeps none, and cleanup removes them)",
-            root.display()
-        ),
-    }
+        .max_by_key(|r| r.rolled_back)
 }
 
 /// Whether the upgraded server has run since the upgrade: it runs now, or its latest

@@ -9,6 +9,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::cluster::{ControlData, InitSettings, LocaleProvider};
+use crate::compose::Service;
 use crate::config::{self, Change};
 use crate::extension;
 use crate::location::{Location, Unplaced};
@@ -195,20 +196,18 @@ pub fn server(
     container: Option<&str>,
     control: &ControlData,
     standby: Option<&str>,
+    stop_others: bool,
 ) -> Item {
     let others: Vec<&str> = running
         .iter()
         .copied()
         .filter(|&n| Some(n) != container)
         .collect();
-    if !others.is_empty() {
+    if !others.is_empty() && !stop_others {
         Item::new(
             "server",
             Outcome::Fail,
-            format!(
-                "a server still holds the data: container {} is running on it; stop it, or name it with --container so pgup stops it",
-                others.join(", ")
-            ),
+            others_running(&others),
         )
     } else if let Some(why) = standby.map(|file| format!("{file} in PGDATA")).or_else(|| {
         matches!(
@@ -222,6 +221,16 @@ pub fn server(
             Outcome::Fail,
             format!(
                 "the cluster is a standby ({why}), which pg_upgrade cannot upgrade: promote it (`pg_ctl promote`, or `SELECT pg_promote()`), or upgrade the primary and rebuild this standby from it"
+            ),
+        )
+    } else if !others.is_empty() {
+        Item::new(
+            "server",
+            Outcome::Warn,
+            format!(
+                "running, and container {} too: upgrade stops them gracefully first, and starts {} again at the end (--stop-others)",
+                others.join(", "),
+                others.join(", ")
             ),
         )
     } else if !running.is_empty() {
@@ -312,6 +321,28 @@ pub fn layout(
         items.push(Item::new("layout", outcome, detail));
     }
     items
+}
+
+/// The "compose" warning for a container Compose manages: its file names the old image.
+pub fn compose(service: &Service, new_image: Option<&str>) -> Item {
+    Item::new(
+        "compose",
+        Outcome::Warn,
+        format!(
+            "the container is {}: the upgrade keeps the old container out of Compose's sight, but the file still names the old image; change `image:` there to {} as the report will say (a service re-created on the old image does not start on the upgraded data)",
+            service.describe(),
+            new_image.unwrap_or("the new major's image")
+        ),
+    )
+}
+
+/// Why a command that changes the data refuses while `others` (containers pgup was not
+/// pointed at) run on it.
+pub fn others_running(others: &[&str]) -> String {
+    format!(
+        "a server still holds the data: container {} is running on it; stop it, pass --stop-others to have pgup stop it and start it again at the end, or name it with --container",
+        others.join(", ")
+    )
 }
 
 /// The "layout" failures for mounts of `container` inside PGDATA: pgup's backup and
@@ -727,7 +758,7 @@ mod tests {
                 Some("db"),
                 "shut down",
                 Fail,
-                "a server still holds the data: container other is running on it; stop it, or name it with --container",
+                "a server still holds the data: container other is running on it; stop it, pass --stop-others",
             ),
             (
                 vec!["db", "a", "b"],
@@ -788,7 +819,7 @@ mod tests {
             (vec![], None, "shut down", Ok, "stopped, shut down cleanly"),
         ];
         for (running, container, state, outcome, part) in cases {
-            let item = server(&running, container, &control(state), None);
+            let item = server(&running, container, &control(state), None, false);
             expect(
                 (running, container, state),
                 "server",
@@ -796,6 +827,13 @@ mod tests {
                 &[(outcome, part)],
             );
         }
+        let item = server(&["db", "agent"], Some("db"), &control("in production"), None, true);
+        expect(
+            "--stop-others",
+            "server",
+            &[item],
+            &[(Warn, "running, and container agent too: upgrade stops them gracefully first, and starts agent again at the end")],
+        );
         // A signal file makes a standby whatever pg_control says (it may have crashed).
         for (running, state) in [(vec![], "in production"), (vec!["db"], "in production")] {
             let item = server(
@@ -803,6 +841,7 @@ mod tests {
                 Some("db"),
                 &control(state),
                 Some("standby.signal"),
+                false,
             );
             expect(
                 state,

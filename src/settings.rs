@@ -70,6 +70,9 @@ pub struct Intent {
     pub new_image: Option<String>,
     /// The old major's server image (default: the container's).
     pub old_image: Option<String>,
+    /// Other containers running on the data (a backup agent) are stopped first and started
+    /// again at the end, instead of refusing.
+    pub stop_others: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -88,6 +91,8 @@ pub struct Rollback {
     /// The backup to restore; None: the newest.
     pub backup: Option<String>,
     pub discard_upgraded: bool,
+    /// As [`Intent::stop_others`].
+    pub stop_others: bool,
     pub yes: bool,
 }
 

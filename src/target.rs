@@ -229,10 +229,18 @@ fn container_pgdata(c: &Container) -> PathBuf {
 }
 
 fn readable(root: &Path) -> Result<(), TargetError> {
-    let unreachable = |err| TargetError::Unreachable {
+    let unreachable = |err: io::Error| TargetError::Unreachable {
         path: root.to_owned(),
+        hint: match err.kind() {
+            io::ErrorKind::NotADirectory => {
+                "it is not a directory: name the volume or host directory that holds PGDATA"
+            }
+            io::ErrorKind::NotFound => {
+                "name an existing volume or host directory (on the Docker host, where pgup runs)"
+            }
+            _ => ON_DOCKER_HOST,
+        },
         err,
-        hint: ON_DOCKER_HOST,
     };
     std::fs::read_dir(root).map(drop).map_err(unreachable)
 }

@@ -11,6 +11,30 @@ use serde::Serialize;
 
 use crate::error::{Kind, UsageError};
 
+/// The result of a command that found nothing to do (a re-run of one that finished).
+#[derive(Debug, Serialize)]
+pub struct Unchanged {
+    pub target: String,
+    pub changed: bool,
+    pub reason: String,
+}
+
+impl Unchanged {
+    pub fn new(target: &str, reason: String) -> Self {
+        Self {
+            target: target.to_owned(),
+            changed: false,
+            reason,
+        }
+    }
+}
+
+impl Display for Unchanged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "Nothing to do: {}.", self.reason)
+    }
+}
+
 pub struct Printer {
     json: bool,
 }

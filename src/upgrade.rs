@@ -35,7 +35,7 @@ use crate::settings;
 use crate::target::Target;
 use crate::toolbox::{self, RUN, ToolMount, Toolbox};
 use crate::tree;
-use crate::ui::Printer;
+use crate::ui::{Printer, Unchanged};
 use crate::verify::{self, Snapshot};
 
 /// Where the mount root is mounted in the upgrade toolbox.
@@ -44,6 +44,8 @@ const VOL: &str = "/pgup/vol";
 #[derive(Debug, Serialize)]
 pub struct UpgradeReport {
     pub target: String,
+    /// Always true (a re-run that finds nothing to do reports `Unchanged`).
+    pub changed: bool,
     pub from: u32,
     pub to: u32,
     pub backup: Option<PathBuf>,
@@ -141,6 +143,30 @@ pub async fn run(args: settings::Upgrade, printer: &Printer) -> Result<Status> {
             .await;
     }
 
+    // A re-run of an upgrade that finished (automation, an unsure operator) does nothing.
+    let to = args.intent.to;
+    if crate::cluster::Cluster::open(&target.data_dir)?.major == to.to_string() {
+        let image = match &target.container {
+            Some(c) => {
+                let runs = docker.image(&c.image).await?;
+                Some((c, runs.and_then(|(i, env)| i.pg_major(&env))))
+            }
+            None => None,
+        };
+        match image {
+            Some((c, runs)) if runs != Some(to) => bail!(
+                "{} is already PostgreSQL {to}, but container {} runs image {}: re-create it on a PostgreSQL {to} image (docker run or compose, keeping its volumes)",
+                target.label,
+                c.name,
+                c.image
+            ),
+            _ => {
+                let reason = format!("{} is already PostgreSQL {to}", target.label);
+                printer.report(&Unchanged::new(&target.label, reason))?;
+                return Ok(Status::Done);
+            }
+        }
+    }
     let pre = preflight::static_checks(&docker, target, &args.intent, printer).await?;
     if pre.failed() {
         return Err(Refusal(format!("the upgrade cannot start: {}", pre.failures())).into());
@@ -295,6 +321,8 @@ impl<'a> Upgrade<'a> {
             .await;
         match done {
             Ok(report) => {
+                // The containers --stop-others stopped, on the new cluster now.
+                restore::restart(self.docker, self.printer, &self.journal.others()).await;
                 Journal::finish(self.root())?;
                 self.printer.report(&report)?;
                 Ok(Status::Done)
@@ -589,7 +617,7 @@ impl<'a> Upgrade<'a> {
         restore::undo_pg_upgrade(self.data(), &self.layout.staging(), &self.journal)?;
         // initdb writes the new cluster's WAL into the WAL directory's work directory.
         for l in &self.journal.locations {
-            journal::work_dir(&l.layout(), self.uid, self.gid)
+            backup::work_dir(&l.layout(), self.uid, self.gid)
                 .with_context(|| format!("cannot create {}", l.layout().work().display()))?;
         }
         let waldir = self
@@ -777,8 +805,8 @@ impl<'a> Upgrade<'a> {
         Ok(())
     }
 
-    /// Keeps pg_upgrade's output directory beside the log (the staging directory it is in
-    /// goes with the undo) and says why it failed, from the files it points at.
+    /// Keeps pg_upgrade's output directory with the logs of failed runs (the staging directory
+    /// it is in goes with the undo) and says why it failed, from the files it points at.
     fn explain_pg_upgrade(&self, e: crate::toolbox::ToolError) -> anyhow::Error {
         let crate::toolbox::ToolError::Failed {
             output, code, tail, ..
@@ -786,7 +814,8 @@ impl<'a> Upgrade<'a> {
         else {
             return anyhow::Error::from(e).context("pg_upgrade failed");
         };
-        let kept = Layout::pg_upgrade_logs(&self.log_path());
+        let kept = self.layout.pg_upgrade_logs(&self.journal.stamp);
+        let _ = backup::logs_dir(&self.layout, self.uid, self.gid);
         let _ = std::fs::remove_dir_all(&kept);
         let kept = std::fs::rename(pg_upgrade_output::output_dir(&self.layout.staging()), &kept)
             .is_ok()
@@ -814,6 +843,9 @@ impl<'a> Upgrade<'a> {
 
     fn append_log(&self, text: &str) {
         let path = self.log_path();
+        if !path.parent().is_some_and(Path::exists) {
+            let _ = backup::logs_dir(&self.layout, self.uid, self.gid);
+        }
         let mut all = std::fs::read_to_string(&path).unwrap_or_default();
         all.push_str(text);
         if let Err(e) = backup::private_file(&path, all.as_bytes(), self.uid, self.gid) {
@@ -953,6 +985,7 @@ impl<'a> Upgrade<'a> {
         };
         UpgradeReport {
             target: self.target.label.clone(),
+            changed: true,
             from: self.journal.old_major,
             to: self.journal.new_major,
             backup: self.backup_dir(),

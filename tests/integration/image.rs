@@ -327,3 +327,41 @@ fn a_toolbox_that_does_not_work_is_named_and_removed() {
     let label = format!("label=org.pgup.old-image={}", broken.0);
     assert_eq!(docker(&["images", "-q", "--filter", &label]), "");
 }
+
+/// `image save -o` writes only new or regular files: a device node or a directory named by
+/// mistake is refused in one line and left as it was; `-o -` writes the bundle to standard
+/// output, for a pipe.
+#[test]
+fn image_save_writes_only_regular_files() {
+    use std::os::unix::fs::FileTypeExt;
+    pgup(&["image", "save", "pgup/postgres:13", "-o", "/dev/full"])
+        .assert_user_error("/dev/full exists and is not a regular file");
+    assert!(
+        std::fs::metadata("/dev/full")
+            .unwrap()
+            .file_type()
+            .is_char_device()
+    );
+    assert!(!Path::new("/dev/full.partial").exists());
+    let dir = std::env::temp_dir().join(unique("save-dir"));
+    std::fs::create_dir(&dir).unwrap();
+    pgup(&["image", "save", "pgup/postgres:13", "-o", dir.to_str().unwrap()])
+        .assert_user_error("exists and is not a regular file");
+    assert!(dir.is_dir() && std::fs::read_dir(&dir).unwrap().next().is_none());
+    std::fs::remove_dir(&dir).unwrap();
+
+    let piped = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -o pipefail; {} image save pgup/postgres:13 -o - | tar -t | grep -c '^manifest.json$'",
+            env!("CARGO_BIN_EXE_pgup")
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&piped.stdout).trim(),
+        "1",
+        "{}",
+        String::from_utf8_lossy(&piped.stderr)
+    );
+}

@@ -2,6 +2,7 @@
 //! They need Docker and the images; without them they fail, they never skip.
 
 mod common;
+mod compose;
 mod exit;
 mod extensions;
 mod image;

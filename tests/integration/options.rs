@@ -334,7 +334,7 @@ async fn pg_upgrade_refusals_name_the_cause() {
     let status = pgup_json(&["status", "--container", &s.name]);
     assert_eq!(status["backups"].as_array().unwrap().len(), 0, "{status}");
     assert_eq!(status["interrupted"], serde_json::Value::Null);
-    // What the two failed runs kept (their logs, pg_upgrade's logs) is cleanup's to remove.
+    // What the two failed runs kept in .pgup/logs (their logs, pg_upgrade's) is cleanup's to remove.
     let cleaned = pgup_json(&["cleanup", "--container", &s.name, "--yes"]);
     let kinds: Vec<&str> = cleaned["removed"]
         .as_array()
@@ -342,7 +342,7 @@ async fn pg_upgrade_refusals_name_the_cause() {
         .iter()
         .map(|r| r["kind"].as_str().unwrap())
         .collect();
-    assert_eq!(kinds, ["failed run's log"; 4], "{cleaned}");
+    assert_eq!(kinds, ["log"; 4], "{cleaned}");
     assert_eq!(
         cluster_hash(&root),
         hash,

@@ -93,7 +93,13 @@ async fn rollback_after_writes_restores_the_exact_old_cluster() {
         1,
         "the upgraded cluster is set aside"
     );
-    pgup(&["rollback", "--container", &s.name, "--yes"]).assert_user_error("was already put back");
+    // Run again, the finished rollback does nothing, successfully (automation re-runs).
+    let again = pgup_json(&["rollback", "--container", &s.name, "--yes"]);
+    assert_eq!(again["changed"], false, "{again}");
+    assert!(
+        again["reason"].as_str().unwrap().contains("was already put back"),
+        "{again}"
+    );
     assert_eq!(strays(&s.mount_root()), "");
 }
 
