@@ -201,7 +201,10 @@ fn owned_dir(dir: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
 /// [`Layout::logs`]: nothing named `upgrade_backup_*` stays without its backup.
 pub fn retire_record(layout: &Layout, name: &str, uid: u32, gid: u32) -> std::io::Result<()> {
     logs_dir(layout, uid, gid)?;
-    for (from, ext) in [(layout.record(name), "json"), (layout.backup_log(name), "log")] {
+    for (from, ext) in [
+        (layout.record(name), "json"),
+        (layout.backup_log(name), "log"),
+    ] {
         if from.exists() {
             std::fs::rename(&from, layout.put_back_record(name, ext))?;
         }

@@ -196,7 +196,11 @@ async fn plan(docker: &Docker, target: &Target, args: &settings::Cleanup) -> Res
         out.extend(set_aside_and_leftovers(&l.layout(), Some(&l)));
     }
     // What is kept of failed runs and of backups put back.
-    for entry in std::fs::read_dir(layout.logs()).into_iter().flatten().flatten() {
+    for entry in std::fs::read_dir(layout.logs())
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         out.extend(removal("log", entry.path()));
     }
     // Records and logs in the root whose backup is gone (left by earlier versions, or by a

@@ -56,12 +56,20 @@ impl Service {
         } else {
             files.join(", ")
         };
-        format!("service {} of project {} ({files})", self.service, self.project)
+        format!(
+            "service {} of project {} ({files})",
+            self.service, self.project
+        )
     }
 
     /// The change to make in the compose file after an upgrade: `image:`, PGDATA when the new
     /// image would look elsewhere for the data, `command:` when pgup changed it.
-    pub fn upgrade_hint(&self, image: &str, pgdata: Option<&Path>, command: Option<&[String]>) -> String {
+    pub fn upgrade_hint(
+        &self,
+        image: &str,
+        pgdata: Option<&Path>,
+        command: Option<&[String]>,
+    ) -> String {
         let mut lines = vec![format!("image: {image}")];
         if let Some(p) = pgdata {
             lines.push(format!("environment: PGDATA: {}", p.display()));
@@ -72,7 +80,11 @@ impl Service {
         format!(
             "Compose: in {}, set {}; until then `docker compose up` leaves the upgraded container alone, but a re-created service would run the old image, which does not start on the upgraded data.",
             self.describe(),
-            lines.iter().map(|l| format!("`{l}`")).collect::<Vec<_>>().join(", ")
+            lines
+                .iter()
+                .map(|l| format!("`{l}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
         )
     }
 
@@ -156,6 +168,9 @@ mod tests {
 
         let hint = s.upgrade_hint("pg:17", Some(Path::new("/var/lib/postgresql/data")), None);
         assert!(hint.starts_with("Compose: in service db of project shop (/srv/shop/docker-compose.yml, /etc/override.yml), set `image: pg:17`, `environment: PGDATA: /var/lib/postgresql/data`;"), "{hint}");
-        assert!(s.rollback_hint("pg:13").contains("set `image: pg:13` again"));
+        assert!(
+            s.rollback_hint("pg:13")
+                .contains("set `image: pg:13` again")
+        );
     }
 }

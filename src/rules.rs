@@ -204,11 +204,7 @@ pub fn server(
         .filter(|&n| Some(n) != container)
         .collect();
     if !others.is_empty() && !stop_others {
-        Item::new(
-            "server",
-            Outcome::Fail,
-            others_running(&others),
-        )
+        Item::new("server", Outcome::Fail, others_running(&others))
     } else if let Some(why) = standby.map(|file| format!("{file} in PGDATA")).or_else(|| {
         matches!(
             control.state.as_str(),
@@ -827,12 +823,21 @@ mod tests {
                 &[(outcome, part)],
             );
         }
-        let item = server(&["db", "agent"], Some("db"), &control("in production"), None, true);
+        let item = server(
+            &["db", "agent"],
+            Some("db"),
+            &control("in production"),
+            None,
+            true,
+        );
         expect(
             "--stop-others",
             "server",
             &[item],
-            &[(Warn, "running, and container agent too: upgrade stops them gracefully first, and starts agent again at the end")],
+            &[(
+                Warn,
+                "running, and container agent too: upgrade stops them gracefully first, and starts agent again at the end",
+            )],
         );
         // A signal file makes a standby whatever pg_control says (it may have crashed).
         for (running, state) in [(vec![], "in production"), (vec!["db"], "in production")] {

@@ -86,10 +86,11 @@ volumes:
     /// The containers of the project, running or not, by name.
     fn containers(&self) -> Vec<String> {
         let label = format!("label=com.docker.compose.project={}", self.name);
-        let mut names: Vec<String> = docker(&["ps", "-a", "--filter", &label, "--format", "{{.Names}}"])
-            .lines()
-            .map(str::to_owned)
-            .collect();
+        let mut names: Vec<String> =
+            docker(&["ps", "-a", "--filter", &label, "--format", "{{.Names}}"])
+                .lines()
+                .map(str::to_owned)
+                .collect();
         names.sort();
         names
     }
@@ -118,7 +119,14 @@ fn inspect(container: &str, format: &str) -> String {
 
 fn rows(container: &str) -> String {
     docker(&[
-        "exec", "-u", "postgres", container, "psql", "-X", "-qAt", "-c",
+        "exec",
+        "-u",
+        "postgres",
+        container,
+        "psql",
+        "-X",
+        "-qAt",
+        "-c",
         "SELECT count(*) || ' ' || current_setting('server_version_num')::int / 10000 FROM t",
     ])
 }
@@ -143,31 +151,57 @@ async fn compose_upgrade_edit_and_rollback() {
     let _gone = Cleanup(vec![db.clone()], None);
     wait_ready(&db);
     docker(&[
-        "exec", "-u", "postgres", &db, "psql", "-X", "-q", "-c",
+        "exec",
+        "-u",
+        "postgres",
+        &db,
+        "psql",
+        "-X",
+        "-q",
+        "-c",
         "CREATE TABLE t AS SELECT g FROM generate_series(1, 1234) g",
     ]);
     assert_eq!(rows(&db), "1234 13");
     let file = project.file.display().to_string();
 
     let check = pgup_json(&[
-        "check", "--container", &db, "--to", "17", "--new-image", "pgup/postgres:17",
+        "check",
+        "--container",
+        &db,
+        "--to",
+        "17",
+        "--new-image",
+        "pgup/postgres:17",
     ]);
     let warned = items(&check, "compose", "warn");
     assert_mentioned(&warned, &file);
 
     let up = pgup_json(&upgrade_on(&db, "17", "pgup/postgres:17"));
     let next = up["next"].as_str().unwrap_or_default();
-    assert!(next.contains(&file) && next.contains("`image: pgup/postgres:17`"), "{up}");
-    let kept = docker(&["ps", "-a", "--filter", &format!("name={db}-pgup-"), "--format", "{{.Names}}"]);
+    assert!(
+        next.contains(&file) && next.contains("`image: pgup/postgres:17`"),
+        "{up}"
+    );
+    let kept = docker(&[
+        "ps",
+        "-a",
+        "--filter",
+        &format!("name={db}-pgup-"),
+        "--format",
+        "{{.Names}}",
+    ]);
     assert_eq!(
-        inspect(&kept, "{{index .Config.Labels \"com.docker.compose.project\"}}"),
+        inspect(
+            &kept,
+            "{{index .Config.Labels \"com.docker.compose.project\"}}"
+        ),
         "",
         "the kept container is out of Compose's sight"
     );
 
     // `up -d` with the file not yet edited leaves the upgraded container alone.
     project.run(&["up", "-d"]);
-    assert_eq!(project.containers(), [db.clone()]);
+    assert_eq!(project.containers(), std::slice::from_ref(&db));
     assert_eq!(inspect(&db, "{{.Config.Image}}"), "pgup/postgres:17");
     assert_eq!(inspect(&kept, "{{.State.Running}}"), "false");
     wait_ready(&db);
@@ -177,7 +211,11 @@ async fn compose_upgrade_edit_and_rollback() {
     let id = inspect(&db, "{{.Id}}");
     project.write("pgup/postgres:17");
     project.run(&["up", "-d"]);
-    assert_ne!(inspect(&db, "{{.Id}}"), id, "Compose re-created the service");
+    assert_ne!(
+        inspect(&db, "{{.Id}}"),
+        id,
+        "Compose re-created the service"
+    );
     wait_ready(&db);
     assert_eq!(rows(&db), "1234 17");
 
@@ -190,20 +228,45 @@ async fn compose_upgrade_edit_and_rollback() {
     let _sidecar = Cleanup(vec![sidecar.clone()], None);
     let backup_mount = format!("{}:/backup:ro", project.volume());
     docker(&[
-        "run", "-d", "--name", &sidecar, "--label", "org.pgup.test=1", "-v", &backup_mount,
-        "--entrypoint", "sleep", "pgup/postgres:13", "infinity",
+        "run",
+        "-d",
+        "--name",
+        &sidecar,
+        "--label",
+        "org.pgup.test=1",
+        "-v",
+        &backup_mount,
+        "--entrypoint",
+        "sleep",
+        "pgup/postgres:13",
+        "infinity",
     ]);
-    pgup(&["rollback", "--container", &db, "--yes"]).assert_refused(&format!("container {sidecar} is running on it"));
-    assert_eq!(inspect(&db, "{{.Config.Image}}"), "pgup/postgres:17", "nothing changed");
+    pgup(&["rollback", "--container", &db, "--yes"])
+        .assert_refused(&format!("container {sidecar} is running on it"));
+    assert_eq!(
+        inspect(&db, "{{.Config.Image}}"),
+        "pgup/postgres:17",
+        "nothing changed"
+    );
     let back = pgup_json(&["rollback", "--container", &db, "--yes", "--stop-others"]);
     assert!(
-        back["note"].as_str().unwrap_or_default().contains("`image: pgup/postgres:13` again"),
+        back["note"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("`image: pgup/postgres:13` again"),
         "{back}"
     );
-    assert_eq!(inspect(&sidecar, "{{.State.Running}}"), "true", "the sidecar runs again");
+    assert_eq!(
+        inspect(&sidecar, "{{.State.Running}}"),
+        "true",
+        "the sidecar runs again"
+    );
     assert_eq!(inspect(&db, "{{.Config.Image}}"), "pgup/postgres:13");
     assert_eq!(
-        inspect(&db, "{{index .Config.Labels \"com.docker.compose.project\"}}"),
+        inspect(
+            &db,
+            "{{index .Config.Labels \"com.docker.compose.project\"}}"
+        ),
         project.name,
         "the old container is Compose's again"
     );
@@ -213,14 +276,18 @@ async fn compose_upgrade_edit_and_rollback() {
     // Edited back: `up -d` serves 13 with the data.
     project.write("pgup/postgres:13");
     project.run(&["up", "-d"]);
-    assert_eq!(project.containers(), [db.clone()]);
+    assert_eq!(project.containers(), std::slice::from_ref(&db));
     wait_ready(&db);
     assert_eq!(rows(&db), "1234 13");
 
     // Cleanup leaves nothing of pgup's beside the cluster.
     pgup_json(&["cleanup", "--container", &db, "--yes"]);
     let root = PathBuf::from(docker(&[
-        "volume", "inspect", "--format", "{{.Mountpoint}}", &project.volume(),
+        "volume",
+        "inspect",
+        "--format",
+        "{{.Mountpoint}}",
+        &project.volume(),
     ]));
     assert_eq!(entries(&root, "upgrade_backup_"), Vec::<String>::new());
     assert_eq!(entries(&root.join(".pgup/logs"), ""), Vec::<String>::new());

@@ -345,8 +345,14 @@ fn image_save_writes_only_regular_files() {
     assert!(!Path::new("/dev/full.partial").exists());
     let dir = std::env::temp_dir().join(unique("save-dir"));
     std::fs::create_dir(&dir).unwrap();
-    pgup(&["image", "save", "pgup/postgres:13", "-o", dir.to_str().unwrap()])
-        .assert_user_error("exists and is not a regular file");
+    pgup(&[
+        "image",
+        "save",
+        "pgup/postgres:13",
+        "-o",
+        dir.to_str().unwrap(),
+    ])
+    .assert_user_error("exists and is not a regular file");
     assert!(dir.is_dir() && std::fs::read_dir(&dir).unwrap().next().is_none());
     std::fs::remove_dir(&dir).unwrap();
 

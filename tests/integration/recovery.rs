@@ -97,7 +97,10 @@ async fn rollback_after_writes_restores_the_exact_old_cluster() {
     let again = pgup_json(&["rollback", "--container", &s.name, "--yes"]);
     assert_eq!(again["changed"], false, "{again}");
     assert!(
-        again["reason"].as_str().unwrap().contains("was already put back"),
+        again["reason"]
+            .as_str()
+            .unwrap()
+            .contains("was already put back"),
         "{again}"
     );
     assert_eq!(strays(&s.mount_root()), "");
