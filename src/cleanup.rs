@@ -28,7 +28,9 @@ use crate::ui::Printer;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Removal {
-    /// "backup", "record", "log", "set-aside cluster", "leftover", "container", "volume".
+    /// "backup", "record", "log", "set-aside cluster", "leftover", "kept container"
+    /// (the old container an upgrade kept for rollback), "container", "volume" (pgup's
+    /// temporary ones).
     pub kind: &'static str,
     pub name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -181,7 +183,7 @@ async fn plan(docker: &Docker, target: &Target, args: &settings::Cleanup) -> Res
             let kept = recreate::kept_name(&c, layout::stamp_of(&b.name).unwrap_or_default());
             if docker.exists(&kept).await? {
                 out.push(Removal {
-                    kind: "container",
+                    kind: "kept container",
                     name: kept,
                     path: None,
                     bytes: 0,
@@ -290,6 +292,9 @@ fn recorded_locations(root: &Path) -> Vec<Location> {
 
 async fn remove(docker: &Docker, target: &Target, r: &Removal, owner: (u32, u32)) -> Result<()> {
     match (r.kind, &r.path) {
+        // Never with its volumes: the upgraded container mounts the same ones, anonymous
+        // volumes included (Docker would delete those with the container that made them).
+        ("kept container", _) => docker.discard(&r.name).await?,
         ("container", _) => docker.remove_temp(&r.name).await,
         ("volume", _) => docker.remove_volume(&r.name).await,
         (_, Some(path)) if path.is_dir() => {

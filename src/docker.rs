@@ -818,7 +818,7 @@ impl Docker {
 
     /// Removes a container pgup replaces, never a volume: the container replacing it mounts
     /// the same ones, anonymous volumes included.
-    async fn discard(&self, name: &str) -> Result<()> {
+    pub async fn discard(&self, name: &str) -> Result<()> {
         let options = RemoveContainerOptionsBuilder::default().force(true).build();
         Ok(self.api.remove_container(name, Some(options)).await?)
     }

@@ -291,7 +291,7 @@ async fn cleanup_keep_older_than_and_dry_run() {
         kinds.iter().any(|k| k == "backup")
             && kinds.iter().any(|k| k == "record")
             && kinds.iter().any(|k| k == "log")
-            && kinds.iter().any(|k| k == "container"),
+            && kinds.iter().any(|k| k == "kept container"),
         "{kinds:?}"
     );
     let status = pgup_json(&["status", "--container", &s.name]);

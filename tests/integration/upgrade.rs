@@ -582,4 +582,14 @@ async fn check_on_a_running_server_runs_pg_upgrade_s_checks() {
     wait_ready(&name);
     assert_eq!(sql("SELECT count(*) FROM kept"), "1000");
     assert_eq!(&sql("SHOW server_version_num")[..2], "17");
+    // The kept old container made the anonymous volume: cleanup removes the container, never
+    // the volume the upgraded one runs on.
+    let cleaned = pgup_json(&["cleanup", "--container", &name, "--yes"]);
+    assert!(
+        cleaned["removed"].to_string().contains("kept container"),
+        "{cleaned}"
+    );
+    docker(&["restart", &name]);
+    wait_ready(&name);
+    assert_eq!(sql("SELECT count(*) FROM kept"), "1000");
 }
