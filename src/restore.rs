@@ -203,7 +203,7 @@ pub async fn from_backup(
 pub async fn restart(docker: &Docker, printer: &Printer, names: &[String]) {
     for name in names {
         match docker.start(name).await {
-            Ok(()) => printer.step(format!("started container {name} again on the old cluster")),
+            Ok(()) => printer.step(format!("started container {name} again")),
             Err(e) => printer.step(format!("could not start container {name} again: {e}")),
         }
     }
