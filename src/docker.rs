@@ -21,6 +21,7 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 
 use crate::compose;
+use crate::failpoint;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
@@ -799,6 +800,7 @@ impl Docker {
                 map,
             );
             self.create_named(&tmp, copy).await?;
+            failpoint::hit("relabel-copied");
         }
         self.settle_relabel(name).await
     }

@@ -293,3 +293,53 @@ async fn compose_upgrade_edit_and_rollback() {
     assert_eq!(entries(&root.join(".pgup/logs"), ""), Vec::<String>::new());
     assert_eq!(rows(&db), "1234 13");
 }
+
+/// pgup killed while it moves a container's Compose labels (the copy made, the original not
+/// yet replaced): in the upgrade (hiding the kept container's) the re-run finishes it, and in
+/// the rollback (giving them back) the re-run finishes that; Compose sees one container
+/// throughout, on the right image, with the data.
+#[tokio::test]
+async fn killed_while_moving_compose_labels() {
+    let project = Project::new("pgup/postgres:13");
+    project.run(&["up", "-d"]);
+    let db = project.containers().remove(0);
+    let _gone = Cleanup(vec![db.clone()], None);
+    wait_ready(&db);
+    docker(&[
+        "exec",
+        "-u",
+        "postgres",
+        &db,
+        "psql",
+        "-X",
+        "-q",
+        "-c",
+        "CREATE TABLE t AS SELECT g FROM generate_series(1, 1234) g",
+    ]);
+    let killed_at = |args: &[&str]| {
+        let r = run(Command::new(env!("CARGO_BIN_EXE_pgup"))
+            .args(args)
+            .env("PGUP_KILL_AT", "relabel-copied"));
+        assert_eq!(r.code, -1, "killed: {}{}", r.stdout, r.stderr);
+    };
+    let upgrade = upgrade_on(&db, "17", "pgup/postgres:17");
+    killed_at(&upgrade);
+    let finished = pgup(&upgrade);
+    assert_eq!(finished.code, 0, "{}", finished.stderr);
+    assert!(finished.stderr.contains("resuming"), "{}", finished.stderr);
+    assert_eq!(project.containers(), std::slice::from_ref(&db));
+    wait_ready(&db);
+    assert_eq!(rows(&db), "1234 17");
+
+    let rollback = ["rollback", "--container", &db, "--yes"];
+    killed_at(&rollback);
+    let finished = pgup(&rollback);
+    assert_eq!(finished.code, 0, "{}", finished.stderr);
+    assert_eq!(project.containers(), std::slice::from_ref(&db));
+    assert_eq!(inspect(&db, "{{.Config.Image}}"), "pgup/postgres:13");
+    wait_ready(&db);
+    assert_eq!(rows(&db), "1234 13");
+    project.run(&["up", "-d"]);
+    assert_eq!(project.containers(), std::slice::from_ref(&db));
+    assert_eq!(rows(&db), "1234 13");
+}
