@@ -9,10 +9,12 @@ use serde::Serialize;
 
 use crate::backup::{self, BackupDir};
 use crate::cluster::Cluster;
+use crate::compose;
 use crate::docker::Docker;
 use crate::error::Status as Exit;
 use crate::journal::Journal;
 use crate::layout::{Layout, WorkEntry};
+use crate::location;
 use crate::settings::TargetSpec;
 use crate::space;
 use crate::target::{self, Target};
@@ -35,6 +37,11 @@ pub struct Status {
     pub containers: Vec<String>,
     /// The image of the target container, or of the one container using the data.
     pub image: Option<String>,
+    /// The Compose service the target container belongs to.
+    pub compose: Option<String>,
+    /// The directories the cluster keeps outside PGDATA, "pg_wal (/wal) on /host/dir"; one
+    /// without a mount that holds it says so.
+    pub locations: Vec<String>,
     /// postmaster.pid exists: a server runs, or was not shut down cleanly.
     pub postmaster_pid: bool,
     pub backups: Vec<BackupDir>,
@@ -73,6 +80,18 @@ impl Status {
             _ => None,
         };
         let layout = Layout::new(&target.mount_root);
+        let outside = cluster
+            .as_ref()
+            .map(|c| c.outside.clone())
+            .unwrap_or_default();
+        let (placed, unplaced) = location::place(&outside, &target.mounts);
+        let locations = placed
+            .iter()
+            .map(|l| format!("{} on {}", l.label(), l.host.display()))
+            .chain(unplaced.iter().map(|(entry, path)| {
+                format!("{entry} ({}) in no mount pgup knows", path.display())
+            }))
+            .collect();
         Ok(Self {
             target: target.label.clone(),
             volume: target.volume.clone(),
@@ -86,6 +105,12 @@ impl Status {
             server_running: users.iter().any(|c| c.running),
             containers: users.iter().map(|c| c.name.clone()).collect(),
             image,
+            compose: target
+                .container
+                .as_ref()
+                .and_then(|c| compose::Service::of(&c.labels))
+                .map(|s| s.describe()),
+            locations,
             postmaster_pid: cluster.is_some_and(|c| c.postmaster_pid),
             set_aside: std::fs::read_dir(layout.work())
                 .into_iter()
@@ -124,6 +149,12 @@ impl fmt::Display for Status {
             row(f, "containers", &self.containers.join(", "))?;
         }
         row(f, "image", &self.image.as_deref().unwrap_or("-"))?;
+        if let Some(c) = &self.compose {
+            row(f, "compose", c)?;
+        }
+        for (i, l) in self.locations.iter().enumerate() {
+            row(f, if i == 0 { "outside" } else { "" }, l)?;
+        }
         for aside in &self.set_aside {
             row(f, "set aside", aside)?;
         }

@@ -164,6 +164,14 @@ async fn compose_upgrade_edit_and_rollback() {
     assert_eq!(rows(&db), "1234 13");
     let file = project.file.display().to_string();
 
+    let status = pgup_json(&["status", "--container", &db]);
+    assert!(
+        status["compose"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&file),
+        "{status}"
+    );
     let check = pgup_json(&[
         "check",
         "--container",

@@ -120,6 +120,12 @@ async fn tablespace_and_wal_directory_13_to_17_and_back() {
     sp.s.stop();
     let hashes = sp.hashes();
 
+    let status = pgup_json(&["status", "--container", &sp.s.name]);
+    let outside = status["locations"].to_string();
+    assert!(
+        outside.contains("pg_wal (/pgwal/wal) on ") && outside.contains("(/tblspc/ts) on "),
+        "{status}"
+    );
     let check = pgup_json(&["check", "--container", &sp.s.name, "--to", "17"]);
     let layout = items(&check, "layout", "ok");
     assert_eq!(layout.len(), 2, "{check}");
