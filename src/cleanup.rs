@@ -194,7 +194,7 @@ async fn plan(docker: &Docker, target: &Target, args: &settings::Cleanup) -> Res
     // Set-aside clusters and what interrupted runs left, in the work directory and the root,
     // and likewise in every directory a record says the cluster keeps outside PGDATA.
     out.extend(set_aside_and_leftovers(&layout, None));
-    for l in recorded_locations(root) {
+    for l in recorded_locations(&layout) {
         out.extend(set_aside_and_leftovers(&l.layout(), Some(&l)));
     }
     // What is kept of failed runs and of backups put back.
@@ -268,18 +268,18 @@ fn set_aside_and_leftovers(layout: &Layout, location: Option<&Location>) -> Vec<
         .collect()
 }
 
-/// The directories outside PGDATA that the records in `root` name, each once.
-fn recorded_locations(root: &Path) -> Vec<Location> {
+/// The directories outside PGDATA that the records name (of backups here, and of backups put
+/// back, kept with the logs), each once.
+fn recorded_locations(layout: &Layout) -> Vec<Location> {
     let mut found: Vec<Location> = Vec::new();
-    let records = std::fs::read_dir(root)
+    let records = [layout.root().to_owned(), layout.logs()]
         .into_iter()
-        .flatten()
-        .flatten()
+        .flat_map(|dir| std::fs::read_dir(dir).into_iter().flatten().flatten())
         .filter_map(|e| {
             let name = file_name(&e.path());
             let backup = name.strip_suffix(".json")?;
             (RootEntry::classify(backup) == Some(RootEntry::Backup))
-                .then(|| Record::read(root, backup).ok())
+                .then(|| Record::read_file(&e.path()).ok())
                 .flatten()
         });
     for l in records.flat_map(|r| r.locations) {

@@ -825,6 +825,26 @@ impl Docker {
         Ok(self.api.remove_container(name, Some(options)).await?)
     }
 
+    /// The containers whose name starts with `prefix`, newest first.
+    pub async fn named_like(&self, prefix: &str) -> Result<Vec<Container>> {
+        let filters = HashMap::from([("name".to_owned(), vec![format!("^/{prefix}")])]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let mut listed = self.api.list_containers(Some(options)).await?;
+        listed.sort_by_key(|c| std::cmp::Reverse(c.created));
+        let mut found = Vec::new();
+        for c in listed {
+            match self.container(&c.id.unwrap_or_default()).await {
+                Ok(c) if c.name.starts_with(prefix) => found.push(c),
+                Ok(_) | Err(DockerError::NoSuchContainer(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(found)
+    }
+
     /// Whether a container of that name or id exists.
     pub async fn exists(&self, name: &str) -> Result<bool> {
         match self.api.inspect_container(name, None).await {

@@ -112,16 +112,25 @@ pub async fn save(images: &[String], output: &Path, printer: &Printer) -> Result
             );
         }
     }
-    let file = std::fs::OpenOptions::new()
+    let file = match std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(&partial)
-        .with_context(|| {
-            format!(
-                "cannot create {}: remove it if an interrupted save left it, or choose a writable place for -o",
-                partial.display()
-            )
-        })?;
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => bail!(
+            "{} exists: an interrupted save left it, or it is not pgup's; remove it and run again",
+            partial.display()
+        ),
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!(
+                    "cannot write {}: choose a writable place for -o",
+                    output.display()
+                )
+            });
+        }
+    };
     let gzip = output.extension().is_some_and(|e| e == "gz" || e == "tgz");
     let (sha256, bytes) = match write_bundle(&docker, images, file, gzip, printer).await {
         Ok(done) => done,

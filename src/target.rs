@@ -82,7 +82,11 @@ impl Target {
         let subdir = spec.pgdata_subdir.as_deref();
         let (label, root, volume) = match &spec.place {
             Place::Container(name) => {
-                return Self::from_container(docker.container(name).await?);
+                return match docker.container(name).await {
+                    Ok(c) => Self::from_container(c),
+                    Err(DockerError::NoSuchContainer(_)) => Self::swapping(docker, name).await,
+                    Err(e) => Err(e.into()),
+                };
             }
             Place::Volume(name) => {
                 let v = docker.volume(name).await?;
@@ -125,6 +129,23 @@ impl Target {
             .strip_prefix(&self.mount_root)
             .unwrap_or(Path::new(""))
             .to_owned()
+    }
+
+    /// The target of a container that is gone because an upgrade or rollback was killed while
+    /// it swapped containers (`<name>-pgup-<stamp>` renamed, the new one not made yet): the
+    /// one it kept mounts the same data, where the journal says how to go on.
+    async fn swapping(docker: &Docker, name: &str) -> Result<Self, TargetError> {
+        let gone = || TargetError::Docker(DockerError::NoSuchContainer(name.to_owned()));
+        for kept in docker.named_like(&format!("{name}-pgup-")).await? {
+            let Ok(mut target) = Self::from_container(kept) else {
+                continue;
+            };
+            if Journal::read(&target.mount_root).is_ok_and(|j| j.is_some()) {
+                target.label = format!("container {name}");
+                return Ok(target);
+            }
+        }
+        Err(gone())
     }
 
     fn from_container(c: Container) -> Result<Self, TargetError> {

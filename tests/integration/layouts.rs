@@ -418,5 +418,4 @@ kills! {
     kill_after_pg_upgrade_made_the_new_tablespace => "pg_upgrade-done",
     kill_while_setting_the_old_locations_aside => "move-midway",
     kill_before_the_new_wal_is_in_place => "SwappingIn",
-    kill_while_verifying_with_locations => "verifying",
 }
