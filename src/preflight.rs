@@ -195,7 +195,8 @@ pub async fn static_checks(
         .map(|l| Found {
             location: l,
             exists: l.host.is_dir(),
-            inside_data: l.host.starts_with(&pre.target.data_dir),
+            overlaps_data: l.host.starts_with(&pre.target.data_dir)
+                || pre.target.data_dir.starts_with(&l.host),
             leftover: std::fs::read_dir(&l.host)
                 .into_iter()
                 .flatten()

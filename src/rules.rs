@@ -253,8 +253,9 @@ pub fn server(
 pub struct Found<'a> {
     pub location: &'a Location,
     pub exists: bool,
-    /// It lies inside PGDATA, where the backup of PGDATA would hold it twice.
-    pub inside_data: bool,
+    /// It lies inside PGDATA (the backup of PGDATA would hold it twice) or holds it (what is
+    /// set aside of the location would take PGDATA along).
+    pub overlaps_data: bool,
     /// A version directory of the new major already in the tablespace.
     pub leftover: Option<String>,
 }
@@ -294,11 +295,11 @@ pub fn layout(
                     "{label}: {host} does not exist on this host; point --location at the volume or directory the server's container mounts there"
                 ),
             )
-        } else if f.inside_data {
+        } else if f.overlaps_data {
             (
                 Outcome::Fail,
                 format!(
-                    "{label} is inside PGDATA ({host}), where pg_upgrade cannot keep it apart from the new cluster: move it out of the data directory first"
+                    "{label} is inside PGDATA or holds it ({host}), so pgup cannot keep it apart from the cluster: give it a directory of its own first"
                 ),
             )
         } else if let Some(dir) = &f.leftover {
@@ -888,10 +889,10 @@ mod tests {
                 },
             ],
         );
-        let found = |i: usize, exists, inside_data, leftover: Option<&str>| Found {
+        let found = |i: usize, exists, overlaps_data, leftover: Option<&str>| Found {
             location: &placed[i],
             exists,
-            inside_data,
+            overlaps_data,
             leftover: leftover.map(str::to_owned),
         };
         let unplaced = [("pg_tblspc/16385".to_owned(), PathBuf::from("/ts2"))];
@@ -931,7 +932,7 @@ mod tests {
         );
         assert!(in_container[1].detail.contains("/h/ts does not exist"));
         let inside = layout(&[found(0, true, true, None)], &[], None, 17);
-        assert!(inside[0].detail.contains("is inside PGDATA"));
+        assert!(inside[0].detail.contains("is inside PGDATA or holds it"));
     }
 
     #[test]
