@@ -83,7 +83,9 @@ impl Spread {
 
 impl Drop for Spread {
     fn drop(&mut self) {
-        let _ = docker_output(&["rm", "-f", "-v", &self.s.name]);
+        // The server and the containers pgup kept of it (`<name>-pgup-*`) go before the volumes
+        // they mount.
+        drop(Cleanup(vec![self.s.name.clone()], None));
         for v in [&self.wal, &self.tblspc] {
             let _ = docker_output(&["volume", "rm", "-f", v]);
         }

@@ -555,6 +555,9 @@ async fn check_on_a_running_server_runs_pg_upgrade_s_checks() {
         "pgup/postgres:13",
     ]);
     wait_ready(&name);
+    // Dropped first: the containers (the kept one made the anonymous volume), then the volume.
+    let volume = docker(&["inspect", "--format", "{{(index .Mounts 0).Name}}", &name]);
+    let _all = Cleanup(vec![name.clone()], Some(volume));
     let sql = |sql: &str| {
         docker(&[
             "exec", "-u", "postgres", &name, "psql", "-X", "-qAt", "-c", sql,
