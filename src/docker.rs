@@ -701,15 +701,7 @@ impl Docker {
         self.settle_relabel(keep_old_as).await?;
         let renamed = self.exists(keep_old_as).await?;
         let source = if renamed { keep_old_as } else { name };
-        let old = self
-            .api
-            .inspect_container(source, None)
-            .await
-            .map_err(|e| not_found(e, || DockerError::NoSuchContainer(source.to_owned())))?;
-        let old_image = self
-            .api
-            .inspect_image(old.image.as_deref().unwrap_or_default())
-            .await?;
+        let (old, old_image) = self.inspect_with_image(source).await?;
         let Recreation {
             body,
             connect_after,
@@ -767,6 +759,23 @@ impl Docker {
         Ok(())
     }
 
+    /// A container's whole configuration, and its image's (what it took from the image).
+    async fn inspect_with_image(
+        &self,
+        name: &str,
+    ) -> Result<(ContainerInspectResponse, bollard::models::ImageInspect)> {
+        let c = self
+            .api
+            .inspect_container(name, None)
+            .await
+            .map_err(|e| not_found(e, || DockerError::NoSuchContainer(name.to_owned())))?;
+        let image = self
+            .api
+            .inspect_image(c.image.as_deref().unwrap_or_default())
+            .await?;
+        Ok((c, image))
+    }
+
     /// Gives container `name` (stopped) the labels `map` makes of its own. Labels cannot change
     /// in place: a copy is made under a temporary name, then replaces it. A run cut short is
     /// finished by [`Docker::settle_relabel`].
@@ -777,15 +786,7 @@ impl Docker {
     ) -> Result<()> {
         let tmp = relabel_tmp(name);
         if !self.exists(&tmp).await? {
-            let old = self
-                .api
-                .inspect_container(name, None)
-                .await
-                .map_err(|e| not_found(e, || DockerError::NoSuchContainer(name.to_owned())))?;
-            let old_image = self
-                .api
-                .inspect_image(old.image.as_deref().unwrap_or_default())
-                .await?;
+            let (old, old_image) = self.inspect_with_image(name).await?;
             let image = old
                 .config
                 .as_ref()

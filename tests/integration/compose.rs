@@ -131,24 +131,15 @@ fn rows(container: &str) -> String {
     ])
 }
 
-fn entries(dir: &Path, prefix: &str) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(prefix))
-        .collect()
-}
-
-#[tokio::test]
-async fn compose_upgrade_edit_and_rollback() {
+/// A project whose one `db` container runs the 13 image with a table `t` of 1234 rows; its
+/// container's name; what removes the containers pgup keeps of it.
+fn seeded_project() -> (Project, String, Cleanup) {
     let project = Project::new("pgup/postgres:13");
     project.run(&["up", "-d"]);
     let containers = project.containers();
     assert_eq!(containers.len(), 1, "{containers:?}");
     let db = containers[0].clone();
-    let _gone = Cleanup(vec![db.clone()], None);
+    let gone = Cleanup(vec![db.clone()], None);
     wait_ready(&db);
     docker(&[
         "exec",
@@ -161,6 +152,22 @@ async fn compose_upgrade_edit_and_rollback() {
         "-c",
         "CREATE TABLE t AS SELECT g FROM generate_series(1, 1234) g",
     ]);
+    (project, db, gone)
+}
+
+fn entries(dir: &Path, prefix: &str) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(prefix))
+        .collect()
+}
+
+#[tokio::test]
+async fn compose_upgrade_edit_and_rollback() {
+    let (project, db, _gone) = seeded_project();
     assert_eq!(rows(&db), "1234 13");
     let file = project.file.display().to_string();
 
@@ -308,22 +315,7 @@ async fn compose_upgrade_edit_and_rollback() {
 /// throughout, on the right image, with the data.
 #[tokio::test]
 async fn killed_while_moving_compose_labels() {
-    let project = Project::new("pgup/postgres:13");
-    project.run(&["up", "-d"]);
-    let db = project.containers().remove(0);
-    let _gone = Cleanup(vec![db.clone()], None);
-    wait_ready(&db);
-    docker(&[
-        "exec",
-        "-u",
-        "postgres",
-        &db,
-        "psql",
-        "-X",
-        "-q",
-        "-c",
-        "CREATE TABLE t AS SELECT g FROM generate_series(1, 1234) g",
-    ]);
+    let (project, db, _gone) = seeded_project();
     let killed_at = |args: &[&str]| {
         let r = run(Command::new(env!("CARGO_BIN_EXE_pgup"))
             .args(args)

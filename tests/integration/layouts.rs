@@ -302,15 +302,18 @@ async fn a_volume_target_names_its_locations() {
         .concat(),
     );
     assert_eq!(up["to"], 17, "{up}");
-    // A 17 server on the same mounts has the data.
-    docker(&["rm", &name]);
-    run_db(
-        &name,
-        &format!("{data}:/var/lib/postgresql/data"),
-        "pgup/postgres:17",
-        &["-v", &wal_mount, "-v", &ts_mount],
-    );
-    wait_ready(&name);
+    // A server of `image` on the same mounts, in place of the container there.
+    let server_on = |image: &str| {
+        docker(&["rm", &name]);
+        run_db(
+            &name,
+            &format!("{data}:/var/lib/postgresql/data"),
+            image,
+            &["-v", &wal_mount, "-v", &ts_mount],
+        );
+        wait_ready(&name);
+    };
+    server_on("pgup/postgres:17");
     assert_eq!(sql(&name, count), before);
     sql(&name, "UPDATE t SET m = 'changed on 17'; CHECKPOINT");
     docker(&["stop", &name]);
@@ -322,14 +325,7 @@ async fn a_volume_target_names_its_locations() {
         was,
         "PGDATA, WAL volume and tablespace directory as before"
     );
-    docker(&["rm", &name]);
-    run_db(
-        &name,
-        &format!("{data}:/var/lib/postgresql/data"),
-        "pgup/postgres:15",
-        &["-v", &wal_mount, "-v", &ts_mount],
-    );
-    wait_ready(&name);
+    server_on("pgup/postgres:15");
     assert_eq!(sql(&name, count), before);
     docker(&["rm", "-f", &name]);
     let _ = Command::new("rm").arg("-rf").arg(&ts).status();
