@@ -50,11 +50,18 @@ impl fmt::Display for CheckReport {
 }
 
 pub async fn run(spec: TargetSpec, intent: Intent, printer: &Printer) -> Result<Status> {
-    let docker = Docker::connect().await?;
+    let docker = Docker::connect_for(spec.is_data_dir()).await?;
     let target = Target::resolve(&spec, &docker).await?;
     let mut pre = preflight::static_checks(&docker, target, &intent, printer).await?;
     if !pre.failed() {
         match pre.running.iter().find(|c| c.pid.is_some()).cloned() {
+            // No throwaway view without an engine: the server-side checks would start the
+            // cluster in place.
+            None if !docker.has_engine() => pre.push(
+                "pg_upgrade",
+                Outcome::Skip,
+                "no Docker engine here, so no throwaway view of the cluster: `pgup upgrade` runs pg_upgrade's checks once its backup holds the cluster, and puts the backup back if they refuse",
+            ),
             None => {
                 preflight::cluster_checks(&docker, &mut pre, false, true).await?;
             }

@@ -90,7 +90,7 @@ impl fmt::Display for Listing<'_> {
 }
 
 pub async fn run(args: settings::Cleanup, printer: &Printer) -> Result<Status> {
-    let docker = Docker::connect().await?;
+    let docker = Docker::connect_for(args.target.is_data_dir()).await?;
     let target = Target::resolve(&args.target, &docker).await?;
     let flags = args.target.flags();
     let root = target.mount_root.clone();

@@ -129,8 +129,11 @@ pub const LABEL_ROLE: &str = "org.pgup.role";
 pub const LABEL_PID: &str = "org.pgup.pid";
 pub const LABEL_DATA: &str = "org.pgup.data";
 
+/// The Docker engine, or none: inside an upgrade-capable image, with no engine to reach,
+/// PostgreSQL's programs run as this machine's processes (see `toolbox`) and no container can
+/// be using the data.
 pub struct Docker {
-    api: bollard::Docker,
+    api: Option<bollard::Docker>,
 }
 
 impl Docker {
@@ -143,7 +146,27 @@ impl Docker {
         // bollard gives up on a request after 120 s; pg_upgrade of a large cluster and the
         // transfer of an image bundle take longer.
         Ok(Self {
-            api: api.with_timeout(std::time::Duration::from_secs(24 * 3600)),
+            api: Some(api.with_timeout(std::time::Duration::from_secs(24 * 3600))),
+        })
+    }
+
+    /// The engine, or for work on a data directory when there is none, no engine: the
+    /// programs then run here (an upgrade-capable image run without the socket).
+    pub async fn connect_for(data_dir: bool) -> Result<Self> {
+        match Self::connect().await {
+            Err(DockerError::Unreachable(_)) if data_dir => Ok(Self { api: None }),
+            other => other,
+        }
+    }
+
+    /// Whether an engine is there: without one, programs run as this machine's processes.
+    pub fn has_engine(&self) -> bool {
+        self.api.is_some()
+    }
+
+    fn api(&self) -> Result<&bollard::Docker> {
+        self.api.as_ref().ok_or_else(|| {
+            DockerError::Unreachable("no Docker engine: pgup runs without one here".to_owned())
         })
     }
 
@@ -152,9 +175,13 @@ impl Docker {
         &self,
         images: &[&str],
     ) -> impl futures_util::Stream<Item = Result<bytes::Bytes>> + use<'_> {
-        self.api
-            .export_images(images)
-            .map(|r| r.map_err(DockerError::from))
+        match self.api() {
+            Ok(api) => api
+                .export_images(images)
+                .map(|r| r.map_err(DockerError::from))
+                .left_stream(),
+            Err(e) => futures_util::stream::once(std::future::ready(Err(e))).right_stream(),
+        }
     }
 
     /// Loads a `docker save` tarball (plain or compressed) from a stream; returns the names
@@ -164,7 +191,7 @@ impl Docker {
         S: futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static,
     {
         let options = bollard::query_parameters::ImportImageOptionsBuilder::default().build();
-        let mut progress = self.api.import_image_stream(options, tarball, None);
+        let mut progress = self.api()?.import_image_stream(options, tarball, None);
         let mut loaded = Vec::new();
         while let Some(info) = progress.next().await {
             let line = info?.stream.unwrap_or_default();
@@ -180,8 +207,8 @@ impl Docker {
 
     /// Removes an image (a tag, or an id); failures are ignored.
     pub async fn remove_image(&self, name: &str) {
-        let _ = self
-            .api
+        let Ok(api) = self.api() else { return };
+        let _ = api
             .remove_image(
                 name,
                 None::<bollard::query_parameters::RemoveImageOptions>,
@@ -192,7 +219,7 @@ impl Docker {
 
     pub async fn container(&self, name: &str) -> Result<Container> {
         let c = self
-            .api
+            .api()?
             .inspect_container(name, None)
             .await
             .map_err(|e| not_found(e, || DockerError::NoSuchContainer(name.to_owned())))?;
@@ -249,7 +276,7 @@ impl Docker {
 
     pub async fn volume(&self, name: &str) -> Result<Volume> {
         let v = self
-            .api
+            .api()?
             .inspect_volume(name)
             .await
             .map_err(|e| not_found(e, || DockerError::NoSuchVolume(name.to_owned())))?;
@@ -273,10 +300,14 @@ impl Docker {
     }
 
     /// Every container, running or not, with a mount that holds `path` or lies inside it.
+    /// Without an engine, none: no container runs here.
     pub async fn containers_using(&self, path: &Path) -> Result<Vec<Container>> {
+        if !self.has_engine() {
+            return Ok(Vec::new());
+        }
         let options = ListContainersOptionsBuilder::default().all(true).build();
         let mut found = Vec::new();
-        for summary in self.api.list_containers(Some(options)).await? {
+        for summary in self.api()?.list_containers(Some(options)).await? {
             let mut uses = false;
             for m in summary.mounts.unwrap_or_default() {
                 let mut source = PathBuf::from(m.source.unwrap_or_default());
@@ -312,7 +343,7 @@ impl Docker {
             .filters(&filters)
             .build();
         Ok(self
-            .api
+            .api()?
             .list_images(Some(options))
             .await?
             .into_iter()
@@ -326,7 +357,7 @@ impl Docker {
 
     /// The image named `name` and its environment, or None when there is no such local image.
     pub async fn image(&self, name: &str) -> Result<Option<(Image, HashMap<String, String>)>> {
-        match self.api.inspect_image(name).await {
+        match self.api()?.inspect_image(name).await {
             Ok(i) => {
                 let config = i.config.unwrap_or_default();
                 let env = env_map(config.env.unwrap_or_default());
@@ -350,7 +381,7 @@ impl Docker {
         let options = DownloadFromContainerOptionsBuilder::default()
             .path(path)
             .build();
-        let mut stream = self.api.download_from_container(id, Some(options));
+        let mut stream = self.api()?.download_from_container(id, Some(options));
         let mut tar = Vec::new();
         while let Some(chunk) = stream.next().await {
             tar.extend_from_slice(&chunk?);
@@ -377,7 +408,7 @@ impl Docker {
             message,
         };
         let mut progress =
-            self.api
+            self.api()?
                 .build_image(options, None, Some(bollard::body_full(context.into())));
         while let Some(info) = progress.next().await {
             let info = info.map_err(|e| failed(e.to_string()))?;
@@ -398,7 +429,7 @@ impl Docker {
             .repo(repo)
             .tag(version)
             .build();
-        Ok(self.api.tag_image(id, Some(options)).await?)
+        Ok(self.api()?.tag_image(id, Some(options)).await?)
     }
 
     /// Creates and starts a temporary container that idles until removed; programs run in it
@@ -447,7 +478,7 @@ impl Docker {
             ..Default::default()
         };
         let id = self.create(body).await?;
-        if let Err(e) = self.api.start_container(&id, None).await {
+        if let Err(e) = self.api()?.start_container(&id, None).await {
             self.remove(&id).await;
             return Err(e.into());
         }
@@ -464,25 +495,30 @@ impl Docker {
             attach_stderr: Some(true),
             ..Default::default()
         };
-        let exec = self.api.create_exec(container, options).await?.id;
+        let exec = self.api()?.create_exec(container, options).await?.id;
         let mut bytes = Vec::new();
         if let StartExecResults::Attached {
             output: mut stream, ..
-        } = self.api.start_exec(&exec, None).await?
+        } = self.api()?.start_exec(&exec, None).await?
         {
             while let Some(chunk) = stream.next().await {
                 bytes.extend_from_slice(&chunk?.into_bytes());
             }
         }
         let output = String::from_utf8_lossy(&bytes).into_owned();
-        let code = self.api.inspect_exec(&exec).await?.exit_code.unwrap_or(-1);
+        let code = self
+            .api()?
+            .inspect_exec(&exec)
+            .await?
+            .exit_code
+            .unwrap_or(-1);
         Ok(ExecResult { code, output })
     }
 
     /// Creates an unnamed container.
     async fn create(&self, body: ContainerCreateBody) -> Result<String> {
         let options = CreateContainerOptionsBuilder::default().build();
-        Ok(self.api.create_container(Some(options), body).await?.id)
+        Ok(self.api()?.create_container(Some(options), body).await?.id)
     }
 
     /// Removes one of pgup's temporary containers. A PostgreSQL server still running in it (its
@@ -501,17 +537,19 @@ impl Docker {
             .force(true)
             .v(true)
             .build();
-        let _ = self.api.remove_container(id, Some(options)).await;
+        if let Ok(api) = self.api() {
+            let _ = api.remove_container(id, Some(options)).await;
+        }
     }
 
     /// Stops a container, giving the server `timeout` seconds to shut down.
     pub async fn stop(&self, id: &str, timeout: i32) -> Result<()> {
         let options = StopContainerOptionsBuilder::default().t(timeout).build();
-        already(self.api.stop_container(id, Some(options)).await)
+        already(self.api()?.stop_container(id, Some(options)).await)
     }
 
     pub async fn start(&self, id: &str) -> Result<()> {
-        already(self.api.start_container(id, None).await)
+        already(self.api()?.start_container(id, None).await)
     }
 
     /// pgup's temporary containers and volumes whose pgup process is gone: (kind, name);
@@ -521,6 +559,9 @@ impl Docker {
         data: Option<&Path>,
         alive: impl Fn(u32) -> bool,
     ) -> Result<Vec<(&'static str, String)>> {
+        if !self.has_engine() {
+            return Ok(Vec::new());
+        }
         let owner_gone = |labels: &HashMap<String, String>| {
             labels
                 .get(LABEL_PID)
@@ -533,7 +574,7 @@ impl Docker {
             .filters(&filters)
             .build();
         let mut found = Vec::new();
-        for c in self.api.list_containers(Some(options)).await? {
+        for c in self.api()?.list_containers(Some(options)).await? {
             let labels = c.labels.unwrap_or_default();
             let for_data =
                 data.is_none_or(|d| labels.get(LABEL_DATA).is_some_and(|l| Path::new(l) == d));
@@ -551,7 +592,7 @@ impl Docker {
             .filters(&filters)
             .build();
         for v in self
-            .api
+            .api()?
             .list_volumes(Some(options))
             .await?
             .volumes
@@ -577,6 +618,7 @@ impl Docker {
 
     /// Removes the temporary containers and volumes this process made (after Ctrl-C).
     pub async fn remove_mine(&self) {
+        let Ok(api) = self.api() else { return };
         let filters = HashMap::from([(
             "label".to_owned(),
             vec![format!("{LABEL_PID}={}", std::process::id())],
@@ -585,12 +627,7 @@ impl Docker {
             .all(true)
             .filters(&filters)
             .build();
-        for c in self
-            .api
-            .list_containers(Some(options))
-            .await
-            .unwrap_or_default()
-        {
+        for c in api.list_containers(Some(options)).await.unwrap_or_default() {
             if let Some(id) = c.id {
                 self.remove_temp(&id).await;
             }
@@ -598,7 +635,7 @@ impl Docker {
         let options = ListVolumesOptionsBuilder::default()
             .filters(&filters)
             .build();
-        if let Ok(list) = self.api.list_volumes(Some(options)).await {
+        if let Ok(list) = api.list_volumes(Some(options)).await {
             for v in list.volumes.unwrap_or_default() {
                 self.remove_volume(&v.name).await;
             }
@@ -634,14 +671,16 @@ impl Docker {
             )])),
             ..Default::default()
         };
-        self.api.create_volume(request).await?;
+        self.api()?.create_volume(request).await?;
         Ok(())
     }
 
     /// Removes a volume; failures are ignored, as for [`Docker::remove`].
     pub async fn remove_volume(&self, name: &str) {
         let options = RemoveVolumeOptionsBuilder::default().force(true).build();
-        let _ = self.api.remove_volume(name, Some(options)).await;
+        if let Ok(api) = self.api() {
+            let _ = api.remove_volume(name, Some(options)).await;
+        }
     }
 }
 
@@ -670,7 +709,7 @@ impl Docker {
                 .path(path)
                 .build();
             if self
-                .api
+                .api()?
                 .get_container_archive_info(&id, Some(options))
                 .await
                 .is_ok()
@@ -717,7 +756,7 @@ impl Docker {
             let options = RenameContainerOptionsBuilder::default()
                 .name(keep_old_as)
                 .build();
-            self.api.rename_container(name, options).await?;
+            self.api()?.rename_container(name, options).await?;
             let never = ContainerUpdateBody {
                 restart_policy: Some(RestartPolicy {
                     name: Some(RestartPolicyNameEnum::NO),
@@ -725,7 +764,7 @@ impl Docker {
                 }),
                 ..Default::default()
             };
-            self.api.update_container(keep_old_as, never).await?;
+            self.api()?.update_container(keep_old_as, never).await?;
         }
         // Compose adopts every container labelled with its project and service: the kept one
         // must not be (`up` would start it on the upgraded data).
@@ -748,13 +787,13 @@ impl Docker {
 
     async fn create_named(&self, name: &str, r: Recreation) -> Result<()> {
         let options = CreateContainerOptionsBuilder::default().name(name).build();
-        self.api.create_container(Some(options), r.body).await?;
+        self.api()?.create_container(Some(options), r.body).await?;
         for (network, endpoint) in r.connect_after {
             let request = NetworkConnectRequest {
                 container: name.to_owned(),
                 endpoint_config: Some(endpoint),
             };
-            self.api.connect_network(&network, request).await?;
+            self.api()?.connect_network(&network, request).await?;
         }
         Ok(())
     }
@@ -765,12 +804,12 @@ impl Docker {
         name: &str,
     ) -> Result<(ContainerInspectResponse, bollard::models::ImageInspect)> {
         let c = self
-            .api
+            .api()?
             .inspect_container(name, None)
             .await
             .map_err(|e| not_found(e, || DockerError::NoSuchContainer(name.to_owned())))?;
         let image = self
-            .api
+            .api()?
             .inspect_image(c.image.as_deref().unwrap_or_default())
             .await?;
         Ok((c, image))
@@ -816,24 +855,27 @@ impl Docker {
             self.discard(name).await?;
         }
         let options = RenameContainerOptionsBuilder::default().name(name).build();
-        Ok(self.api.rename_container(&tmp, options).await?)
+        Ok(self.api()?.rename_container(&tmp, options).await?)
     }
 
     /// Removes a container pgup replaces, never a volume: the container replacing it mounts
     /// the same ones, anonymous volumes included.
     pub async fn discard(&self, name: &str) -> Result<()> {
         let options = RemoveContainerOptionsBuilder::default().force(true).build();
-        Ok(self.api.remove_container(name, Some(options)).await?)
+        Ok(self.api()?.remove_container(name, Some(options)).await?)
     }
 
     /// The containers whose name starts with `prefix`, newest first.
     pub async fn named_like(&self, prefix: &str) -> Result<Vec<Container>> {
+        if !self.has_engine() {
+            return Ok(Vec::new());
+        }
         let filters = HashMap::from([("name".to_owned(), vec![format!("^/{prefix}")])]);
         let options = ListContainersOptionsBuilder::default()
             .all(true)
             .filters(&filters)
             .build();
-        let mut listed = self.api.list_containers(Some(options)).await?;
+        let mut listed = self.api()?.list_containers(Some(options)).await?;
         listed.sort_by_key(|c| std::cmp::Reverse(c.created));
         let mut found = Vec::new();
         for c in listed {
@@ -848,7 +890,7 @@ impl Docker {
 
     /// Whether a container of that name or id exists.
     pub async fn exists(&self, name: &str) -> Result<bool> {
-        match self.api.inspect_container(name, None).await {
+        match self.api()?.inspect_container(name, None).await {
             Ok(_) => Ok(true),
             Err(ApiError::DockerResponseServerError {
                 status_code: 404, ..
@@ -874,7 +916,7 @@ impl Docker {
             self.discard(name).await?;
         }
         let options = RenameContainerOptionsBuilder::default().name(name).build();
-        self.api.rename_container(kept, options).await?;
+        self.api()?.rename_container(kept, options).await?;
         let policy = match restart_policy {
             Some("always") => RestartPolicyNameEnum::ALWAYS,
             Some("unless-stopped") => RestartPolicyNameEnum::UNLESS_STOPPED,
@@ -888,7 +930,7 @@ impl Docker {
             }),
             ..Default::default()
         };
-        Ok(self.api.update_container(name, update).await?)
+        Ok(self.api()?.update_container(name, update).await?)
     }
 }
 

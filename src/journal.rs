@@ -176,6 +176,13 @@ impl Journal {
     /// Records `step` durably, then lets a test kill pgup right there (see `failpoint`).
     pub fn advance(&mut self, root: &Path, step: Step) -> Result<()> {
         self.step = step;
+        self.save(root)?;
+        failpoint::hit(&format!("{step:?}"));
+        Ok(())
+    }
+
+    /// Records what the step under way learned, durably.
+    pub fn save(&mut self, root: &Path) -> Result<()> {
         self.updated = Utc::now();
         let layout = Layout::new(root);
         let path = layout.journal();
@@ -194,9 +201,7 @@ impl Journal {
             std::fs::rename(&tmp, &path)?;
             File::open(layout.work())?.sync_all()
         };
-        write().map_err(io("write", &path))?;
-        failpoint::hit(&format!("{step:?}"));
-        Ok(())
+        write().map_err(io("write", &path))
     }
 
     /// The operation is over: no journal means nothing is in progress.

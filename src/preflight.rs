@@ -29,7 +29,7 @@ pub use crate::rules::{Item, Outcome};
 use crate::settings::Intent;
 use crate::space;
 use crate::target::Target;
-use crate::toolbox::{self, OLD, RUN, ToolError, ToolMount, Toolbox, ToolboxSpec};
+use crate::toolbox::{self, OLD, ToolError, ToolMount, Toolbox, ToolboxSpec};
 use crate::tree;
 use crate::ui::Printer;
 use crate::verify;
@@ -310,6 +310,10 @@ pub async fn static_checks(
         pre.cluster.standby,
         intent.stop_others,
     ));
+    // Without an engine, a server on the data can only be this machine's own process.
+    if !docker.has_engine() && crate::cluster::server_holds(&pre.target.data_dir) {
+        pre.items.push(rules::server_here());
+    }
     pre.items.extend(rules::owner(pre.cluster.uid));
 
     // Space for the chosen mode, on every filesystem the cluster uses.
@@ -425,7 +429,8 @@ async fn probe(tb: &Toolbox<'_>, pre: &mut Preflight) -> Result<()> {
         Ok(_) if pre.failed() => return Ok(()),
         Ok(holds) => pre.items.push(holds),
     }
-    let text = tb.run(&pgcmd::controldata(pre.old_major, OLD)).await?;
+    let data = tb.at(&pre.target.data_dir);
+    let text = tb.run(&pgcmd::controldata(pre.old_major, &data)).await?;
     let control = ControlData::parse(&text)
         .with_context(|| format!("cannot read pg_controldata's output: {text}"))?;
     pre.control = Some(control);
@@ -448,6 +453,14 @@ pub async fn cluster_checks(
     for_upgrade: bool,
     may_strip: bool,
 ) -> Result<Option<InitSettings>> {
+    if !docker.has_engine() {
+        // No overlay without an engine: the checks start the cluster in place, which only an
+        // upgrade does, once its backup holds the stopped cluster byte for byte.
+        let tb = Toolbox::start(docker, pre.toolbox("check", Vec::new())).await?;
+        let checked = on_cluster(&tb, pre, for_upgrade, may_strip).await;
+        tb.close().await;
+        return checked;
+    }
     let scratch = tempfile::Builder::new()
         .prefix("pgup-overlay-")
         .tempdir_in("/var/tmp")
@@ -472,21 +485,22 @@ pub async fn cluster_checks(
         if made.is_err() {
             break;
         }
-        volumes.push((name, target));
+        volumes.push((name, target, lower));
     }
     let result = match made {
         Ok(()) => {
             let mounts = volumes
                 .iter()
-                .map(|(name, target)| ToolMount::Volume {
+                .map(|(name, target, shows)| ToolMount::Volume {
                     name: name.clone(),
                     target: target.clone(),
+                    shows: shows.clone(),
                 })
                 .collect();
             let spec = pre.toolbox("check", mounts);
             match Toolbox::start(docker, spec).await {
                 Ok(tb) => {
-                    let r = on_overlay(&tb, pre, for_upgrade, may_strip).await;
+                    let r = on_cluster(&tb, pre, for_upgrade, may_strip).await;
                     tb.close().await;
                     r
                 }
@@ -495,7 +509,7 @@ pub async fn cluster_checks(
         }
         Err(e) => Err(e),
     };
-    for (name, _) in &volumes {
+    for (name, _, _) in &volumes {
         docker.remove_volume(name).await;
     }
     result
@@ -525,7 +539,9 @@ async fn overlay(
     Ok(docker.create_overlay(name, lower, &upper, &work).await?)
 }
 
-async fn on_overlay(
+/// The checks of [`cluster_checks`] in `tb`, which shows the cluster at the data directory's
+/// place (an overlay of it, or the cluster itself).
+async fn on_cluster(
     tb: &Toolbox<'_>,
     pre: &mut Preflight,
     for_upgrade: bool,
@@ -536,16 +552,21 @@ async fn on_overlay(
         .control
         .clone()
         .expect("static checks read pg_controldata");
+    let data = tb.at(&pre.target.data_dir);
     if !control.shut_down_cleanly() {
-        // On the throwaway view only; nothing runs on the data (the static checks said so).
-        tb.run(&pgcmd::remove_stale_lock(OLD)).await?;
+        // On the throwaway view, or in place once the backup holds the cluster; nothing runs
+        // on the data (the static checks said so).
+        tb.run(&pgcmd::remove_stale_lock(&data)).await?;
     }
     // Single-user mode always runs as the bootstrap superuser, whatever it is called.
-    let single = format!(
-        "echo 'SELECT current_user AS pgup_superuser;' | {}/postgres --single -D {OLD} -c archive_mode=off template1",
-        pgcmd::bindir(old)
-    );
-    let out = tb.run(&["sh".into(), "-c".into(), single]).await?;
+    let single = [
+        "sh".into(),
+        "-c".into(),
+        r#"echo 'SELECT current_user AS pgup_superuser;' | "$0" --single -D "$1" -c archive_mode=off template1"#.into(),
+        format!("{}/postgres", pgcmd::bindir(old)),
+        data.clone(),
+    ];
+    let out = tb.run(&single).await?;
     let superuser = out
         .lines()
         .find_map(|l| {
@@ -558,7 +579,7 @@ async fn on_overlay(
         .to_owned();
 
     let read = tb
-        .with_server(old, OLD, async || {
+        .with_server(old, &data, async || {
             read_old(tb.socket_dir(), &superuser, old).await
         })
         .await?;
@@ -716,7 +737,7 @@ async fn judge(
 
     // A scratch new cluster in the toolbox's own filesystem: it judges the stored options,
     // and pg_upgrade --check runs against it.
-    let scratch_new = "/tmp/pgup-check-new";
+    let scratch_new = &format!("{}/check-new", tb.run_dir());
     if !for_upgrade || !stored.is_empty() {
         tb.run(&pgcmd::initdb(new, scratch_new, &settings, None))
             .await?;
@@ -740,10 +761,10 @@ async fn judge(
     let check = PgUpgrade {
         old_major: old,
         new_major: new,
-        old_datadir: OLD,
+        old_datadir: &tb.at(&pre.target.data_dir),
         new_datadir: scratch_new,
         superuser: &settings.superuser,
-        run_dir: RUN,
+        run_dir: &tb.run_dir(),
         // The scratch cluster is on another filesystem, so links cannot be tried here.
         transfer: Transfer::Copy,
         jobs: 1,

@@ -49,7 +49,7 @@ impl fmt::Display for Summary<'_> {
 }
 
 pub async fn run(args: settings::Rollback, printer: &Printer) -> Result<Status> {
-    let docker = Docker::connect().await?;
+    let docker = Docker::connect_for(args.target.is_data_dir()).await?;
     let target = Target::resolve(&args.target, &docker).await?;
     let flags = args.target.flags();
     let root = target.mount_root.clone();
@@ -275,7 +275,12 @@ async fn new_server_ran(
         }],
     };
     let tb = Toolbox::start(docker, spec).await?;
-    let out = tb.run(&pgcmd::controldata(record.new_major, OLD)).await;
+    let out = tb
+        .run(&pgcmd::controldata(
+            record.new_major,
+            &tb.at(&target.data_dir),
+        ))
+        .await;
     tb.close().await;
     let now = ControlData::parse(&out?).map(|c| c.checkpoint);
     Ok(match (&record.upgraded_checkpoint, now) {

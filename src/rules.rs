@@ -191,6 +191,15 @@ pub fn new_image(name: &str, new: u32, found: Option<Option<u32>>) -> Item {
 
 /// The "server" item. `running` names the running containers using the data, `container`
 /// the one pgup was pointed at: pgup stops only that one.
+/// A server runs on the data in this very container (pgup runs without an engine).
+pub fn server_here() -> Item {
+    Item::new(
+        "server",
+        Outcome::Fail,
+        "a PostgreSQL server runs on the data here; stop it (`pg_ctl stop`, or run pgup in a container of its own on the same volume), then run the same command again",
+    )
+}
+
 pub fn server(
     running: &[&str],
     container: Option<&str>,

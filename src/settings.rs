@@ -28,6 +28,11 @@ pub struct TargetSpec {
 }
 
 impl TargetSpec {
+    /// A directory names the data without Docker: the one target that works without an engine.
+    pub fn is_data_dir(&self) -> bool {
+        matches!(self.place, Place::DataDir(_))
+    }
+
     /// The target flags as the operator would type them, for hints ("--container db").
     pub fn flags(&self) -> String {
         let mut flags = match &self.place {

@@ -52,7 +52,7 @@ pub struct Status {
 }
 
 pub async fn run(spec: TargetSpec, printer: &Printer) -> Result<Exit> {
-    let docker = Docker::connect().await?;
+    let docker = Docker::connect_for(spec.is_data_dir()).await?;
     let target = Target::resolve(&spec, &docker).await?;
     let interrupted = Journal::read(&target.mount_root)?.map(|j| j.explain(&spec.flags()));
     let status = Status::read(&target, &docker, interrupted).await?;

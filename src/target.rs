@@ -106,6 +106,13 @@ impl Target {
         readable(&root)?;
         let data_dir = locate_pgdata(&label, &root, subdir)?;
         let mut mounts = Vec::new();
+        if !docker.has_engine() && spec.locations.is_empty() {
+            // pgup runs where the server runs: the links out of PGDATA resolve as they are.
+            mounts.push(HostMount {
+                destination: "/".into(),
+                source: "/".into(),
+            });
+        }
         for (path, source) in &spec.locations {
             mounts.push(HostMount {
                 destination: path.clone(),

@@ -1,19 +1,22 @@
-//! A temporary container of the upgrade image in which PostgreSQL's own programs run: as the
-//! data owner, with no network and no capabilities. Its run directory is a host directory only
-//! the data owner can read (mode 0700), mounted at `/pgup/run`: it holds the servers' sockets,
-//! the private hba file, and passwd/group entries naming the owner's uid (initdb and
-//! pg_upgrade refuse to run as a uid without one). Also which local upgrade image to use (they
-//! carry the majors they hold in a label), and whether the pgup that labelled a temporary
-//! container is still alive.
+//! Where PostgreSQL's own programs run, as the data owner: in a temporary container of the
+//! upgrade image (no network, no capabilities), or, inside an upgrade-capable image with no
+//! Docker engine, as this machine's processes. One type, two runners: the steps never know
+//! which; they name host paths through [`Toolbox::at`], which says where the programs see them.
+//! The run directory is a host directory only the data owner can read (mode 0700), mounted at
+//! `/pgup/run` in a container: it holds the servers' sockets, the private hba file, and
+//! passwd/group entries naming the owner's uid (initdb and pg_upgrade refuse to run as a uid
+//! without one). Also which local upgrade image to use (they carry the majors they hold in a
+//! label), and whether the pgup that labelled a temporary container is still alive.
 
 use std::fmt::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use serde::Serialize;
 use tempfile::TempDir;
 
-use crate::docker::{Docker, DockerError, TempContainer};
+use crate::docker::{Docker, DockerError, ExecResult, TempContainer};
 use crate::pgcmd;
 
 /// Where the run directory is mounted inside the container.
@@ -24,6 +27,8 @@ pub const OLD: &str = "/pgup/old";
 pub const MAJORS_LABEL: &str = "org.pgup.majors";
 /// On toolboxes `assemble` made: "<old image id> <new image id>".
 pub const FROM_LABEL: &str = "org.pgup.assembled-from";
+/// What the journal and the reports name as the upgrade image when the programs run here.
+pub const HERE: &str = "this container";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ToolError {
@@ -31,6 +36,15 @@ pub enum ToolError {
     Docker(#[from] DockerError),
     #[error("cannot prepare the run directory {}: {err}", path.display())]
     RunDir { path: PathBuf, err: std::io::Error },
+    #[error("cannot run {program}: {err}")]
+    Spawn {
+        program: String,
+        err: std::io::Error,
+    },
+    #[error(
+        "the data belongs to uid {uid}, and pgup runs as uid {me}: run it as root or as the data owner"
+    )]
+    NotOwner { uid: u32, me: u32 },
     #[error("{program} failed (exit code {code}): {tail}")]
     Failed {
         program: String,
@@ -42,15 +56,25 @@ pub enum ToolError {
 }
 
 pub struct Toolbox<'a> {
-    docker: &'a Docker,
-    id: String,
+    runner: Runner<'a>,
     run_dir: TempDir,
+    /// Host paths and where the programs see them, the longest host path first; none when
+    /// they run here.
+    views: Vec<(PathBuf, String)>,
     /// Every command and its output, for the log kept with the backup. Commands may run
     /// side by side, each appending its own block when it ends.
-    transcript: std::sync::Mutex<String>,
-    /// Servers started through [`Toolbox::with_server`] and not (yet) stopped by it: a run
-    /// cut short leaves them, and only then does removal have to stop them first.
-    servers: std::sync::atomic::AtomicUsize,
+    transcript: Mutex<String>,
+    /// The data directories of the servers started through [`Toolbox::with_server`] and not
+    /// (yet) stopped by it: a run cut short leaves them, and only then does closing have to
+    /// stop them first.
+    servers: Mutex<Vec<(u32, String)>>,
+}
+
+enum Runner<'a> {
+    /// A temporary container of the upgrade image.
+    Container { docker: &'a Docker, id: String },
+    /// This machine's processes (no engine here), as the data owner.
+    Local { uid: u32, gid: u32 },
 }
 
 /// What a toolbox works on.
@@ -60,7 +84,8 @@ pub struct ToolboxSpec<'a> {
     pub data: &'a Path,
     pub uid: u32,
     pub gid: u32,
-    /// What is mounted in besides the run directory.
+    /// What is mounted in besides the run directory (in a container only: here, every path
+    /// is where it is).
     pub mounts: Vec<ToolMount>,
 }
 
@@ -70,51 +95,36 @@ pub enum ToolMount {
         target: String,
         read_only: bool,
     },
+    /// A volume showing host directory `shows` (an overlay of it).
     Volume {
         name: String,
         target: String,
+        shows: PathBuf,
     },
 }
 
 impl<'a> Toolbox<'a> {
+    /// A temporary container of `spec.image` when Docker's engine is there; else this
+    /// machine's processes.
     pub async fn start(docker: &'a Docker, spec: ToolboxSpec<'_>) -> Result<Self, ToolError> {
         let run_dir = prepare_run_dir(spec.uid, spec.gid)?;
-        let mut binds = vec![
-            (run_dir.path().to_owned(), RUN.to_owned(), false),
-            (
-                run_dir.path().join("passwd"),
-                "/etc/passwd".to_owned(),
-                true,
-            ),
-            (run_dir.path().join("group"), "/etc/group".to_owned(), true),
-        ];
-        let mut volumes = Vec::new();
-        for m in spec.mounts {
-            match m {
-                ToolMount::Bind {
-                    host,
-                    target,
-                    read_only,
-                } => binds.push((host, target, read_only)),
-                ToolMount::Volume { name, target } => volumes.push((name, target)),
+        let (runner, views) = if docker.has_engine() {
+            let (id, views) = start_container(docker, &spec, run_dir.path()).await?;
+            (Runner::Container { docker, id }, views)
+        } else {
+            let me = rustix::process::getuid().as_raw();
+            if me != 0 && me != spec.uid {
+                return Err(ToolError::NotOwner { uid: spec.uid, me });
             }
-        }
-        let id = docker
-            .start_temp(&TempContainer {
-                image: spec.image,
-                role: spec.role,
-                data: spec.data,
-                user: format!("{}:{}", spec.uid, spec.gid),
-                binds,
-                volumes,
-            })
-            .await?;
+            let (uid, gid) = (spec.uid, spec.gid);
+            (Runner::Local { uid, gid }, Vec::new())
+        };
         Ok(Self {
-            docker,
-            id,
+            runner,
             run_dir,
-            transcript: std::sync::Mutex::default(),
-            servers: std::sync::atomic::AtomicUsize::new(0),
+            views,
+            transcript: Mutex::default(),
+            servers: Mutex::default(),
         })
     }
 
@@ -123,9 +133,28 @@ impl<'a> Toolbox<'a> {
         self.run_dir.path()
     }
 
+    /// The run directory where the programs see it.
+    pub fn run_dir(&self) -> String {
+        self.at(self.run_dir.path())
+    }
+
+    /// Where the programs see host path `host`.
+    pub fn at(&self, host: &Path) -> String {
+        self.views
+            .iter()
+            .find_map(|(from, to)| {
+                let rest = host.strip_prefix(from).ok()?;
+                Some(Path::new(to).join(rest).display().to_string())
+            })
+            .unwrap_or_else(|| host.display().to_string())
+    }
+
     /// Runs `argv`; fails with the end of its output when it exits non-zero.
     pub async fn run(&self, argv: &[String]) -> Result<String, ToolError> {
-        let result = self.docker.exec(&self.id, argv).await;
+        let result = match &self.runner {
+            Runner::Container { docker, id } => docker.exec(id, argv).await.map_err(Into::into),
+            Runner::Local { uid, gid } => run_here(argv, self.run_dir.path(), *uid, *gid).await,
+        };
         {
             let mut transcript = self.transcript.lock().expect("not poisoned");
             let _ = writeln!(transcript, "$ {}", pgcmd::display(argv));
@@ -136,7 +165,7 @@ impl<'a> Toolbox<'a> {
         let result = result?;
         if result.code != 0 {
             return Err(ToolError::Failed {
-                program: argv[0].rsplit('/').next().unwrap_or_default().to_owned(),
+                program: program_name(argv),
                 code: result.code,
                 tail: tail(&result.output),
                 output: result.output,
@@ -145,23 +174,30 @@ impl<'a> Toolbox<'a> {
         Ok(result.output)
     }
 
-    /// Runs `work` while a private server of `major` runs on `datadir` (a path in the
-    /// container, its socket in [`Toolbox::socket_dir`]), and stops the server whatever `work`
-    /// returns: a server left running would hold the cluster in an unclean state.
+    /// Runs `work` while a private server of `major` runs on `datadir` (a path where the
+    /// programs see it, its socket in [`Toolbox::socket_dir`]), and stops the server whatever
+    /// `work` returns: a server left running would hold the cluster in an unclean state.
     pub async fn with_server<T, E: From<ToolError>>(
         &self,
         major: u32,
         datadir: &str,
         work: impl AsyncFnOnce() -> Result<T, E>,
     ) -> Result<T, E> {
-        use std::sync::atomic::Ordering::SeqCst;
-        self.servers.fetch_add(1, SeqCst);
-        self.run(&pgcmd::start_server(major, datadir, RUN)).await?;
+        let server = (major, datadir.to_owned());
+        self.servers
+            .lock()
+            .expect("not poisoned")
+            .push(server.clone());
+        self.run(&pgcmd::start_server(major, datadir, &self.run_dir()))
+            .await?;
         let done = work().await;
         let stopped = self.run(&pgcmd::stop_server(major, datadir)).await;
         let done = done?;
         stopped?;
-        self.servers.fetch_sub(1, SeqCst);
+        self.servers
+            .lock()
+            .expect("not poisoned")
+            .retain(|s| *s != server);
         Ok(done)
     }
 
@@ -170,15 +206,110 @@ impl<'a> Toolbox<'a> {
         std::mem::take(&mut self.transcript.lock().expect("not poisoned"))
     }
 
-    /// Removes the container and the run directory. Call on every path; what a killed pgup
-    /// leaves is found by its labels.
+    /// Removes the container (or stops the servers left running here) and the run directory.
+    /// Call on every path; what a killed pgup leaves is found by its labels (here, it went
+    /// with the container pgup ran in, or its next run stops it: see `cluster`).
     pub async fn close(self) {
-        if self.servers.into_inner() > 0 {
-            self.docker.remove_temp(&self.id).await;
-        } else {
-            self.docker.remove(&self.id).await;
+        let left = std::mem::take(&mut *self.servers.lock().expect("not poisoned"));
+        match &self.runner {
+            Runner::Container { docker, id } if !left.is_empty() => docker.remove_temp(id).await,
+            Runner::Container { docker, id } => docker.remove(id).await,
+            Runner::Local { .. } => {
+                for (major, datadir) in left {
+                    let _ = self.run(&pgcmd::stop_server(major, &datadir)).await;
+                }
+            }
         }
     }
+}
+
+/// Starts the temporary container; returns its id and the views its mounts give.
+async fn start_container(
+    docker: &Docker,
+    spec: &ToolboxSpec<'_>,
+    run_dir: &Path,
+) -> Result<(String, Vec<(PathBuf, String)>), ToolError> {
+    let mut binds = vec![
+        (run_dir.to_owned(), RUN.to_owned(), false),
+        (run_dir.join("passwd"), "/etc/passwd".to_owned(), true),
+        (run_dir.join("group"), "/etc/group".to_owned(), true),
+    ];
+    let mut views = vec![(run_dir.to_owned(), RUN.to_owned())];
+    let mut volumes = Vec::new();
+    for m in &spec.mounts {
+        match m {
+            ToolMount::Bind {
+                host,
+                target,
+                read_only,
+            } => {
+                binds.push((host.clone(), target.clone(), *read_only));
+                views.push((host.clone(), target.clone()));
+            }
+            ToolMount::Volume {
+                name,
+                target,
+                shows,
+            } => {
+                volumes.push((name.clone(), target.clone()));
+                views.push((shows.clone(), target.clone()));
+            }
+        }
+    }
+    views.sort_by_key(|(host, _)| std::cmp::Reverse(host.components().count()));
+    let id = docker
+        .start_temp(&TempContainer {
+            image: spec.image,
+            role: spec.role,
+            data: spec.data,
+            user: format!("{}:{}", spec.uid, spec.gid),
+            binds,
+            volumes,
+        })
+        .await?;
+    Ok((id, views))
+}
+
+/// Runs `argv` as a child process of this one, as the data owner when pgup runs as root, in
+/// the run directory, with none of the `PG*` variables a server image sets (its programs are
+/// given every connection and directory explicitly). Its output is what it wrote to stdout,
+/// then to stderr.
+async fn run_here(
+    argv: &[String],
+    run_dir: &Path,
+    uid: u32,
+    gid: u32,
+) -> Result<ExecResult, ToolError> {
+    let mut command = tokio::process::Command::new(&argv[0]);
+    command
+        .args(&argv[1..])
+        .current_dir(run_dir)
+        .stdin(std::process::Stdio::null())
+        .env("HOME", run_dir)
+        .env("LC_ALL", "C.UTF-8")
+        .kill_on_drop(true);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("PG") {
+            command.env_remove(name);
+        }
+    }
+    if rustix::process::getuid().is_root() {
+        command.uid(uid).gid(gid);
+    }
+    let out = command.output().await.map_err(|err| ToolError::Spawn {
+        program: program_name(argv),
+        err,
+    })?;
+    let mut output = String::from_utf8_lossy(&out.stdout).into_owned();
+    output.push_str(&String::from_utf8_lossy(&out.stderr));
+    Ok(ExecResult {
+        code: out.status.code().map_or(-1, i64::from),
+        output,
+    })
+}
+
+fn program_name(argv: &[String]) -> String {
+    argv[0].rsplit('/').next().unwrap_or_default().to_owned()
 }
 
 /// Picks the upgrade image when pgup cannot assemble one: `--image`, else a local image
@@ -191,6 +322,9 @@ pub async fn pick_image(
     new: u32,
     old_image: Option<&str>,
 ) -> Result<Result<String, String>, DockerError> {
+    if !docker.has_engine() {
+        return Ok(Ok(HERE.to_owned()));
+    }
     if let Some(name) = explicit {
         return Ok(match docker.image(name).await? {
             Some(_) => Ok(name.to_owned()),

@@ -33,7 +33,7 @@ use crate::recreate;
 use crate::restore;
 use crate::settings;
 use crate::target::Target;
-use crate::toolbox::{self, RUN, ToolMount, Toolbox};
+use crate::toolbox::{self, ToolMount, Toolbox};
 use crate::tree;
 use crate::ui::{Printer, Unchanged};
 use crate::verify::{self, Snapshot};
@@ -123,7 +123,7 @@ impl std::fmt::Display for UpgradeReport {
 }
 
 pub async fn run(args: settings::Upgrade, printer: &Printer) -> Result<Status> {
-    let docker = Docker::connect().await?;
+    let docker = Docker::connect_for(args.target.is_data_dir()).await?;
     let target = Target::resolve(&args.target, &docker).await?;
     let flags = args.target.flags();
     let root = target.mount_root.clone();
@@ -394,7 +394,7 @@ impl<'a> Upgrade<'a> {
         let preflight = self.preflight.take();
         let cancel = Arc::new(AtomicBool::new(false));
         let checks = async {
-            let checked = self.check(preflight).await;
+            let checked = self.check(preflight, false).await;
             if checked.is_err() {
                 cancel.store(true, Ordering::Relaxed);
             }
@@ -416,7 +416,7 @@ impl<'a> Upgrade<'a> {
                 .filter_map(|c| c.downcast_ref::<backup::BackupError>())
                 .any(backup::BackupError::stopped)
         };
-        let (settings, unknown) = match (settings, copied) {
+        let checked = match (settings, copied) {
             (_, Err(e)) if !stopped(&e) => return Err(e),
             (settings, copied) => {
                 let settings = settings?;
@@ -424,8 +424,10 @@ impl<'a> Upgrade<'a> {
                 settings
             }
         };
-        self.journal.learned.settings = Some(settings);
-        self.journal.learned.unknown_options = unknown;
+        if let Some((settings, unknown)) = checked {
+            self.journal.learned.settings = Some(settings);
+            self.journal.learned.unknown_options = unknown;
+        }
         Ok(())
     }
 
@@ -438,13 +440,22 @@ impl<'a> Upgrade<'a> {
     }
 
     /// The server-side checks on the stopped cluster; its settings for initdb when they pass.
-    /// `preflight`: this run's static checks, when it is a fresh run.
+    /// `preflight`: this run's static checks, when it is a fresh run. Without an engine there
+    /// is no throwaway view: unless `in_place`, only the static checks run here, and the rest
+    /// in place once the backup is whole (None).
     async fn check(
         &self,
         preflight: Option<Preflight>,
-    ) -> Result<(InitSettings, Vec<options::Key>)> {
-        self.printer
-            .step("reading the stopped cluster's settings on a throwaway view");
+        in_place: bool,
+    ) -> Result<Option<(InitSettings, Vec<options::Key>)>> {
+        let later = !in_place && !self.docker.has_engine();
+        self.printer.step(if in_place {
+            "reading the stopped cluster's settings in place: the backup holds it as it was"
+        } else if later {
+            "checking the stopped cluster (its server-side checks run once the backup is whole)"
+        } else {
+            "reading the stopped cluster's settings on a throwaway view"
+        });
         let mut pre = match preflight {
             // This run's own static checks: the stop changed nothing they read that the
             // next checks rely on (pg_upgrade --check sees the stopped cluster itself).
@@ -465,6 +476,9 @@ impl<'a> Upgrade<'a> {
                 names.join(", ")
             );
         }
+        if later && !pre.failed() {
+            return Ok(None);
+        }
         let settings = if pre.failed() {
             None
         } else {
@@ -473,9 +487,23 @@ impl<'a> Upgrade<'a> {
             preflight::cluster_checks(self.docker, &mut pre, true, may_strip).await?
         };
         match settings.filter(|_| !pre.failed()) {
-            Some(settings) => Ok((settings, pre.unknown_options)),
+            Some(settings) => Ok(Some((settings, pre.unknown_options))),
             None => Err(Refusal(format!("the upgrade cannot start: {}", pre.failures())).into()),
         }
+    }
+
+    /// The server-side checks of a run without an engine, in place and recorded in the
+    /// journal; a refusal puts the backup back like any failure of this step.
+    async fn check_in_place(&mut self) -> Result<InitSettings> {
+        let (settings, unknown) = self
+            .check(None, true)
+            .await?
+            .context("the checks in place gave no settings")?;
+        self.journal.learned.settings = Some(settings.clone());
+        self.journal.learned.unknown_options = unknown;
+        let root = self.root().to_owned();
+        self.journal.save(&root)?;
+        Ok(settings)
     }
 
     /// What `rollback` needs to know about the backup, beside it.
@@ -604,13 +632,6 @@ impl<'a> Upgrade<'a> {
         self.tools = Some(tb);
     }
 
-    fn in_vol(&self, host: &Path) -> String {
-        Path::new(VOL)
-            .join(host.strip_prefix(self.root()).unwrap_or(host))
-            .display()
-            .to_string()
-    }
-
     /// The old cluster's data recorded, initdb and pg_upgrade --link into the staging
     /// directory, then the old configuration.
     async fn pg_upgrade(&mut self) -> Result<()> {
@@ -637,18 +658,13 @@ impl<'a> Upgrade<'a> {
         // postmaster.pid, whose PID a new container may well be using: the server would take
         // it for a live one and refuse to start. Nothing runs on the data now.
         let _ = std::fs::remove_file(self.data().join("postmaster.pid"));
-        let settings = self
-            .journal
-            .learned
-            .settings
-            .clone()
-            .context("the journal lacks the checked settings")?;
+        let settings = match self.journal.learned.settings.clone() {
+            Some(settings) => settings,
+            None => self.check_in_place().await?,
+        };
         let (old, new) = (self.journal.old_major, self.journal.new_major);
-        let (old_in, new_in) = (
-            self.in_vol(self.data()),
-            self.in_vol(&self.layout.staging()),
-        );
         let tb = self.borrow_tools().await?;
+        let (old_in, new_in) = (tb.at(self.data()), tb.at(&self.layout.staging()));
         let result = async {
             self.printer.step(format!(
                 "counting the old cluster's rows; initdb PostgreSQL {new} with its settings"
@@ -669,22 +685,23 @@ impl<'a> Upgrade<'a> {
                 old_datadir: &old_in,
                 new_datadir: &new_in,
                 superuser: &settings.superuser,
-                run_dir: RUN,
+                run_dir: &tb.run_dir(),
                 transfer: Transfer::Link,
                 jobs: self.journal.jobs,
                 check_only: false,
             };
             if let Err(e) = tb.run(&up.argv()).await {
-                return Err(self.explain_pg_upgrade(e));
+                return Err(self.explain_pg_upgrade(e, &new_in));
             }
             failpoint::hit("pg_upgrade-done");
             // pg_upgrade writes update_extensions.sql into its working directory, which
             // goes with the toolbox: keep it for the verification step.
-            let script = self.in_vol(&self.layout.extensions_script());
+            let script = tb.at(&self.layout.extensions_script());
             tb.run(&[
                 "sh".into(),
                 "-c".into(),
-                format!("test ! -f update_extensions.sql || mv update_extensions.sql {script}"),
+                r#"test ! -f update_extensions.sql || mv update_extensions.sql "$0""#.into(),
+                script,
             ])
             .await?;
             let accepted =
@@ -724,7 +741,7 @@ impl<'a> Upgrade<'a> {
     /// start) left it stopped uncleanly, which pg_upgrade refuses: a start and a clean stop
     /// let PostgreSQL recover it from its WAL first.
     async fn record_before(&self, tb: &Toolbox<'_>, superuser: &str) -> Result<()> {
-        let (old, data) = (self.journal.old_major, self.in_vol(self.data()));
+        let (old, data) = (self.journal.old_major, tb.at(self.data()));
         let path = self.layout.before();
         let removed = self.layout.options_removed();
         let strip = !self.journal.learned.unknown_options.is_empty() && !removed.exists();
@@ -807,7 +824,8 @@ impl<'a> Upgrade<'a> {
 
     /// Keeps pg_upgrade's output directory with the logs of failed runs (the staging directory
     /// it is in goes with the undo) and says why it failed, from the files it points at.
-    fn explain_pg_upgrade(&self, e: crate::toolbox::ToolError) -> anyhow::Error {
+    /// `staging_in`: the staging directory where pg_upgrade saw it.
+    fn explain_pg_upgrade(&self, e: crate::toolbox::ToolError, staging_in: &str) -> anyhow::Error {
         let crate::toolbox::ToolError::Failed {
             output, code, tail, ..
         } = &e
@@ -820,8 +838,7 @@ impl<'a> Upgrade<'a> {
         let kept = std::fs::rename(pg_upgrade_output::output_dir(&self.layout.staging()), &kept)
             .is_ok()
             .then_some(kept);
-        let in_toolbox =
-            pg_upgrade_output::output_dir(Path::new(&self.in_vol(&self.layout.staging())));
+        let in_toolbox = pg_upgrade_output::output_dir(Path::new(staging_in));
         let files: Vec<(String, String)> = pg_upgrade_output::referenced_files(output)
             .into_iter()
             .filter_map(|file| {
@@ -867,16 +884,17 @@ impl<'a> Upgrade<'a> {
             .context("the journal lacks the checked settings")?;
         let before: Snapshot = serde_json::from_slice(&std::fs::read(self.layout.before())?)?;
         let new = self.journal.new_major;
-        let data_in = self.in_vol(self.data());
         let script = self.layout.extensions_script();
         let superuser = &settings.superuser;
         let tb = self.borrow_tools().await?;
+        let data_in = tb.at(self.data());
         let result = async {
             let after = tb
                 .with_server(new, &data_in, async || {
                     failpoint::hit("verifying");
                     // Statistics and counting side by side: both only read.
-                    let analyze = pgcmd::vacuumdb(new, RUN, superuser, self.journal.jobs);
+                    let run_dir = tb.run_dir();
+                    let analyze = pgcmd::vacuumdb(new, &run_dir, superuser, self.journal.jobs);
                     let (analyzed, after) =
                         tokio::join!(tb.run(&analyze), verify::take(tb.socket_dir(), superuser));
                     analyzed?;
@@ -888,8 +906,8 @@ impl<'a> Upgrade<'a> {
                     // Only then the extensions: their update scripts may change the tables
                     // they own, which is no difference pg_upgrade made.
                     if script.exists() {
-                        let file = self.in_vol(&script);
-                        tb.run(&pgcmd::psql_file(new, RUN, superuser, &file))
+                        let file = tb.at(&script);
+                        tb.run(&pgcmd::psql_file(new, &run_dir, superuser, &file))
                             .await
                             .context("update_extensions.sql failed")?;
                     }
