@@ -5,6 +5,7 @@
 #   pgup/postgres:15-uid70         the data owner is uid 70, as in the Alpine images
 #   pgup/postgis:13 :17            the server with PostGIS 3
 #   pgup/pgvector:17 :18           the server with pgvector
+#   pgup/upgrade:latest            with PGUP_BIN: 17 holding 13 and 15 too, pgup its entrypoint
 #
 # As in the official images, each major sits on the Debian release that packages it (13
 # bullseye, 15 bookworm, 17 trixie, 18 sid), with that release's glibc, ICU, OpenSSL and LLVM.
@@ -29,7 +30,8 @@
 #   --list   a line per image: its name, its state (current, outdated, missing; unchecked when
 #            no resolution is stored yet), its release and the versions that matter; reads
 #            labels only, offline
-# Environment: PGUP_DEBIAN_MIRROR (default http://deb.debian.org/debian),
+# Environment: PGUP_BIN (a pgup binary: assembles pgup/upgrade:latest with it),
+#              PGUP_DEBIAN_MIRROR (default http://deb.debian.org/debian),
 #              PGUP_BUILD_DIR (default /var/tmp/pgup-images; keeps the roots and package caches).
 set -euo pipefail
 shopt -s inherit_errexit
@@ -559,6 +561,17 @@ else
 		log "WARNING: the mirror $mirror cannot be reached: images are compared by script hash only, so they may not be what the mirror serves today"
 	fi
 fi
+# pgup/upgrade:latest, with PGUP_BIN naming a pgup binary (scripts/setup.sh builds one): the 17
+# server with the 13 and 15 programs and that pgup as its entrypoint (docs/in-container.md),
+# assembled by pgup as it assembles every toolbox; reused while the server images and the
+# binary stay the same.
+upgrade_image() {
+	[ -n "${PGUP_BIN:-}" ] || return 0
+	"$PGUP_BIN" image assemble --old pgup/postgres:13 --new pgup/postgres:17 --tag pgup/upgrade:latest >/dev/null
+	"$PGUP_BIN" image assemble --old pgup/postgres:15 --new pgup/upgrade:latest --tag pgup/upgrade:latest >/dev/null
+	log "pgup/upgrade:latest holds PostgreSQL 13, 15 and 17"
+}
+
 declare -A pids=()
 for r in "${releases[@]}"; do
 	run_release "$r" &
@@ -572,6 +585,7 @@ fi
 $ok || exit 1
 if ! compgen -G "$work/due.*" >/dev/null; then
 	log "all images are current (script hash $script_hash)"
+	upgrade_image
 	exit 0
 fi
 # Images of earlier builds lost their tags to these; free their space.
@@ -579,4 +593,5 @@ docker image prune -f --filter label=org.pgup.build-hash >/dev/null
 # The package caches keep what builds download; what no build read for a month goes (dpkg reads
 # each deb it installs, which moves its atime on relatime mounts).
 find "$build_dir/archives" -name '*.deb' -atime +30 -delete
+upgrade_image
 log "done in $(($(date +%s) - started)) s (script hash $script_hash)"

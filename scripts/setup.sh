@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes this machine ready for pgup's demo, tests and benchmark: installs debootstrap and wget (image
 # builds), minisign (signing test bundles) and xfsprogs (the benchmark's reflink filesystem)
-# and Compose (its tests) if missing, checks Docker, and builds the images from Debian packages unless they are current.
+# and Compose (its tests) if missing, checks Docker, builds pgup and the images from Debian packages
+# unless they are current, and pgup/upgrade:latest with that pgup.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,4 +23,6 @@ if ! docker info >/dev/null 2>&1; then
 	echo "setup: the Docker daemon is not reachable; start it (and run as root or in the docker group)" >&2
 	exit 1
 fi
-bash images/build.sh
+# pgup assembles the upgrade image: built first, as the tests build it (the same binary).
+cargo build --locked
+PGUP_BIN=target/debug/pgup bash images/build.sh

@@ -21,6 +21,12 @@ use crate::toolbox::{FROM_LABEL, MAJORS_LABEL, ToolError, Toolbox, ToolboxSpec};
 const LIB_DIR: &str = "/usr/lib/pgup";
 /// The context directory whose content is copied onto the new image's root.
 const ROOT: &str = "pgup-old";
+/// Where pgup itself is in the toolbox, and the entrypoint that runs it first (see
+/// `entrypoint`): every toolbox can upgrade in place, inside the container.
+const PGUP: &str = "/usr/local/bin/pgup";
+pub const ENTRYPOINT: [&str; 3] = [PGUP, "entrypoint", "--"];
+/// The hash of the pgup binary a toolbox carries: one made by another build is not reused.
+const BINARY_LABEL: &str = "org.pgup.binary";
 /// Marks a smoke test's failure lines.
 const FAILED: &str = "pgup-smoke: ";
 /// The uid the smoke test runs as: any uid but root's.
@@ -88,6 +94,15 @@ pub struct Source {
     pub name: String,
     pub id: String,
     pub major: u32,
+    /// The majors it holds when it is an upgrade image itself (assembled again with an older
+    /// major, it keeps them all).
+    #[serde(skip)]
+    pub held: Vec<u32>,
+    /// Its entrypoint (without pgup's own, when it is an upgrade image) and command.
+    #[serde(skip)]
+    pub entrypoint: Vec<String>,
+    #[serde(skip)]
+    pub cmd: Vec<String>,
 }
 
 /// An assembled toolbox.
@@ -144,13 +159,19 @@ pub async fn toolbox(
         });
     }
     let from = format!("{} {}", old.id, new.id);
+    let pgup = this_binary().map_err(|err| AssembleError::Repack {
+        image: PGUP.to_owned(),
+        err,
+    })?;
     // Runs that need the same toolbox wait for the one that builds it, then reuse it.
     let _building = pair_lock(&old, &new).await?;
     let earlier = docker
         .images_labelled(FROM_LABEL)
         .await?
         .into_iter()
-        .find(|i| i.labels.get(FROM_LABEL) == Some(&from));
+        .find(|i| {
+            i.labels.get(FROM_LABEL) == Some(&from) && i.labels.get(BINARY_LABEL) == Some(&pgup.1)
+        });
     if let Some(image) = earlier {
         let name = match tag {
             Some(tag) => {
@@ -187,18 +208,19 @@ pub async fn toolbox(
     }
     announce(&old, &new);
     let tag = tag.map_or_else(|| default_tag(&old, &new), str::to_owned);
-    let libraries = build(docker, &old, &new, &tag).await?;
+    let libraries = build(docker, &old, &new, &tag, &pgup.0).await?;
     if let Err(e) = smoke(docker, &tag, &old, &new).await {
         docker.remove_image(&tag).await;
         return Err(e);
     }
     // Labelled only once it works: a run killed before this leaves nothing to be reused.
+    let mut majors: BTreeSet<u32> = new.held.iter().copied().collect();
+    majors.extend([old.major, new.major]);
+    let majors: Vec<String> = majors.iter().map(ToString::to_string).collect();
     let labels = HashMap::from([
-        (
-            MAJORS_LABEL.to_owned(),
-            format!("{},{}", old.major, new.major),
-        ),
+        (MAJORS_LABEL.to_owned(), majors.join(",")),
         (FROM_LABEL.to_owned(), from),
+        (BINARY_LABEL.to_owned(), pgup.1),
         ("org.pgup.old-image".to_owned(), old.name.clone()),
         ("org.pgup.new-image".to_owned(), new.name.clone()),
     ]);
@@ -271,10 +293,25 @@ async fn source(docker: &Docker, reference: &str) -> Result<Source> {
     let major = image
         .pg_major(&env)
         .ok_or_else(|| AssembleError::NotAServer(name.clone()))?;
+    let held = image
+        .labels
+        .get(MAJORS_LABEL)
+        .map(|l| l.split(',').filter_map(|m| m.trim().parse().ok()).collect())
+        .unwrap_or_default();
+    let entrypoint = match image
+        .entrypoint
+        .strip_prefix(&ENTRYPOINT.map(str::to_owned)[..])
+    {
+        Some(server) => server.to_vec(),
+        None => image.entrypoint,
+    };
     Ok(Source {
         name,
         id: image.id,
         major,
+        held,
+        entrypoint,
+        cmd: image.cmd,
     })
 }
 
@@ -291,7 +328,13 @@ fn default_tag(old: &Source, new: &Source) -> String {
 
 /// Builds the toolbox image `tag`; returns the sonames of the libraries it took from the old
 /// image.
-async fn build(docker: &Docker, old: &Source, new: &Source, tag: &str) -> Result<Vec<String>> {
+async fn build(
+    docker: &Docker,
+    old: &Source,
+    new: &Source,
+    tag: &str,
+    pgup: &[u8],
+) -> Result<Vec<String>> {
     let (old_files, have) = tokio::join!(
         in_temp(docker, &old.id, async |id| read_old(docker, id, old).await),
         in_temp(docker, &new.id, async |id| read_new(docker, id, old, new)
@@ -310,7 +353,7 @@ async fn build(docker: &Docker, old: &Source, new: &Source, tag: &str) -> Result
         )
     };
     let context =
-        context(old, new, &files, libs.as_deref()).map_err(|err| AssembleError::Repack {
+        context(old, new, &files, libs.as_deref(), pgup).map_err(|err| AssembleError::Repack {
             image: old.name.clone(),
             err,
         })?;
@@ -326,10 +369,27 @@ fn dockerfile_context(dockerfile: &str) -> io::Result<Vec<u8>> {
 }
 
 fn append_dockerfile(out: &mut tar::Builder<Vec<u8>>, dockerfile: &str) -> io::Result<()> {
+    append_file(out, "Dockerfile", dockerfile.as_bytes(), 0o644)
+}
+
+fn append_file(
+    out: &mut tar::Builder<Vec<u8>>,
+    path: &str,
+    content: &[u8],
+    mode: u32,
+) -> io::Result<()> {
     let mut header = tar::Header::new_gnu();
-    header.set_size(dockerfile.len() as u64);
-    header.set_mode(0o644);
-    out.append_data(&mut header, "Dockerfile", dockerfile.as_bytes())
+    header.set_size(content.len() as u64);
+    header.set_mode(mode);
+    out.append_data(&mut header, path, content)
+}
+
+/// This pgup's executable and the hex digest that names it.
+fn this_binary() -> io::Result<(Vec<u8>, String)> {
+    let bytes = std::fs::read(std::env::current_exe()?)?;
+    let hash = Sha256::digest(&bytes);
+    let hex = hash[..8].iter().map(|b| format!("{b:02x}")).collect();
+    Ok((bytes, hex))
 }
 
 /// What the old image gives: its major's directories as tar archives, and every shared
@@ -470,9 +530,11 @@ fn context(
     new: &Source,
     files: &OldFiles,
     libs: Option<&[u8]>,
+    pgup: &[u8],
 ) -> io::Result<Vec<u8>> {
     let mut out = tar::Builder::new(Vec::new());
-    append_dockerfile(&mut out, &dockerfile(&new.id, old.major, libs.is_some()))?;
+    append_dockerfile(&mut out, &dockerfile(new, old.major, libs.is_some()))?;
+    append_file(&mut out, &format!("{ROOT}{PGUP}"), pgup, 0o755)?;
     reroot(
         &files.lib,
         &format!("{ROOT}{}", lib_dir(old.major)),
@@ -497,14 +559,26 @@ fn old_libraries(major: u32) -> String {
     format!("{LIB_DIR}/old-{major}")
 }
 
-fn dockerfile(new_id: &str, old_major: u32, with_libs: bool) -> String {
-    let mut text = format!("FROM {new_id}\nCOPY {ROOT}/ /\n");
+/// `FROM` the new image, its files copied on, the old libraries' directory on the library
+/// path when there is one, and pgup's entrypoint before the new image's own.
+fn dockerfile(new: &Source, old_major: u32, with_libs: bool) -> String {
+    let mut text = format!("FROM {}\nCOPY {ROOT}/ /\n", new.id);
     if with_libs {
         text.push_str(&format!(
             "ENV LD_LIBRARY_PATH={}${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}\n",
             old_libraries(old_major)
         ));
     }
+    let entrypoint: Vec<&str> = ENTRYPOINT
+        .into_iter()
+        .chain(new.entrypoint.iter().map(String::as_str))
+        .collect();
+    // Setting the entrypoint empties the inherited command: given again.
+    text.push_str(&format!(
+        "ENTRYPOINT {}\nCMD {}\n",
+        serde_json::to_string(&entrypoint).expect("strings serialize"),
+        serde_json::to_string(&new.cmd).expect("strings serialize")
+    ));
     text
 }
 
@@ -700,13 +774,24 @@ mod tests {
 
     #[test]
     fn the_dockerfile_copies_and_adds_the_library_path_only_when_needed() {
+        let new = Source {
+            name: "pgup/postgres:17".into(),
+            id: "sha256:abc".into(),
+            major: 17,
+            held: Vec::new(),
+            entrypoint: vec!["docker-entrypoint.sh".into()],
+            cmd: vec!["postgres".into()],
+        };
+        let tail = "ENTRYPOINT [\"/usr/local/bin/pgup\",\"entrypoint\",\"--\",\"docker-entrypoint.sh\"]\nCMD [\"postgres\"]\n";
         assert_eq!(
-            dockerfile("sha256:abc", 13, false),
-            "FROM sha256:abc\nCOPY pgup-old/ /\n"
+            dockerfile(&new, 13, false),
+            format!("FROM sha256:abc\nCOPY pgup-old/ /\n{tail}")
         );
         assert_eq!(
-            dockerfile("sha256:abc", 13, true),
-            "FROM sha256:abc\nCOPY pgup-old/ /\nENV LD_LIBRARY_PATH=/usr/lib/pgup/old-13${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}\n"
+            dockerfile(&new, 13, true),
+            format!(
+                "FROM sha256:abc\nCOPY pgup-old/ /\nENV LD_LIBRARY_PATH=/usr/lib/pgup/old-13${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}\n{tail}"
+            )
         );
     }
 
@@ -716,6 +801,9 @@ mod tests {
             name: String::new(),
             id: id.to_owned(),
             major,
+            held: Vec::new(),
+            entrypoint: Vec::new(),
+            cmd: Vec::new(),
         };
         let a = default_tag(&s("sha256:1", 13), &s("sha256:2", 17));
         assert!(a.starts_with("pgup/toolbox:13-17-"), "{a}");

@@ -59,6 +59,28 @@ pub enum Command {
     /// Save, verify, load and list upgrade images for hosts without a registry.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// The entrypoint of upgrade-capable images: upgrades older data when PGUP_UPGRADE=yes,
+    /// then runs the server image's own entrypoint.
+    #[command(after_help = ENTRYPOINT_HELP)]
+    Entrypoint(EntrypointArgs),
+}
+
+const ENTRYPOINT_HELP: &str = "\
+Environment:
+  PGUP_UPGRADE=yes       upgrade PGDATA when it holds an older major, then start the server
+  PGUP_AUTO_UPGRADE=yes  the same, whenever older data is found (no request to switch it off)
+  PGUP_TO=17             the major to upgrade to (default: the newest the image holds)
+  PGUP_ONESHOT=yes       exit 0 after the upgrade instead of starting the server
+Without PGUP_UPGRADE, older data makes it exit 3 with one line, changing nothing.
+
+Example (what the images pgup assembles run):
+  pgup entrypoint -- docker-entrypoint.sh postgres";
+
+#[derive(Debug, Args)]
+pub struct EntrypointArgs {
+    /// The server image's entrypoint and command, run (exec) once the data is current.
+    #[arg(last = true, value_name = "SERVER")]
+    pub server: Vec<String>,
 }
 
 /// Where the cluster is: exactly one of --container, --volume, --data-dir.

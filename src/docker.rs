@@ -91,6 +91,9 @@ pub struct Image {
     pub id: String,
     pub tags: Vec<String>,
     pub labels: HashMap<String, String>,
+    /// Its entrypoint and command (read by [`Docker::image`] only).
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
 }
 
 impl Image {
@@ -351,6 +354,8 @@ impl Docker {
                 id: i.id,
                 tags: i.repo_tags,
                 labels: i.labels,
+                entrypoint: Vec::new(),
+                cmd: Vec::new(),
             })
             .collect())
     }
@@ -365,6 +370,8 @@ impl Docker {
                     id: i.id.unwrap_or_default(),
                     tags: i.repo_tags.unwrap_or_default(),
                     labels: config.labels.unwrap_or_default(),
+                    entrypoint: config.entrypoint.unwrap_or_default(),
+                    cmd: config.cmd.unwrap_or_default(),
                 };
                 Ok(Some((image, env)))
             }

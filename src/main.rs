@@ -11,6 +11,7 @@ mod cluster;
 mod compose;
 mod config;
 mod docker;
+mod entrypoint;
 mod error;
 mod extension;
 mod failpoint;
@@ -58,7 +59,16 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("a single-threaded runtime always builds");
-    let result = runtime.block_on(interrupt::run(dispatch(cli.command, &printer)));
+    // The entrypoint passes stop signals on to the upgrade it runs, rather than being stopped.
+    let signals_stop = !matches!(cli.command, Command::Entrypoint(_));
+    let work = dispatch(cli.command, &printer);
+    let result = runtime.block_on(async {
+        if signals_stop {
+            interrupt::run(work).await
+        } else {
+            work.await
+        }
+    });
     match result {
         Ok(status) => ExitCode::from(status.exit_code()),
         Err(err) => {
@@ -91,5 +101,6 @@ async fn dispatch(command: Command, printer: &Printer) -> anyhow::Result<Status>
         Command::Image(ImageCommand::Assemble { old, new, tag }) => {
             image::assemble(&old, &new, tag.as_deref(), printer).await
         }
+        Command::Entrypoint(args) => entrypoint::run(args.server).await,
     }
 }

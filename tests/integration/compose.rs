@@ -21,9 +21,9 @@ fn compose_program() -> Vec<&'static str> {
     }
 }
 
-struct Project {
-    name: String,
-    file: PathBuf,
+pub struct Project {
+    pub name: String,
+    pub file: PathBuf,
     dir: PathBuf,
 }
 
@@ -41,7 +41,14 @@ impl Project {
         p
     }
 
-    fn write(&self, image: &str) {
+    pub fn write(&self, image: &str) {
+        self.write_with(image, &[], "no");
+    }
+
+    /// The `db` service on `image` with environment entries `env` (NAME=value) and restart
+    /// policy `restart`.
+    pub fn write_with(&self, image: &str, env: &[&str], restart: &str) {
+        let env: String = env.iter().map(|e| format!("      - {e}\n")).collect();
         std::fs::write(
             &self.file,
             format!(
@@ -49,8 +56,13 @@ impl Project {
 services:
   db:
     image: {image}
+    restart: \"{restart}\"
     environment:
       - POSTGRES_PASSWORD
+{env}    healthcheck:
+      test: [\"CMD\", \"pg_isready\", \"-q\", \"-h\", \"127.0.0.1\"]
+      interval: 1s
+      retries: 600
     volumes:
       - data:/var/lib/postgresql/data
     labels:
@@ -66,16 +78,8 @@ volumes:
     }
 
     /// Runs Compose on the project (relative to its directory, as an operator would).
-    fn run(&self, args: &[&str]) {
-        let program = compose_program();
-        let out = Command::new(program[0])
-            .args(&program[1..])
-            .args(["-p", &self.name, "-f", "docker-compose.yml"])
-            .args(args)
-            .current_dir(&self.dir)
-            .env("POSTGRES_PASSWORD", PASSWORD)
-            .output()
-            .expect("Compose is installed (scripts/setup.sh installs it)");
+    pub fn run(&self, args: &[&str]) {
+        let out = self.output(args);
         assert!(
             out.status.success(),
             "compose {args:?}: {}",
@@ -83,8 +87,21 @@ volumes:
         );
     }
 
+    /// Runs Compose on the project; what it printed, whatever its exit.
+    pub fn output(&self, args: &[&str]) -> std::process::Output {
+        let program = compose_program();
+        Command::new(program[0])
+            .args(&program[1..])
+            .args(["-p", &self.name, "-f", "docker-compose.yml"])
+            .args(args)
+            .current_dir(&self.dir)
+            .env("POSTGRES_PASSWORD", PASSWORD)
+            .output()
+            .expect("Compose is installed (scripts/setup.sh installs it)")
+    }
+
     /// The containers of the project, running or not, by name.
-    fn containers(&self) -> Vec<String> {
+    pub fn containers(&self) -> Vec<String> {
         let label = format!("label=com.docker.compose.project={}", self.name);
         let mut names: Vec<String> =
             docker(&["ps", "-a", "--filter", &label, "--format", "{{.Names}}"])
@@ -95,7 +112,7 @@ volumes:
         names
     }
 
-    fn volume(&self) -> String {
+    pub fn volume(&self) -> String {
         format!("{}_data", self.name)
     }
 }
@@ -113,27 +130,27 @@ impl Drop for Project {
     }
 }
 
-fn inspect(container: &str, format: &str) -> String {
+pub fn inspect(container: &str, format: &str) -> String {
     docker(&["inspect", "--format", format, container])
 }
 
-fn rows(container: &str) -> String {
+/// Runs `sql` with psql as postgres in container `db`; its unaligned output.
+pub fn psql(db: &str, sql: &str) -> String {
     docker(&[
-        "exec",
-        "-u",
-        "postgres",
-        container,
-        "psql",
-        "-X",
-        "-qAt",
-        "-c",
-        "SELECT count(*) || ' ' || current_setting('server_version_num')::int / 10000 FROM t",
+        "exec", "-u", "postgres", db, "psql", "-X", "-qAt", "-c", sql,
     ])
+}
+
+pub fn rows(container: &str) -> String {
+    psql(
+        container,
+        "SELECT count(*) || ' ' || current_setting('server_version_num')::int / 10000 FROM t",
+    )
 }
 
 /// A project whose one `db` container runs the 13 image with a table `t` of 1234 rows; its
 /// container's name; what removes the containers pgup keeps of it.
-fn seeded_project() -> (Project, String, Cleanup) {
+pub fn seeded_project() -> (Project, String, Cleanup) {
     let project = Project::new("pgup/postgres:13");
     project.run(&["up", "-d"]);
     let containers = project.containers();
@@ -141,21 +158,14 @@ fn seeded_project() -> (Project, String, Cleanup) {
     let db = containers[0].clone();
     let gone = Cleanup(vec![db.clone()], None);
     wait_ready(&db);
-    docker(&[
-        "exec",
-        "-u",
-        "postgres",
+    psql(
         &db,
-        "psql",
-        "-X",
-        "-q",
-        "-c",
         "CREATE TABLE t AS SELECT g FROM generate_series(1, 1234) g",
-    ]);
+    );
     (project, db, gone)
 }
 
-fn entries(dir: &Path, prefix: &str) -> Vec<String> {
+pub fn entries(dir: &Path, prefix: &str) -> Vec<String> {
     std::fs::read_dir(dir)
         .into_iter()
         .flatten()

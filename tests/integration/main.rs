@@ -6,6 +6,7 @@ mod compose;
 mod exit;
 mod extensions;
 mod image;
+mod in_container;
 mod layouts;
 mod options;
 mod recovery;

@@ -1,0 +1,213 @@
+//! The upgrade inside the container, as an operator who only edits a Compose file runs it:
+//! the service switched to pgup/upgrade:latest with PGUP_UPGRADE, then to the standard image;
+//! without the setting nothing changes; a failure is undone and not retried by restarts; a
+//! container killed at any step ends upgraded after `up -d`; rollback from inside the image.
+//! No Docker socket inside: pgup runs PostgreSQL's programs as the container's processes.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+use crate::compose::{Project, inspect, psql, rows, seeded_project};
+
+const IMAGE: &str = "pgup/upgrade:latest";
+
+/// pgup/upgrade:latest carrying this very pgup, as images/build.sh assembles it (reused when
+/// it already does).
+fn upgrade_image() -> &'static str {
+    static MADE: OnceLock<()> = OnceLock::new();
+    MADE.get_or_init(|| {
+        for (old, new) in [
+            ("pgup/postgres:13", "pgup/postgres:17"),
+            ("pgup/postgres:15", IMAGE),
+        ] {
+            let r = assemble(old, new, &["--tag", IMAGE]);
+            assert_eq!(r.code, 0, "assemble {old} {new}: {}", r.stderr);
+        }
+    });
+    IMAGE
+}
+
+/// The table's rows and content.
+fn content(db: &str) -> String {
+    psql(
+        db,
+        "SELECT count(*) || ' ' || md5(string_agg(g::text, ',' ORDER BY g)) FROM t",
+    )
+}
+
+fn root(project: &Project) -> PathBuf {
+    PathBuf::from(docker(&[
+        "volume",
+        "inspect",
+        "--format",
+        "{{.Mountpoint}}",
+        &project.volume(),
+    ]))
+}
+
+fn logs(project: &Project) -> String {
+    let out = project.output(&["logs", "--no-color", "db"]);
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Waits until `check` holds, at most `secs`; panics with the project's log.
+fn wait_for(project: &Project, secs: u64, what: &str, check: impl Fn() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(secs) {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    panic!("{what} did not happen in {secs} s:\n{}", logs(project));
+}
+
+fn wait_healthy(project: &Project, db: &str) {
+    wait_for(project, 300, "healthy", || {
+        inspect(db, "{{.State.Health.Status}}") == "healthy"
+    });
+}
+
+#[tokio::test]
+async fn compose_switches_to_the_upgrade_image_and_back() {
+    let image = upgrade_image();
+    let (project, db, _gone) = seeded_project();
+    let before = content(&db);
+    project.run(&["stop"]);
+    let root = root(&project);
+    let (tree, cluster_13) = (tree_hash(&root), cluster_hash(&root));
+
+    // Without the setting: one line, a non-zero exit, the data tree as it was.
+    project.write_with(image, &[], "no");
+    project.run(&["up", "-d"]);
+    wait_for(&project, 60, "the exit", || {
+        inspect(&db, "{{.State.Status}}") == "exited"
+    });
+    assert_eq!(inspect(&db, "{{.State.ExitCode}}"), "3");
+    let log = logs(&project);
+    assert!(
+        log.contains("is PostgreSQL 13 and this image runs PostgreSQL 17: set PGUP_UPGRADE=yes"),
+        "{log}"
+    );
+    assert_eq!(tree_hash(&root), tree, "nothing changed");
+
+    // With it: upgraded, healthy, and the done line in the log.
+    project.write_with(image, &["PGUP_UPGRADE=yes", "PGUP_TO=17"], "no");
+    project.run(&["up", "-d"]);
+    wait_healthy(&project, &db);
+    assert_eq!(rows(&db), "1234 17");
+    assert_eq!(content(&db), before);
+    let log = logs(&project);
+    assert!(
+        log.contains("PostgreSQL upgraded from 13 to 17; the old cluster is kept in /var/lib/postgresql/data/upgrade_backup_")
+            && log.contains("remove PGUP_UPGRADE and run the standard 17 image"),
+        "{log}"
+    );
+
+    // The standard image serves the same data.
+    project.write("pgup/postgres:17");
+    project.run(&["up", "-d"]);
+    wait_healthy(&project, &db);
+    assert_eq!(rows(&db), "1234 17");
+    assert_eq!(content(&db), before);
+
+    // Back from inside the image, with no host CLI: the 13 cluster byte for byte.
+    project.run(&["stop"]);
+    let mount = format!("{}:/var/lib/postgresql/data", project.volume());
+    let back = docker_output(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--label",
+        "org.pgup.test=1",
+        "-v",
+        &mount,
+        image,
+        "pgup",
+        "rollback",
+        "--data-dir",
+        "/var/lib/postgresql/data",
+        "--yes",
+    ]);
+    assert!(
+        back.status.success(),
+        "{}",
+        String::from_utf8_lossy(&back.stderr)
+    );
+    assert_eq!(cluster_hash(&root), cluster_13);
+    project.write("pgup/postgres:13");
+    project.run(&["up", "-d"]);
+    wait_healthy(&project, &db);
+    assert_eq!(rows(&db), "1234 13");
+    assert_eq!(content(&db), before);
+}
+
+/// An upgrade pg_upgrade refuses (a reg* type in a table) under `restart: unless-stopped`:
+/// tried once, undone, and the restarts that follow refuse in one line without touching the
+/// data.
+#[tokio::test]
+async fn a_failed_upgrade_is_undone_and_not_retried_by_restarts() {
+    let image = upgrade_image();
+    let (project, db, _gone) = seeded_project();
+    psql(&db, "CREATE TABLE bad AS SELECT 'now'::regproc AS r");
+    project.run(&["stop"]);
+    let root = root(&project);
+    let cluster_13 = cluster_hash(&root);
+
+    project.write_with(image, &["PGUP_UPGRADE=yes", "PGUP_TO=17"], "unless-stopped");
+    project.run(&["up", "-d"]);
+    wait_for(&project, 300, "two restarts", || {
+        inspect(&db, "{{.RestartCount}}")
+            .parse::<u32>()
+            .is_ok_and(|n| n >= 2)
+    });
+    project.run(&["stop"]);
+    let log = logs(&project);
+    assert_eq!(
+        log.matches("pgup: upgrading").count(),
+        1,
+        "one attempt only:\n{log}"
+    );
+    assert!(log.contains("this container will not try again"), "{log}");
+    assert!(log.contains("failed in this container at"), "{log}");
+    assert_eq!(cluster_hash(&root), cluster_13, "the old cluster as it was");
+}
+
+/// The container killed (`docker kill`) while pgup is stopped at a step of the upgrade, then
+/// `up -d` with the setting still on: it ends upgraded, with the data.
+#[tokio::test]
+async fn killed_at_each_step_then_up_finishes_the_upgrade() {
+    let image = upgrade_image();
+    for point in [
+        "backup-midway",
+        "pg_upgrade-done",
+        "SwappingIn",
+        "verifying",
+    ] {
+        let (project, db, _gone) = seeded_project();
+        let before = content(&db);
+        project.run(&["stop"]);
+        let stop_at = format!("PGUP_STOP_AT={point}");
+        project.write_with(image, &["PGUP_UPGRADE=yes", "PGUP_TO=17", &stop_at], "no");
+        project.run(&["up", "-d"]);
+        wait_for(&project, 300, &format!("the stop at {point}"), || {
+            docker(&["top", &db, "-o", "stat,args"])
+                .lines()
+                .any(|l| l.starts_with('T') && l.contains("pgup") && l.contains("upgrade"))
+        });
+        docker(&["kill", &db]);
+        project.write_with(image, &["PGUP_UPGRADE=yes", "PGUP_TO=17"], "no");
+        project.run(&["up", "-d"]);
+        wait_healthy(&project, &db);
+        assert_eq!(rows(&db), "1234 17", "killed at {point}");
+        assert_eq!(content(&db), before, "killed at {point}");
+        assert!(logs(&project).contains("resuming"), "killed at {point}");
+    }
+}
