@@ -198,9 +198,14 @@ async fn killed_at_each_step_then_up_finishes_the_upgrade() {
         project.write_with(image, &["PGUP_UPGRADE=yes", "PGUP_TO=17", &stop_at], "no");
         project.run(&["up", "-d"]);
         wait_for(&project, 300, &format!("the stop at {point}"), || {
-            docker(&["top", &db, "-o", "stat,args"])
+            docker(&["top", &db, "-o", "pid,stat,args"])
                 .lines()
-                .any(|l| l.starts_with('T') && l.contains("pgup") && l.contains("upgrade"))
+                .any(|l| {
+                    let fields: Vec<&str> = l.split_whitespace().collect();
+                    fields.len() > 2
+                        && fields[1].starts_with('T')
+                        && l.contains("pgup --json upgrade")
+                })
         });
         docker(&["kill", &db]);
         project.write_with(image, &["PGUP_UPGRADE=yes", "PGUP_TO=17"], "no");
