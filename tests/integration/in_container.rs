@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use crate::compose::{Project, inspect, psql, rows, seeded_project};
+use crate::compose::{Project, entries, inspect, psql, rows, seeded_project};
 
 const IMAGE: &str = "pgup/upgrade:latest";
 
@@ -120,28 +120,43 @@ async fn compose_switches_to_the_upgrade_image_and_back() {
     // Back from inside the image, with no host CLI: the 13 cluster byte for byte.
     project.run(&["stop"]);
     let mount = format!("{}:/var/lib/postgresql/data", project.volume());
-    let back = docker_output(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "--label",
-        "org.pgup.test=1",
-        "-v",
-        &mount,
-        image,
-        "pgup",
-        "rollback",
-        "--data-dir",
-        "/var/lib/postgresql/data",
-        "--yes",
-    ]);
-    assert!(
-        back.status.success(),
-        "{}",
-        String::from_utf8_lossy(&back.stderr)
-    );
+    let inside = |args: &[&str]| {
+        let data = ["--data-dir", "/var/lib/postgresql/data", "--json"];
+        let out = docker_output(
+            &[
+                &[
+                    "run",
+                    "--rm",
+                    "--network",
+                    "none",
+                    "--label",
+                    "org.pgup.test=1",
+                ],
+                &["-v", &mount, image, "pgup"][..],
+                args,
+                &data,
+            ]
+            .concat(),
+        );
+        assert!(
+            out.status.success(),
+            "pgup {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let status = inside(&["status"]);
+    assert_eq!(status["pg_version"], "17", "{status}");
+    inside(&["rollback", "--yes"]);
     assert_eq!(cluster_hash(&root), cluster_13);
+    let status = inside(&["status"]);
+    assert_eq!(status["pg_version"], "13", "{status}");
+    inside(&["cleanup", "--yes"]);
+    assert_eq!(cluster_hash(&root), cluster_13);
+    assert!(
+        entries(&root.join(".pgup"), "upgraded-").is_empty(),
+        "cleanup removed the upgraded cluster set aside"
+    );
     project.write("pgup/postgres:13");
     project.run(&["up", "-d"]);
     wait_healthy(&project, &db);
