@@ -23,13 +23,14 @@
 # reached, images are compared by script hash alone (with a warning). Every image also carries
 # org.pgup.packages (each package=version it holds) and org.pgup.debian-release.
 #
-# Usage: images/build.sh [--force | --check | --list]
+# Usage: images/build.sh [--force | --check | --list | --upgrade-image]
 #   --force  build every image again
 #   --check  ask the mirror, say what would be built and why, print what --list prints; build
 #            nothing; exit 1 unless all images are current
 #   --list   a line per image: its name, its state (current, outdated, missing; unchecked when
 #            no resolution is stored yet), its release and the versions that matter; reads
 #            labels only, offline
+#   --upgrade-image  only pgup/upgrade:latest, from the server images here (PGUP_BIN needed)
 # Environment: PGUP_BIN (a pgup binary: assembles pgup/upgrade:latest with it),
 #              PGUP_DEBIAN_MIRROR (default http://deb.debian.org/debian),
 #              PGUP_BUILD_DIR (default /var/tmp/pgup-images; keeps the roots and package caches).
@@ -78,6 +79,18 @@ image_steps() {
 }
 
 log() { printf 'build.sh: %s\n' "$*" >&2; }
+
+# pgup/upgrade:latest, with PGUP_BIN naming a pgup binary (scripts/setup.sh builds one): the 17
+# server with the 13 and 15 programs and that pgup as its entrypoint (docs/in-container.md),
+# assembled by pgup as it assembles every toolbox; reused while the server images and the
+# binary stay the same.
+upgrade_image() {
+	# The first step keeps a tag of its own: an untagged image another is built on is not
+	# listed, so it would not be found again.
+	"$PGUP_BIN" image assemble --old pgup/postgres:13 --new pgup/postgres:17 --tag pgup/upgrade:13-17 >/dev/null
+	"$PGUP_BIN" image assemble --old pgup/postgres:15 --new pgup/upgrade:13-17 --tag pgup/upgrade:latest >/dev/null
+	log "pgup/upgrade:latest holds PostgreSQL 13, 15 and 17"
+}
 
 label() { docker image inspect --format "{{index .Config.Labels \"$2\"}}" "$1" 2>/dev/null; }
 
@@ -141,8 +154,13 @@ case ${1:-} in
 	list_images || true
 	exit 0
 	;;
+--upgrade-image)
+	[ -n "${PGUP_BIN:-}" ] || { echo "images/build.sh --upgrade-image: set PGUP_BIN to a pgup binary" >&2 && exit 2; }
+	upgrade_image
+	exit 0
+	;;
 "") ;;
-*) echo "usage: images/build.sh [--force | --check | --list]" >&2 && exit 2 ;;
+*) echo "usage: images/build.sh [--force | --check | --list | --upgrade-image]" >&2 && exit 2 ;;
 esac
 
 work=
@@ -561,17 +579,6 @@ else
 		log "WARNING: the mirror $mirror cannot be reached: images are compared by script hash only, so they may not be what the mirror serves today"
 	fi
 fi
-# pgup/upgrade:latest, with PGUP_BIN naming a pgup binary (scripts/setup.sh builds one): the 17
-# server with the 13 and 15 programs and that pgup as its entrypoint (docs/in-container.md),
-# assembled by pgup as it assembles every toolbox; reused while the server images and the
-# binary stay the same.
-upgrade_image() {
-	[ -n "${PGUP_BIN:-}" ] || return 0
-	"$PGUP_BIN" image assemble --old pgup/postgres:13 --new pgup/postgres:17 --tag pgup/upgrade:latest >/dev/null
-	"$PGUP_BIN" image assemble --old pgup/postgres:15 --new pgup/upgrade:latest --tag pgup/upgrade:latest >/dev/null
-	log "pgup/upgrade:latest holds PostgreSQL 13, 15 and 17"
-}
-
 declare -A pids=()
 for r in "${releases[@]}"; do
 	run_release "$r" &
@@ -585,7 +592,7 @@ fi
 $ok || exit 1
 if ! compgen -G "$work/due.*" >/dev/null; then
 	log "all images are current (script hash $script_hash)"
-	upgrade_image
+	[ -z "${PGUP_BIN:-}" ] || upgrade_image
 	exit 0
 fi
 # Images of earlier builds lost their tags to these; free their space.
@@ -593,5 +600,5 @@ docker image prune -f --filter label=org.pgup.build-hash >/dev/null
 # The package caches keep what builds download; what no build read for a month goes (dpkg reads
 # each deb it installs, which moves its atime on relatime mounts).
 find "$build_dir/archives" -name '*.deb' -atime +30 -delete
-upgrade_image
+[ -z "${PGUP_BIN:-}" ] || upgrade_image
 log "done in $(($(date +%s) - started)) s (script hash $script_hash)"

@@ -23,6 +23,13 @@ if ! docker info >/dev/null 2>&1; then
 	echo "setup: the Docker daemon is not reachable; start it (and run as root or in the docker group)" >&2
 	exit 1
 fi
-# pgup assembles the upgrade image: built first, as the tests build it (the same binary).
-cargo build --locked
-PGUP_BIN=target/debug/pgup bash images/build.sh
+# pgup and its tests compile while the images build (one waits on the CPU, the other mostly
+# on the mirror and the disk); pgup then assembles the upgrade image with the very binary the
+# tests run.
+build_log=$(mktemp)
+cargo test --locked --no-run >"$build_log" 2>&1 &
+cargo_pid=$!
+bash images/build.sh
+wait "$cargo_pid" || { cat "$build_log" >&2; rm -f "$build_log"; exit 1; }
+rm -f "$build_log"
+PGUP_BIN=target/debug/pgup bash images/build.sh --upgrade-image

@@ -14,4 +14,6 @@ for id in $(docker images -q --filter label=org.pgup.assembled-from | sort -u); 
 		docker image inspect "$source" >/dev/null 2>&1 || { docker rmi -f "$id" >/dev/null; break; }
 	done
 done
+# The integration tests mostly wait on containers and servers: three at a time on two cores.
+export RUST_TEST_THREADS=${RUST_TEST_THREADS:-3}
 cargo test --locked "$@"

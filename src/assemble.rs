@@ -357,7 +357,10 @@ async fn build(
             image: old.name.clone(),
             err,
         })?;
-    docker.build(context, tag, HashMap::new()).await?;
+    // Unlabelled until it works; and not taken for the toolbox it is built on, whose labels it
+    // would inherit.
+    let cleared = [MAJORS_LABEL, FROM_LABEL, BINARY_LABEL].map(|l| (l.to_owned(), String::new()));
+    docker.build(context, tag, HashMap::from(cleared)).await?;
     Ok(lacking.into_iter().map(|(soname, _)| soname).collect())
 }
 

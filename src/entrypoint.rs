@@ -224,10 +224,9 @@ pub async fn run(server: Vec<String>) -> Result<Status> {
                     at: chrono::Utc::now(),
                 };
                 remember(&layout, &marker, &failure);
-                return Err(Refusal(format!(
+                bail!(
                     "the upgrade from PostgreSQL {from} to {to} failed (see above) and the old cluster is as it was; this container will not try again: fix the cause and re-create it, or remove PGUP_UPGRADE and run a PostgreSQL {from} image"
-                ))
-                .into());
+                );
             }
             let _ = std::fs::remove_file(&marker);
             println!("{}", done_line(&settings, from, to, &report, &shown, &root));

@@ -18,13 +18,11 @@ const IMAGE: &str = "pgup/upgrade:latest";
 fn upgrade_image() -> &'static str {
     static MADE: OnceLock<()> = OnceLock::new();
     MADE.get_or_init(|| {
-        for (old, new) in [
-            ("pgup/postgres:13", "pgup/postgres:17"),
-            ("pgup/postgres:15", IMAGE),
-        ] {
-            let r = assemble(old, new, &["--tag", IMAGE]);
-            assert_eq!(r.code, 0, "assemble {old} {new}: {}", r.stderr);
-        }
+        let r = run(std::process::Command::new("bash")
+            .args(["images/build.sh", "--upgrade-image"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("PGUP_BIN", env!("CARGO_BIN_EXE_pgup")));
+        assert_eq!(r.code, 0, "images/build.sh --upgrade-image: {}", r.stderr);
     });
     IMAGE
 }
@@ -230,4 +228,61 @@ async fn killed_at_each_step_then_up_finishes_the_upgrade() {
         assert_eq!(content(&db), before, "killed at {point}");
         assert!(logs(&project).contains("resuming"), "killed at {point}");
     }
+}
+
+/// Any toolbox pgup assembles upgrades in the container: 17 to 18 with the 18 image's own
+/// PGDATA rules (the data in the layout before 18's), PGUP_AUTO_UPGRADE and PGUP_ONESHOT in a
+/// plain `docker run`; the standard 18 image then serves the data where it is.
+#[tokio::test]
+async fn an_assembled_toolbox_upgrades_17_to_18_in_a_one_shot_container() {
+    let made = assemble("pgup/postgres:17", "pgup/postgres:18", &["--json"]);
+    assert_eq!(made.code, 0, "{}", made.stderr);
+    let toolbox: serde_json::Value = serde_json::from_str(&made.stdout).unwrap();
+    let toolbox = toolbox["image"].as_str().unwrap().to_owned();
+    let (name, volume) = (unique("ic17"), unique("ic17-data"));
+    let _gone = Cleanup(vec![name.clone()], Some(volume.clone()));
+    let mount = format!("{volume}:/var/lib/postgresql/data");
+    run_db(&name, &mount, "pgup/postgres:17", &[]);
+    wait_ready(&name);
+    psql(
+        &name,
+        "CREATE TABLE t AS SELECT g FROM generate_series(1, 1234) g",
+    );
+    let before = content(&name);
+    docker(&["rm", "-f", &name]);
+
+    let out = docker_output(&[
+        "run",
+        "--rm",
+        "--label",
+        "org.pgup.test=1",
+        "-e",
+        "PGUP_AUTO_UPGRADE=yes",
+        "-e",
+        "PGUP_ONESHOT=yes",
+        "-v",
+        &mount,
+        &toolbox,
+    ]);
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{log}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        log.contains("PostgreSQL upgraded from 17 to 18; the old cluster is kept in /var/lib/postgresql/data/upgrade_backup_")
+            && !log.contains("remove PGUP_UPGRADE"),
+        "{log}"
+    );
+
+    run_db(
+        &name,
+        &mount,
+        "pgup/postgres:18",
+        &["-e", "PGDATA=/var/lib/postgresql/data"],
+    );
+    wait_ready(&name);
+    assert_eq!(rows(&name), "1234 18");
+    assert_eq!(content(&name), before);
 }
