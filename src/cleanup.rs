@@ -179,7 +179,11 @@ async fn plan(docker: &Docker, target: &Target, args: &settings::Cleanup) -> Res
             }
         }
         // The container an upgrade kept for going back to this backup.
-        if let Some(c) = record.and_then(|r| r.container) {
+        // Without an engine there is none to see (the host's cleanup removes it).
+        if let Some(c) = record
+            .and_then(|r| r.container)
+            .filter(|_| docker.has_engine())
+        {
             let kept = recreate::kept_name(&c, layout::stamp_of(&b.name).unwrap_or_default());
             if docker.exists(&kept).await? {
                 out.push(Removal {

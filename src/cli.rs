@@ -162,6 +162,12 @@ pub struct UpgradePlanArgs {
     /// them again at the end, instead of refusing.
     #[arg(long)]
     pub stop_others: bool,
+
+    /// Without a Docker engine (inside a container): no server runs on the data anywhere,
+    /// though its postmaster.pid is there (the server was killed). pgup cannot see other
+    /// containers from inside one, so it refuses such a cluster without this.
+    #[arg(long)]
+    pub server_stopped: bool,
 }
 
 #[derive(Debug, Args)]
@@ -399,6 +405,7 @@ impl UpgradePlanArgs {
             new_image: self.new_image,
             old_image: self.old_image,
             stop_others: self.stop_others,
+            server_stopped: self.server_stopped,
         }
     }
 }

@@ -139,6 +139,9 @@ pub struct Docker {
     api: Option<bollard::Docker>,
 }
 
+/// Set (to anything) by `pgup entrypoint` for the upgrade it runs: no engine, whatever is there.
+pub const NO_ENGINE: &str = "PGUP_NO_ENGINE";
+
 impl Docker {
     /// Connects as the docker CLI would (DOCKER_HOST, else the local socket) and settles on
     /// the highest API version both sides speak: engines here may be far older than bollard.
@@ -156,8 +159,17 @@ impl Docker {
     /// The engine, or for work on a data directory when there is none, no engine: the
     /// programs then run here (an upgrade-capable image run without the socket).
     pub async fn connect_for(data_dir: bool) -> Result<Self> {
+        // The entrypoint's upgrade: the paths it has are the container's, even where a socket
+        // is mounted in.
+        if data_dir && std::env::var_os(NO_ENGINE).is_some() {
+            return Ok(Self { api: None });
+        }
         match Self::connect().await {
-            Err(DockerError::Unreachable(_)) if data_dir => Ok(Self { api: None }),
+            // Only inside a container: on a host whose engine is down, containers may start
+            // again in the middle of the work.
+            Err(DockerError::Unreachable(_)) if data_dir && Path::new("/.dockerenv").exists() => {
+                Ok(Self { api: None })
+            }
             other => other,
         }
     }

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Refusal, Status};
+use crate::error::{Kind, Refusal, Status};
 use crate::journal::Journal;
 use crate::layout::Layout;
 use crate::plan::Operation;
@@ -31,6 +31,8 @@ pub struct Settings {
     pub auto: bool,
     /// `PGUP_ONESHOT`: exit 0 after the upgrade instead of starting the server.
     pub oneshot: bool,
+    /// `PGUP_SERVER_STOPPED`: no server runs on the data, though its postmaster.pid is there.
+    pub server_stopped: bool,
     /// `PGDATA` as the image or the operator set it.
     pub pgdata: Option<PathBuf>,
 }
@@ -57,6 +59,7 @@ impl Settings {
             upgrade: flag("PGUP_UPGRADE")?,
             auto: flag("PGUP_AUTO_UPGRADE")?,
             oneshot: flag("PGUP_ONESHOT")?,
+            server_stopped: flag("PGUP_SERVER_STOPPED")?,
             pgdata: var("PGDATA").filter(|v| !v.is_empty()).map(PathBuf::from),
         })
     }
@@ -104,6 +107,19 @@ pub fn decide(settings: &Settings, held: &BTreeSet<u32>, found: &Found<'_>) -> D
     }
     let asked = settings.upgrade || settings.auto;
     let data = found.data.display();
+    // A failure of this container is not tried again, whatever it left.
+    if let Some(f) = found
+        .failed
+        .filter(|f| asked && f.container == found.container)
+    {
+        return Decision::Refuse(format!(
+            "the upgrade of {data} from PostgreSQL {} to {} failed in this container at {}; its log is in the container's log and in .pgup/logs. Fix the cause and re-create the container to try again, or remove PGUP_UPGRADE and run a PostgreSQL {} image",
+            f.from,
+            f.to,
+            f.at.format("%Y-%m-%d %H:%M:%S UTC"),
+            f.from
+        ));
+    }
     if let Some((operation, old, new, explained)) = &found.journal {
         return match operation {
             Operation::Upgrade if asked => Decision::Upgrade {
@@ -137,15 +153,6 @@ pub fn decide(settings: &Settings, held: &BTreeSet<u32>, found: &Found<'_>) -> D
     if !asked {
         return Decision::Refuse(format!(
             "the data in {data} is PostgreSQL {major} and this image runs PostgreSQL {to}: set PGUP_UPGRADE=yes to upgrade it (the old cluster is kept), or run a PostgreSQL {major} image; nothing was changed"
-        ));
-    }
-    if let Some(f) = found
-        .failed
-        .filter(|f| f.container == found.container && f.from == major && f.to == to)
-    {
-        return Decision::Refuse(format!(
-            "the upgrade of {data} from PostgreSQL {major} to {to} failed in this container at {} and the old cluster was put back; its log is in the container's log and in .pgup/logs. Fix the cause and re-create the container to try again, or remove PGUP_UPGRADE and run a PostgreSQL {major} image",
-            f.at.format("%Y-%m-%d %H:%M:%S UTC")
         ));
     }
     Decision::Upgrade { from: major, to }
@@ -210,9 +217,12 @@ pub async fn run(server: Vec<String>) -> Result<Status> {
             let mut argv: Vec<String> = vec!["--json".into(), "upgrade".into()];
             argv.extend(flags.split(' ').map(str::to_owned));
             argv.extend(["--to".into(), to.to_string(), "--yes".into()]);
+            if settings.server_stopped {
+                argv.push("--server-stopped".into());
+            }
             let (code, report) = child(&argv).await?;
             if code != 0 {
-                if code == 130 || code > 128 {
+                if code > 128 {
                     bail!(
                         "the upgrade was interrupted; the next start of this container finishes it"
                     );
@@ -224,6 +234,18 @@ pub async fn run(server: Vec<String>) -> Result<Status> {
                     at: chrono::Utc::now(),
                 };
                 remember(&layout, &marker, &failure);
+                // An upgrade that could not undo itself leaves its journal.
+                if Journal::read(&root).ok().flatten().is_some() {
+                    bail!(
+                        "the upgrade from PostgreSQL {from} to {to} failed (see above) and could not be undone; this container will not try again: run `pgup rollback {flags} --yes` in this image to restore PostgreSQL {from}"
+                    );
+                }
+                if code == i32::from(Kind::Refused.exit_code()) {
+                    return Err(Refusal(format!(
+                        "the upgrade from PostgreSQL {from} to {to} was refused (see above) and nothing was changed; this container will not try again: do what it says, then re-create the container"
+                    ))
+                    .into());
+                }
                 bail!(
                     "the upgrade from PostgreSQL {from} to {to} failed (see above) and the old cluster is as it was; this container will not try again: fix the cause and re-create it, or remove PGUP_UPGRADE and run a PostgreSQL {from} image"
                 );
@@ -288,9 +310,16 @@ fn target_flags(root: &Path, subdir: Option<&Path>) -> String {
 /// to); returns its exit code and the JSON it printed.
 async fn child(argv: &[String]) -> Result<(i32, serde_json::Value)> {
     use std::io::Read;
+    use tokio::signal::unix::{SignalKind, signal};
+    // Before the child exists: a stop signal then is passed on, never lost.
+    let (mut int, mut term) = (
+        signal(SignalKind::interrupt())?,
+        signal(SignalKind::terminate())?,
+    );
     let exe = std::env::current_exe().context("cannot find pgup's own executable")?;
     let mut spawned = std::process::Command::new(exe)
         .args(argv)
+        .env(crate::docker::NO_ENGINE, "1")
         .stdout(std::process::Stdio::piped())
         .spawn()
         .context("cannot start pgup upgrade")?;
@@ -302,10 +331,6 @@ async fn child(argv: &[String]) -> Result<(i32, serde_json::Value)> {
         text
     });
     let reaped = tokio::task::spawn_blocking(move || reap_until(pid));
-    let (mut int, mut term) = (
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?,
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?,
-    );
     tokio::pin!(reaped);
     let code = loop {
         tokio::select! {
@@ -369,10 +394,8 @@ fn serve(
 /// Whether `server` starts PostgreSQL's server, as the server images' entrypoints tell:
 /// `postgres` as the command, or only its options.
 fn starts_server(server: &[String]) -> bool {
-    server
-        .iter()
-        .any(|a| a == "postgres" || a.ends_with("/postgres"))
-        || server.get(1).is_some_and(|a| a.starts_with('-'))
+    let command = server.iter().find(|a| !a.ends_with("entrypoint.sh"));
+    command.is_some_and(|c| c == "postgres" || c.ends_with("/postgres") || c.starts_with('-'))
 }
 
 /// The majors whose programs this image holds.
@@ -468,6 +491,7 @@ mod tests {
             upgrade,
             auto: false,
             oneshot: false,
+            server_stopped: false,
             pgdata: Some("/var/lib/postgresql/data".into()),
         }
     }
@@ -611,6 +635,13 @@ mod tests {
             "rollback"
         ])));
         assert!(!starts_server(&argv(&["docker-entrypoint.sh", "bash"])));
+        assert!(!starts_server(&argv(&[
+            "docker-entrypoint.sh",
+            "pgup",
+            "status",
+            "--data-dir",
+            "/srv/postgres"
+        ])));
     }
 
     #[test]

@@ -146,8 +146,10 @@ impl Journal {
             no_backup: Some(self.backup == BackupKind::None),
             new_image: self.new_image.clone(),
             old_image: None,
-            // Those running when it started were stopped then.
+            // Those running when it started were stopped then, and a stale lock file was
+            // judged so then.
             stop_others: true,
+            server_stopped: true,
         }
     }
 

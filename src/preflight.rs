@@ -310,9 +310,12 @@ pub async fn static_checks(
         pre.cluster.standby,
         intent.stop_others,
     ));
-    // Without an engine, a server on the data can only be this machine's own process.
-    if !docker.has_engine() && crate::cluster::server_holds(&pre.target.data_dir) {
-        pre.items.push(rules::server_here());
+    // Without an engine, pgup sees this container's processes only.
+    if !docker.has_engine() {
+        let lock = pre.target.data_dir.join("postmaster.pid").exists();
+        let here = crate::cluster::server_holds(&pre.target.data_dir);
+        pre.items
+            .extend(rules::server_unseen(here, lock, intent.server_stopped));
     }
     pre.items.extend(rules::owner(pre.cluster.uid));
 

@@ -153,6 +153,21 @@ pub async fn run(args: settings::Rollback, printer: &Printer) -> Result<Status> 
             current.major
         );
     }
+    if !docker.has_engine() {
+        if let Some(c) = &record.container {
+            return Err(Refusal(format!(
+                "backup {} was made by an upgrade of container {c}, which pgup puts back too, and there is no Docker engine here: roll it back on the Docker host (`pgup rollback --container {c}`); nothing was changed",
+                chosen.name
+            ))
+            .into());
+        }
+        if crate::cluster::server_holds(&target.data_dir) {
+            return Err(Refusal(
+                "a PostgreSQL server runs on the data in this container: stop it, then run the same command again; nothing was changed".into(),
+            )
+            .into());
+        }
+    }
     let ran = new_server_ran(&docker, &target, &record, uid, gid).await?;
     let summary = Summary {
         target: &target.label,

@@ -191,13 +191,18 @@ pub fn new_image(name: &str, new: u32, found: Option<Option<u32>>) -> Item {
 
 /// The "server" item. `running` names the running containers using the data, `container`
 /// the one pgup was pointed at: pgup stops only that one.
-/// A server runs on the data in this very container (pgup runs without an engine).
-pub fn server_here() -> Item {
-    Item::new(
-        "server",
-        Outcome::Fail,
-        "a PostgreSQL server runs on the data here; stop it (`pg_ctl stop`, or run pgup in a container of its own on the same volume), then run the same command again",
-    )
+/// Without an engine, from inside a container: a server of this container holds the data
+/// (`here`), or the data has a lock file (`lock`) that a server in another container, which
+/// pgup cannot see, may hold; unless the operator says none runs (`stopped`).
+pub fn server_unseen(here: bool, lock: bool, stopped: bool) -> Option<Item> {
+    let detail = if here {
+        "a PostgreSQL server runs on the data in this container; stop it (`pg_ctl stop`), then run the same command again"
+    } else if lock && !stopped {
+        "postmaster.pid is in PGDATA, and from inside a container pgup cannot see whether a server in another container runs on this volume: stop every container using it; if none runs (the server was killed), say so with --server-stopped (PGUP_SERVER_STOPPED=yes for the entrypoint)"
+    } else {
+        return None;
+    };
+    Some(Item::new("server", Outcome::Fail, detail))
 }
 
 pub fn server(
@@ -643,6 +648,21 @@ mod tests {
 
     use super::*;
     use crate::options::{Key, Kind};
+
+    #[test]
+    fn without_an_engine_a_lock_file_needs_the_operator_s_word() {
+        assert!(server_unseen(false, false, false).is_none());
+        assert!(server_unseen(false, true, true).is_none());
+        let unseen = server_unseen(false, true, false).expect("refused");
+        assert_eq!(unseen.outcome, Outcome::Fail);
+        assert!(
+            unseen.detail.contains("--server-stopped"),
+            "{}",
+            unseen.detail
+        );
+        let here = server_unseen(true, true, true).expect("refused");
+        assert!(here.detail.contains("in this container"), "{}", here.detail);
+    }
 
     /// Items expected, one by one: the outcome, and a part of the detail.
     type Want<'a> = &'a [(Outcome, &'a str)];

@@ -78,6 +78,9 @@ pub struct Intent {
     /// Other containers running on the data (a backup agent) are stopped first and started
     /// again at the end, instead of refusing.
     pub stop_others: bool,
+    /// Without an engine: the operator says no server runs on the data, whatever its
+    /// postmaster.pid says.
+    pub server_stopped: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -232,7 +232,8 @@ async fn killed_at_each_step_then_up_finishes_the_upgrade() {
 
 /// Any toolbox pgup assembles upgrades in the container: 17 to 18 with the 18 image's own
 /// PGDATA rules (the data in the layout before 18's), PGUP_AUTO_UPGRADE and PGUP_ONESHOT in a
-/// plain `docker run`; the standard 18 image then serves the data where it is.
+/// plain `docker run`; the standard 18 image then serves the data where it is. The 17 server
+/// was killed: pgup, which cannot see other containers, refuses until told none runs.
 #[tokio::test]
 async fn an_assembled_toolbox_upgrades_17_to_18_in_a_one_shot_container() {
     let made = assemble("pgup/postgres:17", "pgup/postgres:18", &["--json"]);
@@ -251,19 +252,33 @@ async fn an_assembled_toolbox_upgrades_17_to_18_in_a_one_shot_container() {
     let before = content(&name);
     docker(&["rm", "-f", &name]);
 
-    let out = docker_output(&[
-        "run",
-        "--rm",
-        "--label",
-        "org.pgup.test=1",
-        "-e",
-        "PGUP_AUTO_UPGRADE=yes",
-        "-e",
-        "PGUP_ONESHOT=yes",
-        "-v",
-        &mount,
-        &toolbox,
-    ]);
+    let root = PathBuf::from(docker(&[
+        "volume",
+        "inspect",
+        "--format",
+        "{{.Mountpoint}}",
+        &volume,
+    ]));
+    let tree = tree_hash(&root);
+    let upgrade = |more: &[&str]| {
+        let fixed = ["run", "--rm", "--label", "org.pgup.test=1"];
+        let last = [
+            "-e",
+            "PGUP_AUTO_UPGRADE=yes",
+            "-e",
+            "PGUP_ONESHOT=yes",
+            "-v",
+            &mount,
+            &toolbox,
+        ];
+        docker_output(&[&fixed[..], more, &last].concat())
+    };
+    let refused = upgrade(&[]);
+    let line = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(3), "{line}");
+    assert!(line.contains("PGUP_SERVER_STOPPED=yes"), "{line}");
+    assert_eq!(tree_hash(&root), tree, "nothing changed");
+    let out = upgrade(&["-e", "PGUP_SERVER_STOPPED=yes"]);
     let log = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
