@@ -5,7 +5,7 @@
 #   pgup/postgres:15-uid70         the data owner is uid 70, as in the Alpine images
 #   pgup/postgis:13 :17            the server with PostGIS 3
 #   pgup/pgvector:17 :18           the server with pgvector
-#   pgup/upgrade:latest            with PGUP_BIN: 17 holding 13 and 15 too, pgup its entrypoint
+#   pgup/upgrade:latest            with PGUP_BIN: 17 holding 13 too, pgup its entrypoint
 #
 # As in the official images, each major sits on the Debian release that packages it (13
 # bullseye, 15 bookworm, 17 trixie, 18 sid), with that release's glibc, ICU, OpenSSL and LLVM.
@@ -81,15 +81,12 @@ image_steps() {
 log() { printf 'build.sh: %s\n' "$*" >&2; }
 
 # pgup/upgrade:latest, with PGUP_BIN naming a pgup binary (scripts/setup.sh builds one): the 17
-# server with the 13 and 15 programs and that pgup as its entrypoint (docs/in-container.md),
-# assembled by pgup as it assembles every toolbox; reused while the server images and the
-# binary stay the same.
+# server with the 13 programs and that pgup as its entrypoint (docs/in-container.md), assembled
+# by pgup as it assembles every toolbox (the tests' 13 to 17 toolbox is this one); reused while
+# the server images and the binary stay the same. More majors: docs/in-container.md.
 upgrade_image() {
-	# The first step keeps a tag of its own: an untagged image another is built on is not
-	# listed, so it would not be found again.
-	"$PGUP_BIN" image assemble --old pgup/postgres:13 --new pgup/postgres:17 --tag pgup/upgrade:13-17 >/dev/null
-	"$PGUP_BIN" image assemble --old pgup/postgres:15 --new pgup/upgrade:13-17 --tag pgup/upgrade:latest >/dev/null
-	log "pgup/upgrade:latest holds PostgreSQL 13, 15 and 17"
+	"$PGUP_BIN" image assemble --old pgup/postgres:13 --new pgup/postgres:17 --tag pgup/upgrade:latest >/dev/null
+	log "pgup/upgrade:latest holds PostgreSQL 13 and 17"
 }
 
 label() { docker image inspect --format "{{index .Config.Labels \"$2\"}}" "$1" 2>/dev/null; }

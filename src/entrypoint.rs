@@ -220,12 +220,23 @@ pub async fn run(server: Vec<String>) -> Result<Status> {
             if settings.server_stopped {
                 argv.push("--server-stopped".into());
             }
+            let traces = || std::fs::read_dir(layout.logs()).map_or(0, Iterator::count);
+            let before = traces();
             let (code, report) = child(&argv).await?;
             if code != 0 {
                 if code > 128 {
                     bail!(
                         "the upgrade was interrupted; the next start of this container finishes it"
                     );
+                }
+                // Refused before it began, it left no trace and changed nothing: trying again
+                // changes nothing either, so nothing is remembered (nor written).
+                let begun = Journal::read(&root).ok().flatten().is_some();
+                if code == i32::from(Kind::Refused.exit_code()) && !begun && traces() == before {
+                    return Err(Refusal(format!(
+                        "the upgrade from PostgreSQL {from} to {to} was refused (see above); nothing was changed"
+                    ))
+                    .into());
                 }
                 let failure = Failure {
                     container,
@@ -235,16 +246,10 @@ pub async fn run(server: Vec<String>) -> Result<Status> {
                 };
                 remember(&layout, &marker, &failure);
                 // An upgrade that could not undo itself leaves its journal.
-                if Journal::read(&root).ok().flatten().is_some() {
+                if begun {
                     bail!(
                         "the upgrade from PostgreSQL {from} to {to} failed (see above) and could not be undone; this container will not try again: run `pgup rollback {flags} --yes` in this image to restore PostgreSQL {from}"
                     );
-                }
-                if code == i32::from(Kind::Refused.exit_code()) {
-                    return Err(Refusal(format!(
-                        "the upgrade from PostgreSQL {from} to {to} was refused (see above) and nothing was changed; this container will not try again: do what it says, then re-create the container"
-                    ))
-                    .into());
                 }
                 bail!(
                     "the upgrade from PostgreSQL {from} to {to} failed (see above) and the old cluster is as it was; this container will not try again: fix the cause and re-create it, or remove PGUP_UPGRADE and run a PostgreSQL {from} image"
