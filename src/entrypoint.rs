@@ -175,9 +175,11 @@ pub async fn run(server: Vec<String>) -> Result<Status> {
     }
     let settings = Settings::from_env(|n| std::env::var(n).ok()).map_err(Refusal)?;
     let held = majors_here(Path::new("/usr/lib/postgresql"));
+    // Read once: where the volume is, and which container this is.
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let data = find_data(settings.pgdata.as_deref());
     let (root, subdir) = match &data {
-        Some(d) => mount_root(d, &mounts()),
+        Some(d) => mount_root(d, &mounts(&mountinfo)),
         None => (PathBuf::new(), None),
     };
     let major = data.as_deref().and_then(|d| {
@@ -195,7 +197,7 @@ pub async fn run(server: Vec<String>) -> Result<Status> {
     let failed: Option<Failure> = std::fs::read(&marker)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
-    let container = container_id();
+    let container = container_id(&mountinfo);
     let shown = data.clone().unwrap_or_default();
     let found = Found {
         data: &shown,
@@ -427,9 +429,8 @@ fn find_data(pgdata: Option<&Path>) -> Option<PathBuf> {
 }
 
 /// This container's mount points (`/proc/self/mountinfo`'s fifth field, unescaped).
-fn mounts() -> Vec<PathBuf> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
+fn mounts(mountinfo: &str) -> Vec<PathBuf> {
+    mountinfo
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
         .map(|m| PathBuf::from(unescape(m)))
@@ -475,9 +476,9 @@ fn mount_root(data: &Path, mounts: &[PathBuf]) -> (PathBuf, Option<PathBuf>) {
 }
 
 /// This container's id, from the files Docker mounts into it; else its host name.
-fn container_id() -> String {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    info.split('/')
+fn container_id(mountinfo: &str) -> String {
+    mountinfo
+        .split('/')
         .collect::<Vec<_>>()
         .windows(2)
         .find(|w| w[0] == "containers" && w[1].len() == 64)
@@ -666,5 +667,14 @@ mod tests {
             (PathBuf::from("/srv/data"), None)
         );
         assert_eq!(unescape(r"/a\040b"), "/a b");
+        let id = "a".repeat(64);
+        let info = format!(
+            "1 0 0:1 / / rw - overlay overlay rw\n2 1 8:1 /var/lib/docker/containers/{id}/hostname /etc/hostname rw - ext4 /dev/vda rw\n"
+        );
+        assert_eq!(container_id(&info), id);
+        assert_eq!(
+            super::mounts(&info),
+            [PathBuf::from("/"), PathBuf::from("/etc/hostname")]
+        );
     }
 }

@@ -35,14 +35,28 @@ fn content(db: &str) -> String {
     )
 }
 
-fn root(project: &Project) -> PathBuf {
+/// Where volume `name` keeps its files on this host.
+fn mountpoint(name: &str) -> PathBuf {
     PathBuf::from(docker(&[
         "volume",
         "inspect",
         "--format",
         "{{.Mountpoint}}",
-        &project.volume(),
+        name,
     ]))
+}
+
+/// The `db` service on `image` with `env`, brought up.
+fn up_on(project: &Project, image: &str, env: &[&str], restart: &str) {
+    project.write_with(image, env, restart);
+    project.run(&["up", "-d"]);
+}
+
+/// Waits until `db` is healthy, then checks it serves the table as `before`, on `major`.
+fn serves(project: &Project, db: &str, major: u32, before: &str) {
+    wait_healthy(project, db);
+    assert_eq!(rows(db), format!("1234 {major}"));
+    assert_eq!(content(db), before);
 }
 
 fn logs(project: &Project) -> String {
@@ -78,12 +92,11 @@ async fn compose_switches_to_the_upgrade_image_and_back() {
     let (project, db, _gone) = seeded_project();
     let before = content(&db);
     project.run(&["stop"]);
-    let root = root(&project);
+    let root = mountpoint(&project.volume());
     let (tree, cluster_13) = (tree_hash(&root), cluster_hash(&root));
 
     // Without the setting: one line, a non-zero exit, the data tree as it was.
-    project.write_with(image, &[], "no");
-    project.run(&["up", "-d"]);
+    up_on(&project, image, &[], "no");
     wait_for(&project, 60, "the exit", || {
         inspect(&db, "{{.State.Status}}") == "exited"
     });
@@ -96,11 +109,8 @@ async fn compose_switches_to_the_upgrade_image_and_back() {
     assert_eq!(tree_hash(&root), tree, "nothing changed");
 
     // With it: upgraded, healthy, and the done line in the log.
-    project.write_with(image, &["PGUP_UPGRADE=yes", "PGUP_TO=17"], "no");
-    project.run(&["up", "-d"]);
-    wait_healthy(&project, &db);
-    assert_eq!(rows(&db), "1234 17");
-    assert_eq!(content(&db), before);
+    up_on(&project, image, &["PGUP_UPGRADE=yes", "PGUP_TO=17"], "no");
+    serves(&project, &db, 17, &before);
     let log = logs(&project);
     assert!(
         log.contains("PostgreSQL upgraded from 13 to 17; the old cluster is kept in /var/lib/postgresql/data/upgrade_backup_")
@@ -109,11 +119,8 @@ async fn compose_switches_to_the_upgrade_image_and_back() {
     );
 
     // The standard image serves the same data.
-    project.write("pgup/postgres:17");
-    project.run(&["up", "-d"]);
-    wait_healthy(&project, &db);
-    assert_eq!(rows(&db), "1234 17");
-    assert_eq!(content(&db), before);
+    up_on(&project, "pgup/postgres:17", &[], "no");
+    serves(&project, &db, 17, &before);
 
     // Back from inside the image, with no host CLI: the 13 cluster byte for byte.
     project.run(&["stop"]);
@@ -155,11 +162,8 @@ async fn compose_switches_to_the_upgrade_image_and_back() {
         entries(&root.join(".pgup"), "upgraded-").is_empty(),
         "cleanup removed the upgraded cluster set aside"
     );
-    project.write("pgup/postgres:13");
-    project.run(&["up", "-d"]);
-    wait_healthy(&project, &db);
-    assert_eq!(rows(&db), "1234 13");
-    assert_eq!(content(&db), before);
+    up_on(&project, "pgup/postgres:13", &[], "no");
+    serves(&project, &db, 13, &before);
 }
 
 /// An upgrade pg_upgrade refuses (a reg* type in a table) under `restart: unless-stopped`:
@@ -171,11 +175,15 @@ async fn a_failed_upgrade_is_undone_and_not_retried_by_restarts() {
     let (project, db, _gone) = seeded_project();
     psql(&db, "CREATE TABLE bad AS SELECT 'now'::regproc AS r");
     project.run(&["stop"]);
-    let root = root(&project);
+    let root = mountpoint(&project.volume());
     let cluster_13 = cluster_hash(&root);
 
-    project.write_with(image, &["PGUP_UPGRADE=yes", "PGUP_TO=17"], "unless-stopped");
-    project.run(&["up", "-d"]);
+    up_on(
+        &project,
+        image,
+        &["PGUP_UPGRADE=yes", "PGUP_TO=17"],
+        "unless-stopped",
+    );
     wait_for(&project, 300, "two restarts", || {
         inspect(&db, "{{.RestartCount}}")
             .parse::<u32>()
@@ -203,8 +211,12 @@ async fn killed_at_each_step_then_up_finishes_the_upgrade() {
         let before = content(&db);
         project.run(&["stop"]);
         let stop_at = format!("PGUP_STOP_AT={point}");
-        project.write_with(image, &["PGUP_UPGRADE=yes", "PGUP_TO=17", &stop_at], "no");
-        project.run(&["up", "-d"]);
+        up_on(
+            &project,
+            image,
+            &["PGUP_UPGRADE=yes", "PGUP_TO=17", &stop_at],
+            "no",
+        );
         wait_for(&project, 300, &format!("the stop at {point}"), || {
             docker(&["top", &db, "-o", "pid,stat,args"])
                 .lines()
@@ -216,8 +228,7 @@ async fn killed_at_each_step_then_up_finishes_the_upgrade() {
                 })
         });
         docker(&["kill", &db]);
-        project.write_with(image, &["PGUP_UPGRADE=yes", "PGUP_TO=17"], "no");
-        project.run(&["up", "-d"]);
+        up_on(&project, image, &["PGUP_UPGRADE=yes", "PGUP_TO=17"], "no");
         wait_healthy(&project, &db);
         assert_eq!(rows(&db), "1234 17", "killed at {point}");
         assert_eq!(content(&db), before, "killed at {point}");
@@ -247,13 +258,7 @@ async fn an_assembled_toolbox_upgrades_17_to_18_in_a_one_shot_container() {
     let before = content(&name);
     docker(&["rm", "-f", &name]);
 
-    let root = PathBuf::from(docker(&[
-        "volume",
-        "inspect",
-        "--format",
-        "{{.Mountpoint}}",
-        &volume,
-    ]));
+    let root = mountpoint(&volume);
     let tree = tree_hash(&root);
     let upgrade = |more: &[&str]| {
         let fixed = ["run", "--rm", "--label", "org.pgup.test=1"];
