@@ -14,6 +14,7 @@ use std::path::{Component, Path, PathBuf};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::collation;
 use crate::docker::{Docker, DockerError, Image, TempContainer};
 use crate::toolbox::{FROM_LABEL, MAJORS_LABEL, ToolError, Toolbox, ToolboxSpec};
 
@@ -340,7 +341,8 @@ async fn build(
         in_temp(docker, &new.id, async |id| read_new(docker, id, old, new)
             .await),
     );
-    let (files, have) = (old_files?, have?);
+    let (files, (have, new_probe)) = (old_files?, have?);
+    let record = files.probe.record_for(old.major, &new_probe);
     let lacking = lacking(&files.needed, &have, old.major);
     let libs = if lacking.is_empty() {
         None
@@ -352,11 +354,12 @@ async fn build(
             .await?,
         )
     };
-    let context =
-        context(old, new, &files, libs.as_deref(), pgup).map_err(|err| AssembleError::Repack {
+    let context = context(old, new, &files, libs.as_deref(), pgup, &record).map_err(|err| {
+        AssembleError::Repack {
             image: old.name.clone(),
             err,
-        })?;
+        }
+    })?;
     // Unlabelled until it works; and not taken for the toolbox it is built on, whose labels it
     // would inherit.
     let cleared = [MAJORS_LABEL, FROM_LABEL, BINARY_LABEL].map(|l| (l.to_owned(), String::new()));
@@ -401,6 +404,8 @@ struct OldFiles {
     lib: Vec<u8>,
     share: Vec<u8>,
     needed: BTreeMap<String, String>,
+    /// What the image sorts text with (see [`collation::PROBE`]).
+    probe: collation::Probe,
 }
 
 /// Runs `work` with a temporary container of `image` (as root, no network), removed after.
@@ -459,16 +464,23 @@ find "$1" -type f \( -name '*.so*' -o -perm -u+x \) | while read -r f; do ldd "$
     let needed = parse_ldd(&out);
     let lib = docker.download(id, &lib_dir(old.major)).await?;
     let share = docker.download(id, &share_dir(old.major)).await?;
-    Ok(OldFiles { lib, share, needed })
+    let probe = collation::Probe::parse(&sh(docker, id, collation::PROBE, &[]).await?.1);
+    Ok(OldFiles {
+        lib,
+        share,
+        needed,
+        probe,
+    })
 }
 
-/// The sonames the new image's dynamic linker finds by itself (its cache).
+/// The sonames the new image's dynamic linker finds by itself (its cache), and what it
+/// records of the images its own old majors came from.
 async fn read_new(
     docker: &Docker,
     id: &str,
     old: &Source,
     new: &Source,
-) -> Result<BTreeSet<String>> {
+) -> Result<(BTreeSet<String>, collation::Probe)> {
     let pg_upgrade = format!("{}/bin/pg_upgrade", lib_dir(new.major));
     let (code, _) = sh(
         docker,
@@ -500,7 +512,8 @@ async fn read_new(
             path: "a dynamic linker cache (`ldconfig -p` lists nothing)".to_owned(),
         });
     }
-    Ok(have)
+    let probe = collation::Probe::parse(&sh(docker, id, collation::PROBE, &[]).await?.1);
+    Ok((have, probe))
 }
 
 /// The libraries in `lacking` (soname, path), dereferenced, as a tar archive of a directory.
@@ -527,17 +540,25 @@ while [ $# -gt 1 ]; do cp -L "$1" "/tmp/pgup-libs/$2"; shift 2; done"#;
     Ok(docker.download(id, "/tmp/pgup-libs").await?)
 }
 
-/// The build context: a Dockerfile and the old major's files under `pgup-old/`.
+/// The build context: a Dockerfile and under `pgup-old/` the old major's files, pgup, and
+/// the `record` of what the old majors' images sort text with ([`collation::RECORD`]).
 fn context(
     old: &Source,
     new: &Source,
     files: &OldFiles,
     libs: Option<&[u8]>,
     pgup: &[u8],
+    record: &str,
 ) -> io::Result<Vec<u8>> {
     let mut out = tar::Builder::new(Vec::new());
     append_dockerfile(&mut out, &dockerfile(new, old.major, libs.is_some()))?;
     append_file(&mut out, &format!("{ROOT}{PGUP}"), pgup, 0o755)?;
+    append_file(
+        &mut out,
+        &format!("{ROOT}{}", collation::RECORD),
+        record.as_bytes(),
+        0o644,
+    )?;
     reroot(
         &files.lib,
         &format!("{ROOT}{}", lib_dir(old.major)),

@@ -168,6 +168,33 @@ pub struct UpgradePlanArgs {
     /// containers from inside one, so it refuses such a cluster without this.
     #[arg(long)]
     pub server_stopped: bool,
+
+    /// Rebuild the text indexes whose collation's library (glibc, ICU) the new image changes:
+    /// auto when it changed (or the old image is unknown), always, or never (the report and
+    /// `status` then say they still need it).
+    #[arg(long, value_enum, default_value_t = ReindexArg::Auto)]
+    pub reindex: ReindexArg,
+}
+
+/// When the upgrade rebuilds text indexes (`--reindex`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReindexArg {
+    /// when the C library or ICU differs between the old and the new image
+    Auto,
+    /// every index on a libc or ICU collation
+    Always,
+    /// none: they are listed as still needing it
+    Never,
+}
+
+impl From<ReindexArg> for settings::Reindex {
+    fn from(arg: ReindexArg) -> Self {
+        match arg {
+            ReindexArg::Auto => Self::Auto,
+            ReindexArg::Always => Self::Always,
+            ReindexArg::Never => Self::Never,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -406,6 +433,7 @@ impl UpgradePlanArgs {
             old_image: self.old_image,
             stop_others: self.stop_others,
             server_stopped: self.server_stopped,
+            reindex: self.reindex.into(),
         }
     }
 }

@@ -704,6 +704,25 @@ impl Docker {
 }
 
 impl Docker {
+    /// The output of the shell `script` run in a temporary container of `image` (as root, no
+    /// network, no capabilities, nothing mounted), whatever its exit code.
+    pub async fn script_in(&self, image: &str, role: &str, script: &str) -> Result<String> {
+        let id = self
+            .start_temp(&TempContainer {
+                image,
+                role,
+                data: Path::new("/"),
+                user: "0:0".to_owned(),
+                binds: Vec::new(),
+                volumes: Vec::new(),
+            })
+            .await?;
+        let argv = ["sh".to_owned(), "-c".to_owned(), script.to_owned()];
+        let done = self.exec(&id, &argv).await;
+        self.remove(&id).await;
+        Ok(done?.output)
+    }
+
     /// Whether an image's C library is musl (Alpine) rather than glibc: text indexes built
     /// under one sort differently under the other. Looks into a container that never starts.
     pub async fn image_is_musl(&self, image: &str) -> Result<bool> {

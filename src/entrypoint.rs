@@ -33,6 +33,8 @@ pub struct Settings {
     pub oneshot: bool,
     /// `PGUP_SERVER_STOPPED`: no server runs on the data, though its postmaster.pid is there.
     pub server_stopped: bool,
+    /// `PGUP_REINDEX`: `pgup upgrade --reindex` (auto, always, never).
+    pub reindex: Option<String>,
     /// `PGDATA` as the image or the operator set it.
     pub pgdata: Option<PathBuf>,
 }
@@ -60,6 +62,16 @@ impl Settings {
             auto: flag("PGUP_AUTO_UPGRADE")?,
             oneshot: flag("PGUP_ONESHOT")?,
             server_stopped: flag("PGUP_SERVER_STOPPED")?,
+            reindex: match var("PGUP_REINDEX").map(|v| v.trim().to_owned()) {
+                None => None,
+                Some(v) if v.is_empty() => None,
+                Some(v) if ["auto", "always", "never"].contains(&v.as_str()) => Some(v),
+                Some(v) => {
+                    return Err(format!(
+                        "PGUP_REINDEX={v} is none of auto, always, never; set it to one, or remove it"
+                    ));
+                }
+            },
             pgdata: var("PGDATA").filter(|v| !v.is_empty()).map(PathBuf::from),
         })
     }
@@ -221,6 +233,9 @@ pub async fn run(server: Vec<String>) -> Result<Status> {
             argv.extend(["--to".into(), to.to_string(), "--yes".into()]);
             if settings.server_stopped {
                 argv.push("--server-stopped".into());
+            }
+            if let Some(reindex) = &settings.reindex {
+                argv.extend(["--reindex".into(), reindex.clone()]);
             }
             let traces = || std::fs::read_dir(layout.logs()).map_or(0, Iterator::count);
             let before = traces();
@@ -498,6 +513,7 @@ mod tests {
             auto: false,
             oneshot: false,
             server_stopped: false,
+            reindex: None,
             pgdata: Some("/var/lib/postgresql/data".into()),
         }
     }
@@ -526,6 +542,14 @@ mod tests {
         assert!(s.upgrade && !s.auto && s.to == Some(17));
         assert!(Settings::from_env(env(&[("PGUP_UPGRADE", "maybe")])).is_err());
         assert!(Settings::from_env(env(&[("PGUP_TO", "seventeen")])).is_err());
+        assert!(Settings::from_env(env(&[("PGUP_REINDEX", "sometimes")])).is_err());
+        assert_eq!(
+            Settings::from_env(env(&[("PGUP_REINDEX", "never")]))
+                .unwrap()
+                .reindex
+                .as_deref(),
+            Some("never")
+        );
         assert!(
             !Settings::from_env(env(&[("PGUP_UPGRADE", "")]))
                 .unwrap()

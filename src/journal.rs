@@ -98,6 +98,13 @@ pub struct Learned {
     /// The re-created container's command, when settings in the old one had to change.
     #[serde(default)]
     pub container_command: Option<Vec<String>>,
+    /// --reindex.
+    #[serde(default)]
+    pub reindex: crate::settings::Reindex,
+    /// The libraries the old cluster's text indexes were built with and the new server's,
+    /// once checked.
+    #[serde(default)]
+    pub libraries: Option<crate::collation::Pair>,
 }
 
 impl Journal {
@@ -150,6 +157,7 @@ impl Journal {
             // judged so then.
             stop_others: true,
             server_stopped: true,
+            reindex: self.learned.reindex,
         }
     }
 

@@ -78,6 +78,9 @@ pub enum WorkEntry {
     /// Files an upgrade's steps hand each other: the row counts before, pg_upgrade's
     /// extension script, the count of options removed.
     Scratch,
+    /// `reindex-pending.json`: the text indexes an upgrade with --reindex never left as they
+    /// were built, for `status`.
+    ReindexPending,
     /// `logs`: what is kept of runs that left no backup (failed, undone, or keeping none)
     /// and of backups a rollback put back: their logs, pg_upgrade's logs, their records.
     Logs,
@@ -92,6 +95,7 @@ const TRASH: &str = "trash-";
 const BEFORE: &str = "before.json";
 const EXTENSIONS_SCRIPT: &str = "update_extensions.sql";
 const OPTIONS_REMOVED: &str = "options-removed.json";
+const REINDEX_PENDING: &str = "reindex-pending.json";
 const LOGS: &str = "logs";
 
 impl WorkEntry {
@@ -103,6 +107,7 @@ impl WorkEntry {
             OLD_ASIDE => Self::OldAside,
             BEFORE | EXTENSIONS_SCRIPT | OPTIONS_REMOVED => Self::Scratch,
             LOGS => Self::Logs,
+            REINDEX_PENDING => Self::ReindexPending,
             n if n.starts_with(SET_ASIDE) => Self::SetAside,
             n if n.starts_with(TRASH) => Self::Trash,
             _ => return None,
@@ -186,6 +191,11 @@ impl Layout {
     /// How many unknown catalog options were removed, per database.
     pub fn options_removed(&self) -> PathBuf {
         self.work().join(OPTIONS_REMOVED)
+    }
+
+    /// The text indexes an upgrade left unrebuilt (--reindex never).
+    pub fn reindex_pending(&self) -> PathBuf {
+        self.work().join(REINDEX_PENDING)
     }
 
     pub fn backup(&self, name: &str) -> PathBuf {

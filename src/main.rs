@@ -8,6 +8,7 @@ mod check;
 mod cleanup;
 mod cli;
 mod cluster;
+mod collation;
 mod compose;
 mod config;
 mod docker;

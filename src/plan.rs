@@ -180,6 +180,9 @@ pub struct Plan {
     /// The directories the cluster keeps outside PGDATA, as "pg_wal (/wal)": each backed up
     /// beside itself, under the backup's name.
     pub locations: Vec<String>,
+    /// What changed of the libraries that order text, when the text indexes that depend on
+    /// them are rebuilt ("glibc 2.31 → glibc 2.41").
+    pub rebuilds: Option<String>,
 }
 
 impl Plan {
@@ -239,8 +242,13 @@ impl Plan {
             ),
             Step::SwappingIn => return None,
             Step::Verifying => {
-                "start it privately: update extensions, vacuumdb --analyze-only, verify the data"
-                    .into()
+                let mut line = "start it privately: update extensions, vacuumdb --analyze-only, verify the data".to_owned();
+                if let Some(change) = &self.rebuilds {
+                    line.push_str(&format!(
+                        "; rebuild the indexes on text collations whose library changed ({change})"
+                    ));
+                }
+                line
             }
             Step::Recreating => format!(
                 "re-create the container on {} and start it",
@@ -268,6 +276,14 @@ impl Plan {
         let files_ms = self.data_files * MS_PER_1000_FILES / 1000;
         Duration::from_millis(FIXED_MS + files_ms + copy_ms)
     }
+}
+
+/// How long rebuilding `bytes` of text indexes takes with `jobs` connections, from this
+/// machine kind's measured runs (docs/benchmarks.md): about 30 MB/s per job (text sorts by
+/// strcoll or ICU, far slower than by bytes), one second at least.
+pub fn rebuild_estimate(bytes: u64, jobs: u32) -> Duration {
+    const BYTES_PER_MS_PER_JOB: u64 = 30 * 1000;
+    Duration::from_millis(1000 + bytes / (BYTES_PER_MS_PER_JOB * u64::from(jobs.max(1))))
 }
 
 impl fmt::Display for Plan {
@@ -395,6 +411,7 @@ mod tests {
             config_changes: vec![],
             recovers: false,
             locations: vec![],
+            rebuilds: None,
         }
     }
 

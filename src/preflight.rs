@@ -14,6 +14,7 @@ use anyhow::{Context, Result};
 
 use crate::assemble::{self, AssembleError};
 use crate::cluster::{Cluster, ControlData, InitSettings, Listening};
+use crate::collation::{self, Pair};
 use crate::compose;
 use crate::config::{self, Change};
 use crate::docker::{Container, Docker};
@@ -26,7 +27,7 @@ use crate::pgcmd::{self, PgUpgrade, Transfer};
 use crate::relay::{self, Relay};
 use crate::rules::{self, Found, Room};
 pub use crate::rules::{Item, Outcome};
-use crate::settings::Intent;
+use crate::settings::{Intent, Reindex};
 use crate::space;
 use crate::target::Target;
 use crate::toolbox::{self, OLD, ToolError, ToolMount, Toolbox, ToolboxSpec};
@@ -59,6 +60,11 @@ pub struct Preflight {
     pub locations: Vec<Location>,
     /// The old cluster's bytes in them.
     pub location_bytes: u64,
+    /// What built the old cluster's text indexes and what the new server sorts with, once
+    /// the toolbox was asked.
+    pub libraries: Option<Pair>,
+    /// --reindex.
+    pub reindex: Reindex,
     pub items: Vec<Item>,
 }
 
@@ -182,6 +188,8 @@ pub async fn static_checks(
         running,
         locations: Vec::new(),
         location_bytes: 0,
+        libraries: None,
+        reindex: intent.reindex,
         items: Vec::new(),
     };
 
@@ -269,20 +277,18 @@ pub async fn static_checks(
         target: OLD.into(),
         read_only: true,
     };
-    // Which C library the old and the new server images use, side by side with the probe:
-    // each asks the engine for a container.
-    let to = intent
-        .new_image
+    // What the old server image sorts text with, side by side with the probe (which asks
+    // the toolbox the same of the new server): each asks the engine for a container.
+    let old_image = intent
+        .old_image
         .clone()
-        .unwrap_or_else(|| pre.image.clone());
-    let old_image = pre.target.container.as_ref().map(|c| c.image.clone());
-    let libcs = async {
+        .or_else(|| pre.target.container.as_ref().map(|c| c.image.clone()));
+    let old_probe = async {
         match &old_image {
-            Some(from) => {
-                let (from, to) =
-                    tokio::join!(docker.image_is_musl(from), docker.image_is_musl(&to));
-                anyhow::Ok(Some((from?, to?)))
-            }
+            Some(from) => docker
+                .script_in(from, "probe", collation::PROBE)
+                .await
+                .map(|out| Some(collation::Probe::parse(&out))),
             None => Ok(None),
         }
     };
@@ -292,11 +298,31 @@ pub async fn static_checks(
         tb.close().await;
         probed
     };
-    let (probed, libcs) = tokio::join!(probed, libcs);
-    probed?;
-    let libcs = libcs?;
+    let (probed, old_probe) = tokio::join!(probed, old_probe);
+    let in_toolbox = probed?;
+    let old_probe = old_probe?;
     if pre.failed() {
         return Ok(pre);
+    }
+    if let Some(in_toolbox) = in_toolbox {
+        let (old, new) = (pre.old_major, pre.new_major);
+        let new_from = pre.new_image.clone().unwrap_or_else(|| pre.image.clone());
+        // The old image itself when known; else what the upgrade image recorded of the image
+        // it took the old major from.
+        let (old_libs, old_from) = match (&old_image, old_probe.map(|p| p.of_major(old))) {
+            (Some(name), Some(libs)) if libs.libc.is_some() => (Some(libs), name.clone()),
+            _ => (
+                in_toolbox.held(old),
+                format!("the image {} took PostgreSQL {old} from", pre.image),
+            ),
+        };
+        let pair = Pair {
+            old: old_libs,
+            new: in_toolbox.of_major(new),
+        };
+        pre.items
+            .push(rules::libraries(&pair, &old_from, &new_from));
+        pre.libraries = Some(pair);
     }
 
     // Server state.
@@ -349,11 +375,6 @@ pub async fn static_checks(
         &pre.config_changes,
         recreated,
     ));
-
-    // C library.
-    if let (Some(from), Some((from_musl, to_musl))) = (&old_image, libcs) {
-        pre.items.push(rules::libc(from, from_musl, &to, to_musl));
-    }
     Ok(pre)
 }
 
@@ -410,8 +431,8 @@ fn rooms<'p>(
 }
 
 /// Reads, in the toolbox: both bin directories exist, pg_controldata, the settings the new
-/// major accepts.
-async fn probe(tb: &Toolbox<'_>, pre: &mut Preflight) -> Result<()> {
+/// major accepts, and what its servers sort text with (None when a check failed first).
+async fn probe(tb: &Toolbox<'_>, pre: &mut Preflight) -> Result<Option<collation::Probe>> {
     let mut missing = Vec::new();
     for major in [pre.old_major, pre.new_major] {
         let pg_upgrade = format!("{}/pg_upgrade", pgcmd::bindir(major));
@@ -426,10 +447,10 @@ async fn probe(tb: &Toolbox<'_>, pre: &mut Preflight) -> Result<()> {
     match rules::bin_dirs(&pre.image, pre.old_major, pre.new_major, &missing) {
         Err(fails) => {
             pre.items.extend(fails);
-            return Ok(());
+            return Ok(None);
         }
         // The new server image failed: the checks end here.
-        Ok(_) if pre.failed() => return Ok(()),
+        Ok(_) if pre.failed() => return Ok(None),
         Ok(holds) => pre.items.push(holds),
     }
     let data = tb.at(&pre.target.data_dir);
@@ -439,7 +460,8 @@ async fn probe(tb: &Toolbox<'_>, pre: &mut Preflight) -> Result<()> {
     pre.control = Some(control);
     pre.accepted =
         config::parse_describe_config(&tb.run(&pgcmd::describe_config(pre.new_major)).await?);
-    Ok(())
+    let argv = ["sh".into(), "-c".into(), collation::PROBE.into()];
+    Ok(Some(collation::Probe::parse(&tb.run(&argv).await?)))
 }
 
 /// The checks that start the old server, on an overlay of PGDATA; the old cluster's init
@@ -679,18 +701,21 @@ pub async fn live_checks(docker: &Docker, pre: &mut Preflight, server: &Containe
     result.map(drop)
 }
 
-/// What the checks read from the old server: its facts, stored catalog options, extensions.
+/// What the checks read from the old server: its facts, stored catalog options, extensions,
+/// indexes on text.
 type OldFacts = (
     verify::ServerFacts,
     Vec<options::Stored>,
     extension::Installed,
+    Vec<collation::TextIndex>,
 );
 
 async fn read_old(socket_dir: &std::path::Path, superuser: &str, old: u32) -> Result<OldFacts> {
     let facts = verify::server_facts(socket_dir, superuser, old).await?;
     let stored = options::gather(socket_dir, superuser).await?;
     let installed = extension::installed(socket_dir, superuser).await?;
-    Ok((facts, stored, installed))
+    let indexes = collation::dependent(socket_dir, superuser, old).await?;
+    Ok((facts, stored, installed, indexes))
 }
 
 /// The checks on what was read from the old server, in `tb` (which has the old cluster at
@@ -699,7 +724,7 @@ async fn judge(
     tb: &Toolbox<'_>,
     pre: &mut Preflight,
     superuser: String,
-    (facts, stored, installed): OldFacts,
+    (facts, stored, installed, indexes): OldFacts,
     for_upgrade: bool,
     may_strip: bool,
 ) -> Result<Option<InitSettings>> {
@@ -718,6 +743,15 @@ async fn judge(
         wal_segment_bytes: control.wal_segment_bytes,
     };
     pre.items.push(rules::cluster(&settings));
+    if let Some(pair) = &pre.libraries {
+        let jobs = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        pre.items.push(rules::text_indexes(
+            pair.changed(),
+            pre.reindex,
+            &indexes,
+            jobs,
+        ));
+    }
 
     // Every extension installed must be in the new major's image, control file and module.
     let provided = extension::parse_provided(&tb.run(&extension::provided_argv(new)).await?);

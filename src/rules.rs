@@ -9,6 +9,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::cluster::{ControlData, InitSettings, LocaleProvider};
+use crate::collation::{self, Changed, Pair, TextIndex};
 use crate::compose::Service;
 use crate::config::{self, Change};
 use crate::extension;
@@ -16,7 +17,7 @@ use crate::location::{Location, Unplaced};
 use crate::options::{self, Stored, Verdict};
 use crate::pgcmd;
 use crate::plan::{self, BackupKind, ModeError};
-use crate::settings::Mode;
+use crate::settings::{Mode, Reindex};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -478,32 +479,104 @@ pub fn settings(
     items
 }
 
-/// The "libc" item for the old server image `from` and the new one `to`: text indexes sort
-/// differently under musl and glibc.
-pub fn libc(from: &str, from_musl: bool, to: &str, to_musl: bool) -> Item {
-    if from_musl == to_musl {
+/// The "libraries" item: what the old cluster's text indexes were built with (`old_from`
+/// names where that was learned) and what the new server sorts with (in `new_from`).
+pub fn libraries(pair: &Pair, old_from: &str, new_from: &str) -> Item {
+    let Some(old) = &pair.old else {
         return Item::new(
-            "libc",
+            "libraries",
+            Outcome::Warn,
+            format!(
+                "neither the old server image nor {new_from} tells which C library and ICU built the old cluster's indexes; {new_from} has {}: text indexes count as needing a rebuild (name the old image with --old-image to know)",
+                pair.new
+            ),
+        );
+    };
+    if !pair.changed().any() {
+        return Item::new(
+            "libraries",
             Outcome::Ok,
-            format!("{from} and {to} use the same C library"),
+            format!("{old_from} and {new_from} sort text alike: {}", pair.new),
         );
     }
-    let name = |musl| {
-        if musl {
-            "musl (Alpine)"
-        } else {
-            "glibc (Debian)"
-        }
-    };
     Item::new(
-        "libc",
+        "libraries",
         Outcome::Warn,
         format!(
-            "{from} uses {} but {to} uses {}: text indexes may sort differently; REINDEX them after the upgrade",
-            name(from_musl),
-            name(to_musl)
+            "{old_from} has {old}, {new_from} has {}: indexes on text may sort differently ({})",
+            pair.new,
+            pair.describe_change()
         ),
     )
+}
+
+/// The "indexes" item: the text indexes on a collation of a library that changed (`changed`),
+/// their size, and what the upgrade does with them under `reindex` with `jobs` connections.
+pub fn text_indexes(changed: Changed, reindex: Reindex, indexes: &[TextIndex], jobs: u32) -> Item {
+    let touched: Vec<&TextIndex> = indexes.iter().filter(|i| changed.touches(i)).collect();
+    let bytes: i64 = touched.iter().map(|i| i.bytes).sum();
+    let rebuilt: Vec<&&TextIndex> = touched
+        .iter()
+        .filter(|i| collation::to_rebuild(reindex, changed).touches(i))
+        .collect();
+    let extra = match reindex {
+        Reindex::Always => indexes.len() - rebuilt.len(),
+        _ => 0,
+    };
+    if touched.is_empty() && reindex != Reindex::Always {
+        return Item::new(
+            "indexes",
+            Outcome::Ok,
+            if changed.any() {
+                format!(
+                    "none of {} index(es) on text depends on a library that changed",
+                    indexes.len()
+                )
+            } else {
+                "no library that orders text changed: no index needs a rebuild".to_owned()
+            },
+        );
+    }
+    let unique = touched.iter().filter(|i| i.unique).count();
+    let what = format!(
+        "{} index(es) ({}, {unique} unique) depend on a collation whose library changed",
+        touched.len(),
+        indicatif::HumanBytes(bytes.max(0) as u64)
+    );
+    match reindex {
+        Reindex::Never => Item::new(
+            "indexes",
+            Outcome::Warn,
+            format!(
+                "{what}; --reindex never leaves them as built: queries may miss rows until you REINDEX them (`pgup status` lists them after the upgrade)"
+            ),
+        ),
+        Reindex::Auto | Reindex::Always => {
+            let all: i64 = indexes.iter().map(|i| i.bytes).sum();
+            let seconds = plan::rebuild_estimate(
+                if reindex == Reindex::Always {
+                    all
+                } else {
+                    bytes
+                }
+                .max(0) as u64,
+                jobs,
+            )
+            .as_secs();
+            let also = if extra > 0 {
+                format!(", and {extra} more on libc or ICU collations (--reindex always)")
+            } else {
+                String::new()
+            };
+            Item::new(
+                "indexes",
+                Outcome::Ok,
+                format!(
+                    "{what}: the upgrade rebuilds them{also} on the new server before handing it back (about {seconds} s)"
+                ),
+            )
+        }
+    }
 }
 
 /// The "cluster" item: the settings the new cluster is initialised with.
@@ -642,6 +715,7 @@ fn normalize_locale(name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use crate::collation::Libraries;
     use std::collections::BTreeMap;
     use std::fmt::Debug;
     use std::path::PathBuf;
@@ -1138,30 +1212,108 @@ mod tests {
     }
 
     #[test]
-    fn musl_and_glibc_sort_differently() {
+    fn libraries_side_by_side() {
         use Outcome::*;
+        let libs = |libc: &str, icu: &str| Libraries {
+            libc: Some(libc.into()),
+            icu: Some(icu.into()),
+        };
+        let item = |old| {
+            libraries(
+                &Pair {
+                    old,
+                    new: libs("glibc 2.41", "76.1"),
+                },
+                "pg:13",
+                "pg:17",
+            )
+        };
         let cases = [
             (
-                (true, false),
+                Some(libs("glibc 2.31", "67.1")),
                 Warn,
-                "pg:13-alpine uses musl (Alpine) but pg:18 uses glibc (Debian): text indexes may sort differently; REINDEX them",
+                "pg:13 has glibc 2.31, ICU 67.1, pg:17 has glibc 2.41, ICU 76.1: indexes on text may sort differently (glibc 2.31 → glibc 2.41, ICU 67.1 → ICU 76.1)",
             ),
             (
-                (false, true),
-                Warn,
-                "pg:13-alpine uses glibc (Debian) but pg:18 uses musl (Alpine)",
-            ),
-            (
-                (true, true),
+                Some(libs("glibc 2.41", "76.1")),
                 Ok,
-                "pg:13-alpine and pg:18 use the same C library",
+                "pg:13 and pg:17 sort text alike: glibc 2.41, ICU 76.1",
             ),
-            ((false, false), Ok, "use the same C library"),
+            (None, Warn, "count as needing a rebuild"),
         ];
-        for (musl @ (from_musl, to_musl), outcome, part) in cases {
-            let item = libc("pg:13-alpine", from_musl, "pg:18", to_musl);
-            expect(musl, "libc", &[item], &[(outcome, part)]);
+        for (old, outcome, part) in cases {
+            expect(&old, "libraries", &[item(old.clone())], &[(outcome, part)]);
         }
+    }
+
+    #[test]
+    fn text_indexes_and_what_the_upgrade_does() {
+        use Outcome::*;
+        let index = |name: &str, bytes, libc, icu| TextIndex {
+            database: "app".into(),
+            name: name.into(),
+            table: "public.t".into(),
+            bytes,
+            unique: name.ends_with("key"),
+            libc,
+            icu,
+            file: "base/1/2".into(),
+        };
+        let all = [
+            index("public.t_key", 1 << 20, true, false),
+            index("public.t_icu", 1 << 20, false, true),
+        ];
+        let libc_only = Changed {
+            libc: true,
+            icu: false,
+        };
+        let cases = [
+            (
+                libc_only,
+                Reindex::Auto,
+                Ok,
+                "1 index(es) (1.00 MiB, 1 unique) depend on a collation whose library changed: the upgrade rebuilds them on the new server",
+            ),
+            (
+                libc_only,
+                Reindex::Always,
+                Ok,
+                "rebuilds them, and 1 more on libc or ICU collations (--reindex always)",
+            ),
+            (
+                Changed::ALL,
+                Reindex::Never,
+                Warn,
+                "2 index(es) (2.00 MiB, 1 unique) depend on a collation whose library changed; --reindex never leaves them",
+            ),
+            (
+                Changed::default(),
+                Reindex::Auto,
+                Ok,
+                "no library that orders text changed",
+            ),
+            (
+                Changed {
+                    libc: false,
+                    icu: true,
+                },
+                Reindex::Never,
+                Warn,
+                "1 index(es) (1.00 MiB, 0 unique)",
+            ),
+        ];
+        for (changed, reindex, outcome, part) in cases {
+            expect(
+                (changed, reindex),
+                "indexes",
+                &[text_indexes(changed, reindex, &all, 2)],
+                &[(outcome, part)],
+            );
+        }
+        assert_eq!(
+            text_indexes(libc_only, Reindex::Auto, &all[1..], 2).detail,
+            "none of 1 index(es) on text depends on a library that changed"
+        );
     }
 
     #[test]

@@ -61,6 +61,20 @@ pub enum Mode {
     Link,
 }
 
+/// Whether the upgrade rebuilds the text indexes whose collation's library (glibc, ICU)
+/// differs between the old and the new server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reindex {
+    /// When the library changed (or the old one is unknown).
+    #[default]
+    Auto,
+    /// Every index that depends on a libc or ICU collation.
+    Always,
+    /// None: the report and `status` say they still need it.
+    Never,
+}
+
 /// The upgrade asked for: what `check`, the plan and a resumed upgrade all start from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Intent {
@@ -81,6 +95,7 @@ pub struct Intent {
     /// Without an engine: the operator says no server runs on the data, whatever its
     /// postmaster.pid says.
     pub server_stopped: bool,
+    pub reindex: Reindex,
 }
 
 #[derive(Debug, Clone)]

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::backup::{self, BackupDir};
 use crate::cluster::Cluster;
+use crate::collation;
 use crate::compose;
 use crate::docker::Docker;
 use crate::error::Status as Exit;
@@ -49,6 +50,45 @@ pub struct Status {
     pub set_aside: Vec<String>,
     /// An operation that was interrupted, and how to finish or undo it.
     pub interrupted: Option<String>,
+    /// Indexes on text an upgrade with --reindex never left as the old library built them,
+    /// and not rebuilt since.
+    pub reindex_pending: Option<ReindexPending>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReindexPending {
+    /// What changed ("glibc 2.31 → glibc 2.41").
+    pub change: String,
+    /// `schema.index` per database.
+    pub indexes: Vec<String>,
+    /// What rebuilds them, without blocking writes: one command per database.
+    pub commands: Vec<String>,
+}
+
+/// The indexes the record in `layout` names that the cluster of `major` at `data_dir` still
+/// has as the old library built them.
+fn reindex_pending(
+    layout: &Layout,
+    data_dir: &std::path::Path,
+    major: Option<&str>,
+) -> Option<ReindexPending> {
+    let text = std::fs::read(layout.reindex_pending()).ok()?;
+    let record: collation::Pending = serde_json::from_slice(&text).ok()?;
+    if major != Some(record.major.to_string().as_str()) {
+        return None;
+    }
+    let left = record.left(data_dir);
+    if left.is_empty() {
+        return None;
+    }
+    Some(ReindexPending {
+        change: record.change.clone(),
+        indexes: left
+            .iter()
+            .map(|i| format!("{} ({})", i.name, i.database))
+            .collect(),
+        commands: record.commands(&left),
+    })
 }
 
 pub async fn run(spec: TargetSpec, printer: &Printer) -> Result<Exit> {
@@ -111,6 +151,11 @@ impl Status {
                 .and_then(|c| compose::Service::of(&c.labels))
                 .map(|s| s.describe()),
             locations,
+            reindex_pending: reindex_pending(
+                &layout,
+                &target.data_dir,
+                cluster.as_ref().map(|c| c.major.as_str()),
+            ),
             postmaster_pid: cluster.is_some_and(|c| c.postmaster_pid),
             set_aside: std::fs::read_dir(layout.work())
                 .into_iter()
@@ -160,6 +205,16 @@ impl fmt::Display for Status {
         }
         if let Some(line) = &self.interrupted {
             row(f, "INTERRUPTED", line)?;
+        }
+        if let Some(p) = &self.reindex_pending {
+            let line = format!(
+                "{} index(es) on text still sort as before {} (--reindex never), so queries may miss rows: {}; rebuild them where the server runs (e.g. docker exec -u postgres CONTAINER …): {}",
+                p.indexes.len(),
+                p.change,
+                p.indexes.join(", "),
+                p.commands.join("; ")
+            );
+            row(f, "REINDEX", &line)?;
         }
         if self.backups.is_empty() {
             row(f, "backups", &"none")?;

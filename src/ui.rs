@@ -63,16 +63,26 @@ impl Printer {
 
     /// A bytes/ETA bar for a long transfer; hidden unless a person watches stderr.
     pub fn bytes_bar(&self, total: u64) -> ProgressBar {
+        self.bar(
+            total,
+            "    {bar:40} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+        )
+    }
+
+    /// A done/total bar for a count of `what`; hidden unless a person watches stderr.
+    pub fn count_bar(&self, total: u64, what: &str) -> ProgressBar {
+        self.bar(
+            total,
+            &format!("    {{bar:40}} {{pos}}/{{len}} {what} ETA {{eta}}"),
+        )
+    }
+
+    fn bar(&self, total: u64, template: &str) -> ProgressBar {
         if self.json || !std::io::stderr().is_terminal() {
             return ProgressBar::hidden();
         }
         let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-        bar.set_style(
-            ProgressStyle::with_template(
-                "    {bar:40} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
-            )
-            .expect("a valid template"),
-        );
+        bar.set_style(ProgressStyle::with_template(template).expect("a valid template"));
         bar
     }
 

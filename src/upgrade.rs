@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::backup::{self, Record};
 use crate::cluster::{ControlData, InitSettings};
+use crate::collation::{self, RebuildError, TextIndex};
 use crate::config;
 use crate::docker::Docker;
 use crate::error::{NotUndone, Refusal, Status};
@@ -58,6 +59,11 @@ pub struct UpgradeReport {
     pub extensions: Vec<Updated>,
     /// None when a resumed run started after verification.
     pub verified: Option<VerifySummary>,
+    /// What changed of the libraries that order text, as "glibc 2.31 → glibc 2.41".
+    pub libraries: Option<String>,
+    /// Indexes on text left as the old library built them (--reindex never): `status` lists
+    /// them with the commands that rebuild them.
+    pub reindex_pending: usize,
     pub container: Option<String>,
     pub image: Option<String>,
     pub server_version_num: Option<i32>,
@@ -71,6 +77,8 @@ pub struct VerifySummary {
     pub rows: i64,
     pub sequences: usize,
     pub roles: usize,
+    /// Indexes on text rebuilt because their collation's library changed (or --reindex always).
+    pub indexes_rebuilt: usize,
 }
 
 impl std::fmt::Display for UpgradeReport {
@@ -85,6 +93,22 @@ impl std::fmt::Display for UpgradeReport {
                 f,
                 "Verified: {} databases, {} tables ({} rows), {} sequences, {} roles as before.",
                 v.databases, v.tables, v.rows, v.sequences, v.roles
+            )?;
+            if v.indexes_rebuilt > 0 {
+                writeln!(
+                    f,
+                    "Rebuilt {} index(es) on text ({}).",
+                    v.indexes_rebuilt,
+                    self.libraries.as_deref().unwrap_or("--reindex always")
+                )?;
+            }
+        }
+        if self.reindex_pending > 0 {
+            writeln!(
+                f,
+                "Warning: {} index(es) on text were left as built under the old library ({}, --reindex never): queries may miss rows until they are rebuilt; `pgup status` lists the commands.",
+                self.reindex_pending,
+                self.libraries.as_deref().unwrap_or("unknown")
             )?;
         }
         match &self.backup {
@@ -186,6 +210,8 @@ pub async fn run(args: settings::Upgrade, printer: &Printer) -> Result<Status> {
         locations: pre.locations.clone(),
         learned: Learned {
             strip_unknown_options: args.strip_unknown_options,
+            reindex: args.intent.reindex,
+            libraries: pre.libraries.clone(),
             ..Learned::default()
         },
         ..Journal::begin(
@@ -216,6 +242,11 @@ pub async fn run(args: settings::Upgrade, printer: &Printer) -> Result<Status> {
         config_changes: pre.config_changes.iter().map(ToString::to_string).collect(),
         recovers: pre.control.as_ref().is_some_and(|c| !c.shut_down_cleanly()),
         locations: pre.locations.iter().map(Location::label).collect(),
+        rebuilds: pre.libraries.as_ref().and_then(|pair| {
+            collation::to_rebuild(args.intent.reindex, pair.changed())
+                .any()
+                .then(|| pair.describe_change())
+        }),
     };
     if !args.yes && !printer.confirm(&plan, "Proceed?")? {
         bail!("nothing was changed: the upgrade was not confirmed");
@@ -231,6 +262,21 @@ pub async fn run(args: settings::Upgrade, printer: &Printer) -> Result<Status> {
     up.advance(Step::Stopping)?;
     interrupt::journal_at(root, flags);
     up.drive().await
+}
+
+/// What the Verifying step did to the indexes on text.
+#[derive(Debug, Clone, Default)]
+struct Rebuilt {
+    count: usize,
+    /// Left as built under the old library (--reindex never).
+    left: usize,
+}
+
+/// What the checks of the Checking step learned.
+struct Checked {
+    libraries: Option<collation::Pair>,
+    /// None when the server-side checks run later, in place.
+    settings: Option<(InitSettings, Vec<options::Key>)>,
 }
 
 /// An upgrade under way: its journal and what the steps share.
@@ -252,6 +298,8 @@ pub struct Upgrade<'a> {
     /// verification).
     options_removed: Option<std::collections::BTreeMap<String, u64>>,
     extensions: Vec<Updated>,
+    /// What the verification did to the text indexes (None when a resumed run started after it).
+    rebuilt: Option<Rebuilt>,
     /// The toolbox the steps from pg_upgrade to verification share, once started.
     tools: Option<Toolbox<'a>>,
 }
@@ -279,6 +327,7 @@ impl<'a> Upgrade<'a> {
             verified: None,
             options_removed: None,
             extensions: Vec::new(),
+            rebuilt: None,
             tools: None,
         })
     }
@@ -424,7 +473,8 @@ impl<'a> Upgrade<'a> {
                 settings
             }
         };
-        if let Some((settings, unknown)) = checked {
+        self.journal.learned.libraries = checked.libraries;
+        if let Some((settings, unknown)) = checked.settings {
             self.journal.learned.settings = Some(settings);
             self.journal.learned.unknown_options = unknown;
         }
@@ -443,11 +493,7 @@ impl<'a> Upgrade<'a> {
     /// `preflight`: this run's static checks, when it is a fresh run. Without an engine there
     /// is no throwaway view: unless `in_place`, only the static checks run here, and the rest
     /// in place once the backup is whole (None).
-    async fn check(
-        &self,
-        preflight: Option<Preflight>,
-        in_place: bool,
-    ) -> Result<Option<(InitSettings, Vec<options::Key>)>> {
+    async fn check(&self, preflight: Option<Preflight>, in_place: bool) -> Result<Checked> {
         let later = !in_place && !self.docker.has_engine();
         self.printer.step(if in_place {
             "reading the stopped cluster's settings in place: the backup holds it as it was"
@@ -481,7 +527,10 @@ impl<'a> Upgrade<'a> {
             pre.items.retain(|i| i.check != "space");
         }
         if later && !pre.failed() {
-            return Ok(None);
+            return Ok(Checked {
+                libraries: pre.libraries,
+                settings: None,
+            });
         }
         let settings = if pre.failed() {
             None
@@ -491,7 +540,10 @@ impl<'a> Upgrade<'a> {
             preflight::cluster_checks(self.docker, &mut pre, true, may_strip).await?
         };
         match settings.filter(|_| !pre.failed()) {
-            Some(settings) => Ok(Some((settings, pre.unknown_options))),
+            Some(settings) => Ok(Checked {
+                libraries: pre.libraries,
+                settings: Some((settings, pre.unknown_options)),
+            }),
             None => Err(Refusal(format!("the upgrade cannot start: {}", pre.failures())).into()),
         }
     }
@@ -502,6 +554,7 @@ impl<'a> Upgrade<'a> {
         let (settings, unknown) = self
             .check(None, true)
             .await?
+            .settings
             .context("the checks in place gave no settings")?;
         self.journal.learned.settings = Some(settings.clone());
         self.journal.learned.unknown_options = unknown;
@@ -927,7 +980,8 @@ impl<'a> Upgrade<'a> {
                     let failed = extension::update_all(tb.socket_dir(), superuser).await?;
                     let now = extension::installed(tb.socket_dir(), superuser).await?;
                     let updated = extension::changes(&before.extensions(), &now, &failed);
-                    anyhow::Ok((after, updated))
+                    let rebuilt = self.text_indexes(tb.socket_dir(), superuser).await?;
+                    anyhow::Ok((after, updated, rebuilt))
                 })
                 .await?;
             let control = ControlData::parse(&tb.run(&pgcmd::controldata(new, &data_in)).await?);
@@ -935,8 +989,9 @@ impl<'a> Upgrade<'a> {
         }
         .await;
         self.give_back(tb);
-        let ((after, updated), control) = result?;
+        let ((after, updated, rebuilt), control) = result?;
         self.extensions = updated;
+        self.rebuilt = Some(rebuilt);
         self.verified = Some(VerifySummary {
             databases: after.databases.len(),
             tables: after.databases.values().map(|d| d.tables.len()).sum(),
@@ -947,6 +1002,7 @@ impl<'a> Upgrade<'a> {
                 .sum(),
             sequences: after.databases.values().map(|d| d.sequences.len()).sum(),
             roles: after.roles.len(),
+            indexes_rebuilt: self.rebuilt.as_ref().map_or(0, |r| r.count),
         });
         if let (Some(name), Some(control)) = (&self.journal.backup_name, control) {
             let mut record = Record::read(self.root(), name)?;
@@ -959,6 +1015,81 @@ impl<'a> Upgrade<'a> {
         // The old cluster set aside mid-swap and the files the steps handed each other.
         restore::remove_leftovers(&self.layout, &self.journal.locations);
         Ok(())
+    }
+
+    /// Rebuilds the indexes on text that --reindex asks for (by default those on a collation
+    /// whose library changed), on the new cluster's private server listening in `socket`,
+    /// then records the collation versions it now has. With --reindex never, the indexes left
+    /// are recorded for `status`.
+    async fn text_indexes(&self, socket: &Path, superuser: &str) -> Result<Rebuilt> {
+        let new = self.journal.new_major;
+        let learned = &self.journal.learned;
+        // A journal from before the libraries were checked: as if nobody could tell.
+        let pair = learned.libraries.clone().unwrap_or(collation::Pair {
+            old: None,
+            new: collation::Libraries::default(),
+        });
+        let changed = pair.changed();
+        let rebuild = collation::to_rebuild(learned.reindex, changed);
+        let pending = self.layout.reindex_pending();
+        let _ = std::fs::remove_file(&pending);
+        if !rebuild.any() && !changed.any() {
+            return Ok(Rebuilt::default());
+        }
+        let indexes = collation::dependent(socket, superuser, new).await?;
+        let (todo, left): (Vec<TextIndex>, Vec<TextIndex>) =
+            indexes.into_iter().partition(|i| rebuild.touches(i));
+        let left: Vec<TextIndex> = left.into_iter().filter(|i| changed.touches(i)).collect();
+        let change = pair.describe_change();
+        if !todo.is_empty() {
+            self.printer.step(format!(
+                "rebuilding {} index(es) on text ({change}), {} at a time",
+                todo.len(),
+                self.journal.jobs
+            ));
+            let bar = self.printer.count_bar(todo.len() as u64, "indexes");
+            let done = |n: usize| bar.set_position(n as u64);
+            let jobs = self.journal.jobs as usize;
+            failpoint::hit("reindexing");
+            collation::rebuild(socket, superuser, &todo, jobs, &done)
+                .await
+                .map_err(|e| match e {
+                    RebuildError::Duplicates { .. } => anyhow::Error::from(Refusal(format!(
+                        "{e}; remove the duplicate rows on the old cluster and REINDEX that index there, then upgrade again"
+                    ))),
+                    other => anyhow::Error::from(other).context("rebuilding the text indexes failed"),
+                })?;
+            bar.finish_and_clear();
+        }
+        let refreshed = if rebuild.any() {
+            collation::refresh_versions(socket, superuser, new).await?
+        } else {
+            Vec::new()
+        };
+        let mut log = format!("text indexes ({change}): {} rebuilt\n", todo.len());
+        for line in todo
+            .iter()
+            .map(|i| format!("rebuilt {} in {}", i.name, i.database))
+            .chain(refreshed)
+        {
+            log.push_str(&line);
+            log.push('\n');
+        }
+        self.append_log(&log);
+        if !left.is_empty() {
+            let record = collation::Pending {
+                major: new,
+                superuser: superuser.to_owned(),
+                change,
+                indexes: left.clone(),
+            };
+            let json = serde_json::to_vec_pretty(&record)?;
+            backup::private_file(&pending, &json, self.uid, self.gid)?;
+        }
+        Ok(Rebuilt {
+            count: todo.len(),
+            left: left.len(),
+        })
     }
 
     async fn recreate(&self) -> Result<UpgradeReport> {
@@ -1025,6 +1156,14 @@ impl<'a> Upgrade<'a> {
             options_removed_by_database: self.options_removed.clone().unwrap_or_default(),
             extensions: self.extensions.clone(),
             verified: self.verified.clone(),
+            libraries: self
+                .journal
+                .learned
+                .libraries
+                .as_ref()
+                .filter(|p| p.changed().any())
+                .map(collation::Pair::describe_change),
+            reindex_pending: self.rebuilt.as_ref().map_or(0, |r| r.left),
             container: None,
             image: None,
             server_version_num: version,

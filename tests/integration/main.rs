@@ -1,6 +1,7 @@
 //! Integration tests: the pgup binary against real containers built by images/build.sh.
 //! They need Docker and the images; without them they fail, they never skip.
 
+mod collation;
 mod common;
 mod compose;
 mod exit;
