@@ -2,13 +2,16 @@
 # Builds pgup's server images from Debian packages only: no registry is needed.
 #
 #   pgup/postgres:13 :15 :17 :18   servers that behave like the official postgres images
+#   pgup/postgres:19               the same from Debian experimental (a release candidate until
+#                                  Debian ships 19.0), on sid like 18: its packages need sid's
+#                                  glibc and ICU
 #   pgup/postgres:15-uid70         the data owner is uid 70, as in the Alpine images
 #   pgup/postgis:13 :17            the server with PostGIS 3
 #   pgup/pgvector:17 :18           the server with pgvector
 #   pgup/upgrade:latest            with PGUP_BIN: 17 holding 13 too, pgup its entrypoint
 #
 # As in the official images, each major sits on the Debian release that packages it (13
-# bullseye, 15 bookworm, 17 trixie, 18 sid), with that release's glibc, ICU, OpenSSL and LLVM.
+# bullseye, 15 bookworm, 17 trixie, 18 and 19 sid), with that release's glibc, ICU, OpenSSL and LLVM.
 # Each release is debootstrapped once into $PGUP_BUILD_DIR/<release>/root, the base of its
 # images and their resolver (below); an image is a copy of it with the server installed by the
 # release's own apt, an extension image a copy of that with the extension installed. The four
@@ -50,8 +53,17 @@ release_of() {
 	13) echo bullseye ;;
 	15) echo bookworm ;;
 	17) echo trixie ;;
-	18) echo sid ;;
+	18 | 19) echo sid ;;
 	*) echo "no Debian release known for PostgreSQL $1" >&2 && return 1 ;;
+	esac
+}
+
+# suites_of RELEASE: the suites its root installs from. 19 is only in experimental, whose
+# packages apt takes only when no other suite has them.
+suites_of() {
+	case $1 in
+	sid) echo sid experimental ;;
+	*) echo "$1" ;;
 	esac
 }
 
@@ -66,15 +78,18 @@ images=(
 	"pgup/pgvector:17|17|999|postgresql-17-pgvector"
 	"pgup/postgres:18|18|999|"
 	"pgup/pgvector:18|18|999|postgresql-18-pgvector"
+	"pgup/postgres:19|19|999|"
 )
 
 # image_steps MAJOR EXTENSION: the apt installs after debootstrap, a line of packages each. A
 # build runs exactly these, the resolver simulates exactly these.
 image_steps() {
-	local jit=
+	local jit= pin=
 	# From 18 on Debian splits JIT into its own package, which the official images install.
 	[ "$1" -lt 18 ] || jit=" postgresql-$1-jit"
-	echo "locales postgresql-$1$jit"
+	# 19's client library is only in experimental too, which apt does not take by itself.
+	[ "$1" -lt 19 ] || pin=" libpq5/experimental"
+	echo "locales postgresql-$1$jit$pin"
 	[ -z "$2" ] || echo "$2"
 }
 
@@ -191,7 +206,8 @@ in_root() {
 # install, so the resolver plays the steps under the rules the builds follow).
 configure_root() {
 	local root=$1
-	echo "deb $mirror $rel main" >"$root/etc/apt/sources.list"
+	local suite
+	for suite in $(suites_of "$rel"); do echo "deb $mirror $suite main"; done >"$root/etc/apt/sources.list"
 	# sid's Release file is past its Valid-Until date on a mirror that stopped following it.
 	cat >"$root/etc/apt/apt.conf.d/90pgup" <<-'EOF'
 		Acquire::Check-Valid-Until "false";
@@ -241,11 +257,13 @@ make_base() {
 # probe_mirror: each release's InRelease as the mirror serves it now, in $work/probe; fails
 # when the mirror cannot be reached.
 probe_mirror() {
-	local r
+	local r suite
 	mkdir -p "$work/probe"
 	for r in "${releases[@]}"; do
-		wget -nv -T 20 -t 1 -O "$work/probe/$r" "$mirror/dists/$r/InRelease" 2>"$work/wget.log" ||
-			{ log "$(tail -1 "$work/wget.log")"; return 1; }
+		for suite in $(suites_of "$r"); do
+			wget -nv -T 20 -t 1 -O "$work/probe/$suite" "$mirror/dists/$suite/InRelease" 2>"$work/wget.log" ||
+				{ log "$(tail -1 "$work/wget.log")"; return 1; }
+		done
 	done
 }
 
@@ -253,8 +271,11 @@ probe_mirror() {
 # very InRelease the probe fetched (compared byte for byte with the one apt verified: nothing
 # fetched by wget is trusted). apt checks the signatures with the root's debian-archive-keyring.
 refresh_lists() {
-	if [ "$(cat "$rroot/.pgup-resolver")" = "$mirror" ] &&
-		cmp -s "$work/probe/$rel" "$rroot"/var/lib/apt/lists/*_dists_"$rel"_InRelease; then
+	local suite current=true
+	for suite in $(suites_of "$rel"); do
+		cmp -s "$work/probe/$suite" "$rroot"/var/lib/apt/lists/*_dists_"$suite"_InRelease || current=false
+	done
+	if [ "$(cat "$rroot/.pgup-resolver")" = "$mirror" ] && $current; then
 		return 0
 	fi
 	log "$rel: its package lists are not the mirror's: apt-get update"
@@ -268,11 +289,11 @@ refresh_lists() {
 # (its apt) and its package lists: the signed InRelease by content, the indexes by size and date
 # (apt rewrites an unchanged InRelease, never an unchanged index).
 lists_id() {
-	local f
+	local f suite
 	{
 		echo "$script_hash"
 		sha256sum <"$rroot/var/lib/dpkg/status"
-		for f in "$rroot"/var/lib/apt/lists/*_dists_"$rel"_*; do
+		for f in $(for suite in $(suites_of "$rel"); do echo "$rroot"/var/lib/apt/lists/*_dists_"$suite"_*; done); do
 			case $f in
 			*_InRelease) sha256sum <"$f" ;;
 			*) stat -c '%n %s %Y' "$f" ;;
@@ -308,7 +329,7 @@ simulate() {
 		-o Dir::State::extended_states="${tmp#"$rroot"}/auto" install "$@" >"$tmp/sim" 2>&1 ||
 		{ log "$rel: simulating the install of $* failed:"; tail -20 "$tmp/sim" >&2; return 1; }
 	parse_sim "$in" <"$tmp/sim" >"$tmp/state"
-	{ cat "$in.manual"; printf '%s\n' "$@"; } | sort -u >"$out.manual"
+	{ cat "$in.manual"; printf '%s\n' "${@%%/*}"; } | sort -u >"$out.manual"
 	mv "$tmp/state" "$out"
 	rm -rf "$tmp"
 }
@@ -499,7 +520,7 @@ build() {
 	for spec in "${todo[@]}"; do
 		IFS='|' read -r name major uid ext <<<"$spec"
 		mapfile -t steps < <(image_steps "$major" "$ext")
-		server=$work/$rel-$uid
+		server=$work/$rel-$major-$uid
 		[ -d "$server" ] || make_server "$server" "$major" "$uid" "${steps[0]}"
 		root=$server
 		if [ -n "$ext" ]; then

@@ -291,10 +291,21 @@ fn done_line(
     data: &Path,
     root: &Path,
 ) -> String {
-    let kept = match report.get("backup").and_then(|b| b.as_str()) {
+    let mut kept = match report.get("backup").and_then(|b| b.as_str()) {
         Some(b) => format!("the old cluster is kept in {b}"),
         None => format!("the old cluster is kept in {}", root.display()),
     };
+    let change = report["libraries"].as_str().unwrap_or("--reindex always");
+    match report["verified"]["indexes_rebuilt"].as_u64() {
+        Some(n) if n > 0 => kept.push_str(&format!("; {n} index(es) on text rebuilt ({change})")),
+        _ => {}
+    }
+    match report["reindex_pending"].as_u64() {
+        Some(n) if n > 0 => kept.push_str(&format!(
+            "; {n} index(es) on text NOT rebuilt ({change}, PGUP_REINDEX=never): `pgup status` lists them"
+        )),
+        _ => {}
+    }
     let pgdata = match &settings.pgdata {
         Some(p) if p == data => String::new(),
         _ => format!(" with PGDATA={}", data.display()),
@@ -581,6 +592,27 @@ mod tests {
         assert_eq!(
             decide(&settings(true, None), &held, &found(None, None)),
             Decision::Serve
+        );
+    }
+
+    #[test]
+    fn the_done_line_tells_the_backup_and_the_indexes_rebuilt() {
+        let report = serde_json::json!({
+            "backup": "/var/lib/postgresql/data/upgrade_backup_x",
+            "libraries": "glibc 2.31 → glibc 2.41",
+            "verified": {"indexes_rebuilt": 3},
+            "reindex_pending": 0,
+        });
+        let data = Path::new("/var/lib/postgresql/data");
+        assert_eq!(
+            done_line(&settings(true, None), 13, 17, &report, data, data),
+            "PostgreSQL upgraded from 13 to 17; the old cluster is kept in /var/lib/postgresql/data/upgrade_backup_x; 3 index(es) on text rebuilt (glibc 2.31 → glibc 2.41); remove PGUP_UPGRADE and run the standard 17 image"
+        );
+        let left = serde_json::json!({"libraries": "ICU 72.1 → ICU 76.1", "reindex_pending": 2});
+        assert!(
+            done_line(&settings(true, None), 15, 17, &left, data, data).contains(
+                "; 2 index(es) on text NOT rebuilt (ICU 72.1 → ICU 76.1, PGUP_REINDEX=never): `pgup status` lists them;"
+            )
         );
     }
 

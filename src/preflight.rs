@@ -285,10 +285,14 @@ pub async fn static_checks(
         .or_else(|| pre.target.container.as_ref().map(|c| c.image.clone()));
     let old_probe = async {
         match &old_image {
-            Some(from) => docker
-                .script_in(from, "probe", collation::PROBE)
-                .await
-                .map(|out| Some(collation::Probe::parse(&out))),
+            // An image without a shell tells nothing: the record, else "unknown", decides.
+            Some(from) => anyhow::Ok(
+                docker
+                    .script_in(from, "probe", collation::PROBE)
+                    .await
+                    .ok()
+                    .map(|out| collation::Probe::parse(&out)),
+            ),
             None => Ok(None),
         }
     };

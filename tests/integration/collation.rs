@@ -2,7 +2,8 @@
 //! the official ones do: 13 on bullseye's glibc 2.31 and ICU 67, 15 on bookworm's, 17 on
 //! trixie's glibc 2.41 and ICU 76): found by `check`, rebuilt by `upgrade` before the server
 //! is handed back, proven by amcheck; left and listed with `--reindex never`; a unique index
-//! whose table holds duplicates stops the upgrade and puts the old cluster back.
+//! whose table holds duplicates stops the upgrade and puts the old cluster back. 18 and 19 share
+//! sid's libraries: nothing is rebuilt.
 
 use std::collections::BTreeMap;
 
@@ -272,4 +273,36 @@ async fn duplicates_under_a_unique_index_stop_the_upgrade_and_keep_the_old_clust
     let mut s = s;
     s.refresh_port();
     assert_eq!(s.content().await, content, "the old cluster as it was");
+}
+
+/// 18 and 19 both sit on sid (glibc 2.43 and ICU 78 today): nothing that orders text changes, so
+/// nothing is rebuilt, and `check` says why.
+#[tokio::test]
+async fn the_same_libraries_rebuild_nothing() {
+    let mut s = Server::start(ServerSpec::new("pgup/postgres:18")).await;
+    let c = s.client("postgres").await;
+    seed_words(&c).await;
+    let before = filenodes(&c).await;
+    let content = s.content().await;
+    drop(c);
+    let upgrade = upgrade_on(&s.name, "19", "pgup/postgres:19");
+    let check = pgup_json(&[&["check"], &upgrade[1..7]].concat());
+    assert_mentioned(
+        &items(&check, "libraries", "ok"),
+        "pgup/postgres:18 and pgup/postgres:19 sort text alike: glibc ",
+    );
+    assert_mentioned(
+        &items(&check, "indexes", "ok"),
+        "no library that orders text changed",
+    );
+    let report = pgup_json(&upgrade);
+    assert_eq!(report["verified"]["indexes_rebuilt"], 0, "{report}");
+    assert!(report["libraries"].is_null(), "{report}");
+    s.refresh_port();
+    assert_eq!(s.content().await, content);
+    let c = s.client("postgres").await;
+    assert!(
+        rebuilt(&before, &filenodes(&c).await).is_empty(),
+        "no index rebuilt"
+    );
 }

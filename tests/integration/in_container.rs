@@ -90,6 +90,12 @@ fn wait_healthy(project: &Project, db: &str) {
 async fn compose_switches_to_the_upgrade_image_and_back() {
     let image = upgrade_image();
     let (project, db, _gone) = seeded_project();
+    // An index on text (the database's en_US.utf8, bullseye's glibc) and one on ICU.
+    psql(
+        &db,
+        "CREATE TABLE words AS SELECT g AS id, md5(g::text) AS w FROM generate_series(1, 500) g; \
+         CREATE INDEX words_w ON words (w); CREATE INDEX words_icu ON words ((w COLLATE \"und-x-icu\"))",
+    );
     let before = content(&db);
     project.run(&["stop"]);
     let root = mountpoint(&project.volume());
@@ -115,6 +121,11 @@ async fn compose_switches_to_the_upgrade_image_and_back() {
     assert!(
         log.contains("PostgreSQL upgraded from 13 to 17; the old cluster is kept in /var/lib/postgresql/data/upgrade_backup_")
             && log.contains("remove PGUP_UPGRADE and run the standard 17 image"),
+        "{log}"
+    );
+    // Without Docker in the container, the image's record says 13 came from bullseye.
+    assert!(
+        log.contains("index(es) on text rebuilt (glibc 2.31 → glibc 2.41, ICU 67.1 → ICU 76.1)"),
         "{log}"
     );
 
