@@ -71,6 +71,9 @@ Environment:
   PGUP_AUTO_UPGRADE=yes  the same, whenever older data is found (no request to switch it off)
   PGUP_TO=17             the major to upgrade to (default: the newest the image holds)
   PGUP_ONESHOT=yes       exit 0 after the upgrade instead of starting the server
+  PGUP_SERVER_STOPPED=yes  no server runs on the data anywhere, though its postmaster.pid is there
+  PGUP_REINDEX=never     pgup upgrade --reindex (auto, always, never): text indexes whose
+                         collation's library (glibc, ICU) changed are rebuilt by default
 Without PGUP_UPGRADE, older data makes it exit 3 with one line, changing nothing.
 
 Example (what the images pgup assembles run):
