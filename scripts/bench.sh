@@ -32,8 +32,13 @@ read -ra sizes <<<"${PGUP_BENCH_SIZES-${sizes[*]}}"
 read -ra tables <<<"${PGUP_BENCH_TABLES-${tables[*]:-}}"
 reps=${PGUP_BENCH_REPS:-$reps}
 
+# The release build compiles while setup builds the images (mostly waiting on the mirror).
+release_log=$(mktemp)
+cargo build --release --locked -q >"$release_log" 2>&1 &
+release_pid=$!
 bash scripts/setup.sh >/dev/null
-cargo build --release --locked -q
+wait "$release_pid" || { cat "$release_log" >&2; rm -f "$release_log"; exit 1; }
+rm -f "$release_log"
 pgup=$PWD/target/release/pgup
 # The toolbox pgup assembles from the two server images: made before any clock starts, and
 # the image the by-hand job runs in.
