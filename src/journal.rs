@@ -79,6 +79,9 @@ pub struct Journal {
     #[serde(flatten)]
     pub learned: Learned,
     pub updated: DateTime<Utc>,
+    /// When each step began, in order (a resumed run's steps again): the report's step times.
+    #[serde(default)]
+    pub timeline: Vec<(Step, DateTime<Utc>)>,
 }
 
 /// What an upgrade's steps learn and later steps (of a resumed run, too) act on.
@@ -101,6 +104,9 @@ pub struct Learned {
     /// --reindex.
     #[serde(default)]
     pub reindex: crate::settings::Reindex,
+    /// When the server stopped (when none ran: when the upgrade began): the downtime's start.
+    #[serde(default)]
+    pub stopped_at: Option<DateTime<Utc>>,
     /// The libraries the old cluster's text indexes were built with and the new server's,
     /// once checked.
     #[serde(default)]
@@ -133,6 +139,7 @@ impl Journal {
             locations: Vec::new(),
             learned: Learned::default(),
             updated: Utc::now(),
+            timeline: Vec::new(),
         }
     }
 
@@ -186,6 +193,7 @@ impl Journal {
     /// Records `step` durably, then lets a test kill pgup right there (see `failpoint`).
     pub fn advance(&mut self, root: &Path, step: Step) -> Result<()> {
         self.step = step;
+        self.timeline.push((step, Utc::now()));
         self.save(root)?;
         failpoint::hit(&format!("{step:?}"));
         Ok(())

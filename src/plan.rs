@@ -66,6 +66,14 @@ pub enum Step {
 }
 
 impl Step {
+    /// Its name as `--json` writes it ("backing-up").
+    pub fn name(self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+
     /// What the step does, for "interrupted while …".
     pub fn doing(self) -> &'static str {
         match self {
@@ -278,6 +286,34 @@ impl Plan {
     }
 }
 
+/// How long one step took.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepTime {
+    pub step: Step,
+    pub seconds: f64,
+}
+
+/// The time of each step from when each began (`timeline`, in order; a step begun again after an
+/// interruption counts once, from its last start) to the next one's start, the last one's to
+/// `end`.
+pub fn step_times(
+    timeline: &[(Step, chrono::DateTime<chrono::Utc>)],
+    end: chrono::DateTime<chrono::Utc>,
+) -> Vec<StepTime> {
+    let mut out: Vec<StepTime> = Vec::new();
+    for (i, (step, began)) in timeline.iter().enumerate() {
+        let until = timeline.get(i + 1).map_or(end, |(_, next)| *next);
+        let seconds = (until - *began).num_milliseconds().max(0) as f64 / 1000.0;
+        // A step begun again (a resumed run) replaces its earlier try.
+        out.retain(|t| t.step != *step);
+        out.push(StepTime {
+            step: *step,
+            seconds,
+        });
+    }
+    out
+}
+
 /// How long rebuilding `bytes` of text indexes takes with `jobs` connections, from this
 /// machine kind's measured runs (docs/benchmarks.md): about 30 MB/s per job (text sorts by
 /// strcoll or ICU, far slower than by bytes), one second at least.
@@ -464,6 +500,32 @@ mod tests {
     }
 
     /// Against runs measured on this machine kind (docs/benchmarks.md, medians).
+    #[test]
+    fn step_times_run_from_each_start_to_the_next() {
+        use chrono::TimeZone;
+        let at = |s: i64| chrono::Utc.timestamp_opt(1_800_000_000 + s, 0).unwrap();
+        let timeline = [
+            (Step::Stopping, at(0)),
+            (Step::Checking, at(1)),
+            (Step::Upgrading, at(4)),
+            // Resumed after a kill: Upgrading again, from its beginning.
+            (Step::Upgrading, at(30)),
+            (Step::Verifying, at(36)),
+        ];
+        let times = step_times(&timeline, at(38));
+        let got: Vec<(Step, f64)> = times.iter().map(|t| (t.step, t.seconds)).collect();
+        assert_eq!(
+            got,
+            [
+                (Step::Stopping, 1.0),
+                (Step::Checking, 3.0),
+                (Step::Upgrading, 6.0),
+                (Step::Verifying, 2.0)
+            ]
+        );
+        assert!(step_times(&[], at(0)).is_empty());
+    }
+
     #[test]
     fn estimates_follow_measured_runs() {
         let secs = |bytes: u64, files: u64, backup| {

@@ -64,6 +64,15 @@ pub struct UpgradeReport {
     /// Indexes on text left as the old library built them (--reindex never): `status` lists
     /// them with the commands that rebuild them.
     pub reindex_pending: usize,
+    /// When the server stopped (when none ran: when the upgrade began).
+    pub stopped_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// When the re-created container served the new major; None when pgup starts no server.
+    pub serving_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// From the stop to the new major serving (without a re-created container: to the end of
+    /// the upgrade, and the server is still down).
+    pub downtime_s: Option<f64>,
+    /// How long each step took.
+    pub steps: Vec<plan::StepTime>,
     pub container: Option<String>,
     pub image: Option<String>,
     pub server_version_num: Option<i32>,
@@ -138,6 +147,31 @@ impl std::fmt::Display for UpgradeReport {
             (&self.container, &self.image, self.server_version_num)
         {
             writeln!(f, "Container {c} runs {image} (server_version_num {v}).")?;
+        }
+        if let (Some(stopped), Some(down)) = (self.stopped_at, self.downtime_s) {
+            let clock = |t: chrono::DateTime<chrono::Utc>| t.format("%H:%M:%S UTC").to_string();
+            match self.serving_at {
+                Some(serving) => writeln!(
+                    f,
+                    "Downtime {down:.1} s: the server was stopped at {}, PostgreSQL {} served at {}.",
+                    clock(stopped),
+                    self.to,
+                    clock(serving)
+                )?,
+                None => writeln!(
+                    f,
+                    "The server has been down since {} ({down:.1} s so far).",
+                    clock(stopped)
+                )?,
+            }
+        }
+        if !self.steps.is_empty() {
+            let steps: Vec<String> = self
+                .steps
+                .iter()
+                .map(|t| format!("{} {:.1} s", t.step.name(), t.seconds))
+                .collect();
+            writeln!(f, "Steps: {}.", steps.join(", "))?;
         }
         if let Some(next) = &self.next {
             writeln!(f, "{next}")?;
@@ -390,7 +424,13 @@ impl<'a> Upgrade<'a> {
                 _ if !self.steps.contains(&step) => {
                     bail!("the journal holds step {step:?}, which is not this upgrade's")
                 }
-                Step::Stopping => self.stop_servers().await?,
+                Step::Stopping => {
+                    // The downtime starts with the stop: a stopping server takes no new
+                    // connections (or it began before pgup, when nothing ran).
+                    let began = chrono::Utc::now();
+                    self.stop_servers().await?;
+                    self.journal.learned.stopped_at.get_or_insert(began);
+                }
                 Step::Checking => self.check_and_copy().await?,
                 Step::BackingUp => {
                     self.copy_backup(Arc::default()).await?;
@@ -1126,6 +1166,11 @@ impl<'a> Upgrade<'a> {
             )
         })?;
         let mut report = self.report(Some(moved.server_version_num));
+        report.serving_at = Some(chrono::Utc::now());
+        report.downtime_s = report
+            .stopped_at
+            .zip(report.serving_at)
+            .map(|(stopped, serving)| seconds(serving - stopped));
         report.container = Some(name);
         report.image = Some(image);
         report.next = moved.compose_hint;
@@ -1164,6 +1209,14 @@ impl<'a> Upgrade<'a> {
                 .filter(|p| p.changed().any())
                 .map(collation::Pair::describe_change),
             reindex_pending: self.rebuilt.as_ref().map_or(0, |r| r.left),
+            stopped_at: self.journal.learned.stopped_at,
+            serving_at: None,
+            downtime_s: self
+                .journal
+                .learned
+                .stopped_at
+                .map(|stopped| seconds(chrono::Utc::now() - stopped)),
+            steps: plan::step_times(&self.journal.timeline, chrono::Utc::now()),
             container: None,
             image: None,
             server_version_num: version,
@@ -1223,6 +1276,10 @@ impl<'a> Upgrade<'a> {
             ))),
         }
     }
+}
+
+fn seconds(d: chrono::TimeDelta) -> f64 {
+    d.num_milliseconds().max(0) as f64 / 1000.0
 }
 
 /// Puts the new cluster's WAL, written into the WAL directory's staging directory, in the WAL

@@ -71,6 +71,34 @@ async fn path_with_new_image(from: &'static str, to: u32, user: &'static str) {
         &new_image,
     ]);
     assert_eq!(report["to"], to);
+    // The downtime from the stop to the re-created container's answer, and each step's time.
+    let downtime = report["downtime_s"].as_f64().unwrap_or_default();
+    let steps: Vec<(&str, f64)> = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["step"].as_str().unwrap(), t["seconds"].as_f64().unwrap()))
+        .collect();
+    let names: Vec<&str> = steps.iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        names,
+        [
+            "stopping",
+            "checking",
+            "backing-up",
+            "upgrading",
+            "swapping-out",
+            "swapping-in",
+            "verifying",
+            "recreating"
+        ],
+        "{report}"
+    );
+    let total: f64 = steps.iter().map(|(_, t)| t).sum();
+    assert!(
+        downtime > 0.0 && total <= downtime + 0.1,
+        "the steps fit in the downtime: {report}"
+    );
     assert_eq!(
         report["options_removed"], attver,
         "the pg_attver options Debian's 17 writes are all removed, and only they: {report}"
@@ -163,6 +191,12 @@ async fn upgrade_13_to_15_leaves_the_container_stopped() {
     let report = upgrade(&["--container", &s.name, "--to", "15"]);
     assert!(
         report["next"].as_str().unwrap().contains("stays stopped"),
+        "{report}"
+    );
+    // No server started: down since the stop, and still.
+    assert!(report["serving_at"].is_null(), "{report}");
+    assert!(
+        report["downtime_s"].as_f64().is_some_and(|d| d > 0.0),
         "{report}"
     );
     assert_eq!(
