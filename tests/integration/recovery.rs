@@ -239,6 +239,9 @@ async fn cleanup_keep_older_than_and_dry_run() {
     assert_eq!(tree_hash(&root), hash, "--dry-run removes nothing");
     docker(&["start", &s.name]);
     s.refresh_port();
+    // Serving: its entrypoint's walk over PGDATA (the backups in it too) is over before
+    // cleanup removes any of them.
+    s.client("postgres").await;
     let kinds = removed(&dry, "kind");
     assert_eq!(
         kinds.iter().filter(|k| *k == "backup").count(),
