@@ -74,6 +74,7 @@ Environment:
   PGUP_SERVER_STOPPED=yes  no server runs on the data anywhere, though its postmaster.pid is there
   PGUP_REINDEX=never     pgup upgrade --reindex (auto, always, never): text indexes whose
                          collation's library (glibc, ICU) changed are rebuilt by default
+  PGUP_VERIFY=counts     pgup upgrade --verify (files, counts): also count every table's rows
 Without PGUP_UPGRADE, older data makes it exit 3 with one line, changing nothing.
 
 Example (what the images pgup assembles run):
@@ -190,6 +191,24 @@ pub enum ReindexArg {
     Never,
 }
 
+/// What the verification proves (`--verify`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum VerifyArg {
+    /// catalogs compared, relation files shown to be the old cluster's
+    Files,
+    /// that, and every table's rows counted in both clusters
+    Counts,
+}
+
+impl From<VerifyArg> for settings::Verify {
+    fn from(arg: VerifyArg) -> Self {
+        match arg {
+            VerifyArg::Files => Self::Files,
+            VerifyArg::Counts => Self::Counts,
+        }
+    }
+}
+
 impl From<ReindexArg> for settings::Reindex {
     fn from(arg: ReindexArg) -> Self {
         match arg {
@@ -227,6 +246,12 @@ pub struct UpgradeArgs {
     /// cluster (with a backup this is done anyway, and the backup keeps them).
     #[arg(long, requires = "no_backup")]
     pub strip_unknown_options: bool,
+
+    /// What proves the new cluster holds the old one's data: files (the catalogs compared, and
+    /// every relation's files shown to be the old cluster's, no table scanned while down), or
+    /// counts (that, and every table's rows counted in both clusters while down).
+    #[arg(long, value_enum, default_value_t = VerifyArg::Files)]
+    pub verify: VerifyArg,
 
     /// Do not ask for confirmation.
     #[arg(long, short = 'y')]
@@ -462,6 +487,7 @@ impl UpgradeArgs {
             intent: self.plan.intent(Some(self.no_backup)),
             jobs,
             strip_unknown_options: self.strip_unknown_options,
+            verify: self.verify.into(),
             yes: self.yes,
         })
     }

@@ -6,16 +6,14 @@
 //! collation of a library that changed (asked of the catalogs), rebuilding them on a private
 //! server, and recording the collation versions the new cluster then has.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 
-use crate::pgclient::{ClientError, connect, databases, message, query_err};
+use crate::pgclient::{ClientError, connect, databases, each_in_parallel, message, query_err};
 use crate::settings::Reindex;
 
 /// Where an assembled upgrade image records the libraries of the images its old majors came
@@ -376,50 +374,28 @@ pub async fn rebuild(
     let mut order: Vec<&TextIndex> = indexes.iter().collect();
     // One database after the other keeps reconnecting rare; the largest first within each.
     order.sort_by(|a, b| a.database.cmp(&b.database).then(b.bytes.cmp(&a.bytes)));
-    let queue = Mutex::new(VecDeque::from(order));
-    let (count, failed) = (AtomicUsize::new(0), AtomicBool::new(false));
-    let worker = async || -> std::result::Result<(), RebuildError> {
-        let mut client: Option<(String, Client)> = None;
-        loop {
-            if failed.load(Ordering::Relaxed) {
-                return Ok(());
-            }
-            let Some(index) = queue.lock().expect("not poisoned").pop_front() else {
-                return Ok(());
-            };
-            if client.as_ref().is_none_or(|(db, _)| *db != index.database) {
-                let c = connect(socket_dir, superuser, &index.database).await?;
-                client = Some((index.database.clone(), c));
-            }
-            let (_, c) = client.as_ref().expect("connected");
-            if let Err(err) = c
-                .batch_execute(&format!("REINDEX INDEX {}", index.name))
+    let items = order.into_iter().map(|i| (i.database.clone(), i)).collect();
+    let reindex = async |c: &Client, db: &str, index: &&TextIndex| {
+        let Err(err) = c
+            .batch_execute(&format!("REINDEX INDEX {}", index.name))
+            .await
+        else {
+            return Ok(());
+        };
+        if err.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+            let keys = duplicates(c, index)
                 .await
-            {
-                failed.store(true, Ordering::Relaxed);
-                if err.code() == Some(&SqlState::UNIQUE_VIOLATION) {
-                    let keys = duplicates(c, index)
-                        .await
-                        .unwrap_or_else(|e| format!("{} ({})", detail(&err), message(&e)));
-                    return Err(RebuildError::Duplicates {
-                        database: index.database.clone(),
-                        index: index.name.clone(),
-                        table: index.table.clone(),
-                        keys,
-                    });
-                }
-                return Err(query_err(&index.database)(err).into());
-            }
-            done(count.fetch_add(1, Ordering::Relaxed) + 1);
+                .unwrap_or_else(|e| format!("{} ({})", detail(&err), message(&e)));
+            return Err(RebuildError::Duplicates {
+                database: db.to_owned(),
+                index: index.name.clone(),
+                table: index.table.clone(),
+                keys,
+            });
         }
+        Err(query_err(db)(err).into())
     };
-    let workers: Vec<_> = (0..jobs.clamp(1, indexes.len().max(1)))
-        .map(|_| worker())
-        .collect();
-    for result in futures_util::future::join_all(workers).await {
-        result?;
-    }
-    Ok(())
+    each_in_parallel(socket_dir, superuser, items, jobs, "", reindex, done).await
 }
 
 fn detail(err: &tokio_postgres::Error) -> String {

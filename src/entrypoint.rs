@@ -35,6 +35,8 @@ pub struct Settings {
     pub server_stopped: bool,
     /// `PGUP_REINDEX`: `pgup upgrade --reindex` (auto, always, never).
     pub reindex: Option<String>,
+    /// `PGUP_VERIFY`: `pgup upgrade --verify` (files, counts).
+    pub verify: Option<String>,
     /// `PGDATA` as the image or the operator set it.
     pub pgdata: Option<PathBuf>,
 }
@@ -50,6 +52,18 @@ impl Settings {
                 )),
             }
         };
+        // A setting passed on as a pgup option's value; unset or empty: the option's default.
+        let choice = |name: &str, values: &[&str]| -> Result<Option<String>, String> {
+            match var(name).map(|v| v.trim().to_owned()) {
+                None => Ok(None),
+                Some(v) if v.is_empty() => Ok(None),
+                Some(v) if values.contains(&v.as_str()) => Ok(Some(v)),
+                Some(v) => Err(format!(
+                    "{name}={v} is none of {}; set it to one, or remove it",
+                    values.join(", ")
+                )),
+            }
+        };
         let to = match var("PGUP_TO").filter(|v| !v.trim().is_empty()) {
             None => None,
             Some(v) => Some(v.trim().parse().map_err(|_| {
@@ -62,16 +76,8 @@ impl Settings {
             auto: flag("PGUP_AUTO_UPGRADE")?,
             oneshot: flag("PGUP_ONESHOT")?,
             server_stopped: flag("PGUP_SERVER_STOPPED")?,
-            reindex: match var("PGUP_REINDEX").map(|v| v.trim().to_owned()) {
-                None => None,
-                Some(v) if v.is_empty() => None,
-                Some(v) if ["auto", "always", "never"].contains(&v.as_str()) => Some(v),
-                Some(v) => {
-                    return Err(format!(
-                        "PGUP_REINDEX={v} is none of auto, always, never; set it to one, or remove it"
-                    ));
-                }
-            },
+            reindex: choice("PGUP_REINDEX", &["auto", "always", "never"])?,
+            verify: choice("PGUP_VERIFY", &["files", "counts"])?,
             pgdata: var("PGDATA").filter(|v| !v.is_empty()).map(PathBuf::from),
         })
     }
@@ -234,8 +240,13 @@ pub async fn run(server: Vec<String>) -> Result<Status> {
             if settings.server_stopped {
                 argv.push("--server-stopped".into());
             }
-            if let Some(reindex) = &settings.reindex {
-                argv.extend(["--reindex".into(), reindex.clone()]);
+            for (option, value) in [
+                ("--reindex", &settings.reindex),
+                ("--verify", &settings.verify),
+            ] {
+                if let Some(value) = value {
+                    argv.extend([option.into(), value.clone()]);
+                }
             }
             let traces = || std::fs::read_dir(layout.logs()).map_or(0, Iterator::count);
             let before = traces();
@@ -525,6 +536,7 @@ mod tests {
             oneshot: false,
             server_stopped: false,
             reindex: None,
+            verify: None,
             pgdata: Some("/var/lib/postgresql/data".into()),
         }
     }
@@ -560,6 +572,11 @@ mod tests {
                 .reindex
                 .as_deref(),
             Some("never")
+        );
+        let err = Settings::from_env(env(&[("PGUP_VERIFY", "rows")])).unwrap_err();
+        assert_eq!(
+            err,
+            "PGUP_VERIFY=rows is none of files, counts; set it to one, or remove it"
         );
         assert!(
             !Settings::from_env(env(&[("PGUP_UPGRADE", "")]))

@@ -104,6 +104,9 @@ pub struct Learned {
     /// --reindex.
     #[serde(default)]
     pub reindex: crate::settings::Reindex,
+    /// --verify.
+    #[serde(default)]
+    pub verify: crate::settings::Verify,
     /// When the server stopped (when none ran: when the upgrade began): the downtime's start.
     #[serde(default)]
     pub stopped_at: Option<DateTime<Utc>>,

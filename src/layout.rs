@@ -75,12 +75,13 @@ pub enum WorkEntry {
     SetAside,
     /// `trash-<name>`: something being removed by `cleanup`.
     Trash,
-    /// Files an upgrade's steps hand each other: the row counts before, pg_upgrade's
+    /// Files an upgrade's steps hand each other: the old cluster's snapshot, pg_upgrade's
     /// extension script, the count of options removed.
     Scratch,
-    /// `reindex-pending.json`: the text indexes an upgrade with --reindex never left as they
-    /// were built, for `status`.
-    ReindexPending,
+    /// What an upgrade left to do once the new cluster serves, for `status`:
+    /// `reindex-pending.json`, the text indexes --reindex never left as they were built;
+    /// `statistics-pending.json`, the statistics still being gathered after the hand-over.
+    Pending,
     /// `logs`: what is kept of runs that left no backup (failed, undone, or keeping none)
     /// and of backups a rollback put back: their logs, pg_upgrade's logs, their records.
     Logs,
@@ -96,6 +97,7 @@ const BEFORE: &str = "before.json";
 const EXTENSIONS_SCRIPT: &str = "update_extensions.sql";
 const OPTIONS_REMOVED: &str = "options-removed.json";
 const REINDEX_PENDING: &str = "reindex-pending.json";
+const STATISTICS_PENDING: &str = "statistics-pending.json";
 const LOGS: &str = "logs";
 
 impl WorkEntry {
@@ -107,7 +109,7 @@ impl WorkEntry {
             OLD_ASIDE => Self::OldAside,
             BEFORE | EXTENSIONS_SCRIPT | OPTIONS_REMOVED => Self::Scratch,
             LOGS => Self::Logs,
-            REINDEX_PENDING => Self::ReindexPending,
+            REINDEX_PENDING | STATISTICS_PENDING => Self::Pending,
             n if n.starts_with(SET_ASIDE) => Self::SetAside,
             n if n.starts_with(TRASH) => Self::Trash,
             _ => return None,
@@ -178,7 +180,8 @@ impl Layout {
         self.work().join(format!("{TRASH}{name}"))
     }
 
-    /// The old cluster's row counts and more, recorded before pg_upgrade.
+    /// The old cluster's catalog and relation files (and row counts), recorded before
+    /// pg_upgrade.
     pub fn before(&self) -> PathBuf {
         self.work().join(BEFORE)
     }
@@ -196,6 +199,11 @@ impl Layout {
     /// The text indexes an upgrade left unrebuilt (--reindex never).
     pub fn reindex_pending(&self) -> PathBuf {
         self.work().join(REINDEX_PENDING)
+    }
+
+    /// The statistics an upgrade gathers after the hand-over, until they are complete.
+    pub fn statistics_pending(&self) -> PathBuf {
+        self.work().join(STATISTICS_PENDING)
     }
 
     pub fn backup(&self, name: &str) -> PathBuf {

@@ -34,6 +34,7 @@ mod rollback;
 mod rules;
 mod settings;
 mod space;
+mod statistics;
 mod status;
 mod target;
 mod toolbox;

@@ -2,7 +2,10 @@
 //! socket, the databases to visit, and errors that carry the server's own words. Used by
 //! the modules that read or change a cluster through PostgreSQL (verify, options, recreate).
 
+use std::collections::VecDeque;
 use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use tokio_postgres::{Client, NoTls};
 
@@ -79,6 +82,54 @@ pub async fn databases(client: &Client) -> Result<Vec<String>> {
         .iter()
         .map(|r| r.get(0))
         .collect())
+}
+
+/// Runs `work` on each `(database, item)` in `items`, in their order, over `jobs` connections
+/// at once; each connection runs `setup` (SQL, maybe empty) when it connects. `done` is told
+/// each time one more item is finished. The first failure stops the others taking more.
+/// Keep each database's items together: a connection that moves to another database
+/// reconnects.
+pub async fn each_in_parallel<T, E: From<ClientError>>(
+    socket_dir: &Path,
+    superuser: &str,
+    items: Vec<(String, T)>,
+    jobs: usize,
+    setup: &str,
+    work: impl AsyncFn(&Client, &str, &T) -> std::result::Result<(), E>,
+    done: &(dyn Fn(usize) + Sync),
+) -> std::result::Result<(), E> {
+    let workers = jobs.clamp(1, items.len().max(1));
+    let queue = Mutex::new(VecDeque::from(items));
+    let (count, failed) = (AtomicUsize::new(0), AtomicBool::new(false));
+    let worker = async || -> std::result::Result<(), E> {
+        let mut client: Option<(String, Client)> = None;
+        loop {
+            if failed.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            let Some((db, item)) = queue.lock().expect("not poisoned").pop_front() else {
+                return Ok(());
+            };
+            if client.as_ref().is_none_or(|(at, _)| *at != db) {
+                let c = connect(socket_dir, superuser, &db).await?;
+                if !setup.is_empty() {
+                    c.batch_execute(setup).await.map_err(query_err(&db))?;
+                }
+                client = Some((db.clone(), c));
+            }
+            let (_, c) = client.as_ref().expect("connected");
+            if let Err(e) = work(c, &db, &item).await {
+                failed.store(true, Ordering::Relaxed);
+                return Err(e);
+            }
+            done(count.fetch_add(1, Ordering::Relaxed) + 1);
+        }
+    };
+    let running: Vec<_> = (0..workers).map(|_| worker()).collect();
+    for result in futures_util::future::join_all(running).await {
+        result?;
+    }
+    Ok(())
 }
 
 /// The bootstrap superuser's name (the role with OID 10), asked as `login`.

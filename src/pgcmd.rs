@@ -15,12 +15,15 @@ fn program(major: u32, name: &str) -> String {
 }
 
 /// Server options for every server pgup starts: reachable only through the private socket
-/// directory, authenticated by a private hba file there, and archiving nothing (a temporary
-/// server must not ship WAL to the production archive).
+/// directory, authenticated by a private hba file there, archiving nothing (a temporary
+/// server must not ship WAL to the production archive), and vacuuming nothing, not even
+/// against wraparound, as pg_upgrade starts its servers: a vacuum truncating a table would
+/// change the files the verification proves are the old cluster's.
 pub fn private_server_options(run_dir: &str) -> String {
     format!(
         "-c listen_addresses= -c unix_socket_directories={run_dir} -c unix_socket_permissions=0700 \
-         -c hba_file={run_dir}/pg_hba.conf -c archive_mode=off"
+         -c hba_file={run_dir}/pg_hba.conf -c archive_mode=off \
+         -c autovacuum=off -c autovacuum_freeze_max_age=2000000000"
     )
 }
 
@@ -163,25 +166,6 @@ pub fn stop_server(major: u32, datadir: &str) -> Vec<String> {
     ]
 }
 
-/// Planner statistics for the new cluster, in one full ANALYZE pass: nobody queries the
-/// private server meanwhile, so the rough early stages of --analyze-in-stages (meant for a
-/// server already serving) would be wasted work. 18 carries statistics over, so only what is
-/// missing is gathered.
-pub fn vacuumdb(major: u32, run_dir: &str, superuser: &str, jobs: u32) -> Vec<String> {
-    let mut argv = vec![
-        program(major, "vacuumdb"),
-        "--all".into(),
-        "--analyze-only".into(),
-        format!("--jobs={jobs}"),
-        format!("--host={run_dir}"),
-        format!("--username={superuser}"),
-    ];
-    if major >= 18 {
-        argv.push("--missing-stats-only".into());
-    }
-    argv
-}
-
 /// psql running a file as the superuser over the private socket, stopping at the first error.
 pub fn psql_file(major: u32, run_dir: &str, superuser: &str, file: &str) -> Vec<String> {
     vec![
@@ -315,12 +299,6 @@ mod tests {
         };
         assert!(!up(15).argv().contains(&"--copy".to_owned()));
         assert!(up(17).argv().contains(&"--copy".to_owned()));
-    }
-
-    #[test]
-    fn vacuumdb_18_only_fills_missing_stats() {
-        assert!(vacuumdb(18, "/r", "u", 2).contains(&"--missing-stats-only".to_owned()));
-        assert!(!vacuumdb(17, "/r", "u", 2).contains(&"--missing-stats-only".to_owned()));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::Duration;
 use indicatif::HumanBytes;
 use serde::{Deserialize, Serialize};
 
-use crate::settings::Mode;
+use crate::settings::{Mode, Verify};
 
 /// How the old cluster is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -191,6 +191,8 @@ pub struct Plan {
     /// What changed of the libraries that order text, when the text indexes that depend on
     /// them are rebuilt ("glibc 2.31 → glibc 2.41").
     pub rebuilds: Option<String>,
+    /// --verify: what proves the data.
+    pub verify: Verify,
 }
 
 impl Plan {
@@ -233,8 +235,15 @@ impl Plan {
                     ""
                 };
                 let mut line = format!(
-                    "count the old cluster's rows{recovery} and initdb PostgreSQL {} with its settings, then pg_upgrade --link --jobs {} in image {}",
-                    self.new_major, self.jobs, self.image
+                    "record the old cluster's catalog and relation files{}{recovery} and initdb PostgreSQL {} with its settings, then pg_upgrade --link --jobs {} in image {}",
+                    if self.verify == Verify::Counts {
+                        ", count its rows"
+                    } else {
+                        ""
+                    },
+                    self.new_major,
+                    self.jobs,
+                    self.image
                 );
                 if !self.config_changes.is_empty() {
                     line.push_str(&format!(
@@ -250,16 +259,26 @@ impl Plan {
             ),
             Step::SwappingIn => return None,
             Step::Verifying => {
-                let mut line = "start it privately: update extensions, vacuumdb --analyze-only, verify the data".to_owned();
+                let mut line = format!(
+                    "start it privately: verify it (the catalogs compared, every relation file the old cluster's{}), update extensions",
+                    if self.verify == Verify::Counts {
+                        ", the rows counted again"
+                    } else {
+                        ""
+                    }
+                );
                 if let Some(change) = &self.rebuilds {
                     line.push_str(&format!(
                         "; rebuild the indexes on text collations whose library changed ({change})"
                     ));
                 }
+                if !self.steps.contains(&Step::Recreating) {
+                    line.push_str(", gather statistics");
+                }
                 line
             }
             Step::Recreating => format!(
-                "re-create the container on {} and start it",
+                "re-create the container on {} and start it; then gather statistics while it serves",
                 self.new_image.as_deref().unwrap_or_default()
             ),
             Step::SettingAside | Step::Restoring | Step::Restarting | Step::Removing => {
@@ -448,6 +467,7 @@ mod tests {
             recovers: false,
             locations: vec![],
             rebuilds: None,
+            verify: Verify::Files,
         }
     }
 
@@ -457,8 +477,25 @@ mod tests {
         assert!(!plan.to_string().contains("crash recovery"));
         plan.recovers = true;
         assert!(plan.to_string().contains(
-            "count the old cluster's rows (started privately, it first finishes the crash recovery its unclean stop left, then stops cleanly)"
+            "relation files (started privately, it first finishes the crash recovery its unclean stop left, then stops cleanly)"
         ));
+    }
+
+    #[test]
+    fn the_plan_says_what_proves_the_data_and_when_statistics_run() {
+        let mut plan = plan();
+        let text = plan.to_string();
+        assert!(text.contains("every relation file the old cluster's), update extensions"));
+        assert!(
+            text.contains("then gather statistics while it serves"),
+            "{text}"
+        );
+        assert!(!text.contains("count"), "{text}");
+        plan.verify = Verify::Counts;
+        plan.steps = upgrade_steps(BackupKind::Copy, false);
+        let text = plan.to_string();
+        assert!(text.contains("relation files, count its rows"), "{text}");
+        assert!(text.contains("the rows counted again), update extensions, gather statistics"));
     }
 
     #[test]

@@ -91,21 +91,12 @@ pub async fn recreate(docker: &Docker, to: &Move<'_>) -> Result<Moved> {
 }
 
 /// server_version_num of the server in a running container, through its Unix socket seen
-/// from the host (/proc/<pid>/root): no network and no password needed.
+/// from the host: no network and no password needed. Waits for it to answer.
 pub async fn server_version(docker: &Docker, name: &str, superuser: &str) -> Result<i32> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let attempt = async {
-            let c = docker.container(name).await?;
-            let pid = c.pid.context("the container is not running")?;
-            // /var/run is an absolute link to /run in Debian images, which /proc/<pid>/root
-            // would resolve on the host: look in the real directory first.
-            let root = Path::new("/proc").join(pid.to_string()).join("root");
-            let socket = ["run/postgresql", "var/run/postgresql"]
-                .iter()
-                .map(|d| root.join(d))
-                .find(|d| d.join(".s.PGSQL.5432").exists())
-                .context("no server socket yet")?;
+            let socket = served_socket(docker, name).await?;
             let client = crate::pgclient::connect(&socket, superuser, "template1").await?;
             let row = client
                 .query_one("SELECT current_setting('server_version_num')::int", &[])
@@ -122,4 +113,19 @@ pub async fn server_version(docker: &Docker, name: &str, superuser: &str) -> Res
             Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
         }
     }
+}
+
+/// The directory of the server socket in a running container, as this host sees it
+/// (/proc/<pid>/root).
+pub async fn served_socket(docker: &Docker, name: &str) -> Result<PathBuf> {
+    let c = docker.container(name).await?;
+    let pid = c.pid.context("the container is not running")?;
+    // /var/run is an absolute link to /run in Debian images, which /proc/<pid>/root would
+    // resolve on the host: look in the real directory first.
+    let root = Path::new("/proc").join(pid.to_string()).join("root");
+    ["run/postgresql", "var/run/postgresql"]
+        .iter()
+        .map(|d| root.join(d))
+        .find(|d| d.join(".s.PGSQL.5432").exists())
+        .with_context(|| format!("container {name} has no server socket"))
 }

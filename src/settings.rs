@@ -75,6 +75,18 @@ pub enum Reindex {
     Never,
 }
 
+/// What the verification proves between the old cluster and the new one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verify {
+    /// The catalogs' structure compared, and every user relation's files proven to be the old
+    /// cluster's (same inode and size): no table is scanned while the database is down.
+    #[default]
+    Files,
+    /// That, and every table's rows counted in both clusters (two full scans while down).
+    Counts,
+}
+
 /// The upgrade asked for: what `check`, the plan and a resumed upgrade all start from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Intent {
@@ -105,6 +117,7 @@ pub struct Upgrade {
     /// pg_upgrade's --jobs.
     pub jobs: u32,
     pub strip_unknown_options: bool,
+    pub verify: Verify,
     pub yes: bool,
 }
 

@@ -18,6 +18,7 @@ use crate::layout::{Layout, WorkEntry};
 use crate::location;
 use crate::settings::TargetSpec;
 use crate::space;
+use crate::statistics;
 use crate::target::{self, Target};
 use crate::tree;
 use crate::ui::Printer;
@@ -53,6 +54,8 @@ pub struct Status {
     /// Indexes on text an upgrade with --reindex never left as the old library built them,
     /// and not rebuilt since.
     pub reindex_pending: Option<ReindexPending>,
+    /// The statistics an upgrade began gathering after the hand-over and did not finish.
+    pub statistics_pending: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -156,6 +159,16 @@ impl Status {
                 &target.data_dir,
                 cluster.as_ref().map(|c| c.major.as_str()),
             ),
+            statistics_pending: statistics::Pending::read(&layout.statistics_pending())
+                .filter(|p| cluster.as_ref().is_some_and(|c| c.major == p.major.to_string()))
+                .map(|p| {
+                    format!(
+                        "incomplete since {}: pgup stopped while gathering them after the upgrade, and PostgreSQL {} serves with what pg_upgrade carried over; run `pgup upgrade --to {}` with the same target flags again to finish them",
+                        p.since.format("%Y-%m-%d %H:%M:%S UTC"),
+                        p.major,
+                        p.major
+                    )
+                }),
             postmaster_pid: cluster.is_some_and(|c| c.postmaster_pid),
             set_aside: std::fs::read_dir(layout.work())
                 .into_iter()
@@ -215,6 +228,9 @@ impl fmt::Display for Status {
                 p.commands.join("; ")
             );
             row(f, "REINDEX", &line)?;
+        }
+        if let Some(line) = &self.statistics_pending {
+            row(f, "STATISTICS", line)?;
         }
         if self.backups.is_empty() {
             row(f, "backups", &"none")?;

@@ -32,7 +32,8 @@ use crate::plan::{self, BackupKind, Operation, Plan, Step};
 use crate::preflight::{self, Preflight};
 use crate::recreate;
 use crate::restore;
-use crate::settings;
+use crate::settings::{self, Verify};
+use crate::statistics::{self, Gathered};
 use crate::target::Target;
 use crate::toolbox::{self, ToolMount, Toolbox};
 use crate::tree;
@@ -73,6 +74,9 @@ pub struct UpgradeReport {
     pub downtime_s: Option<f64>,
     /// How long each step took.
     pub steps: Vec<plan::StepTime>,
+    /// The planner statistics: gathered after the hand-over when pgup re-creates the
+    /// container, else on the private server before the end.
+    pub statistics: Option<StatisticsReport>,
     pub container: Option<String>,
     pub image: Option<String>,
     pub server_version_num: Option<i32>,
@@ -81,7 +85,15 @@ pub struct UpgradeReport {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifySummary {
+    /// What proved the data: "files" (the catalogs compared, every relation file the old
+    /// cluster's) or "counts" (that, and the rows counted in both clusters).
+    pub proof: Verify,
     pub databases: usize,
+    /// User relations compared through the catalogs.
+    pub relations: usize,
+    /// Relation files proven the old cluster's (same inode and size).
+    pub files: usize,
+    /// Tables counted (--verify counts), and their rows.
     pub tables: usize,
     pub rows: i64,
     pub sequences: usize,
@@ -100,9 +112,16 @@ impl std::fmt::Display for UpgradeReport {
         if let Some(v) = &self.verified {
             writeln!(
                 f,
-                "Verified: {} databases, {} tables ({} rows), {} sequences, {} roles as before.",
-                v.databases, v.tables, v.rows, v.sequences, v.roles
+                "Verified: {} databases, {} relations (the catalogs compared; their {} files are the old cluster's, same inode and size), {} sequences, {} roles as before.",
+                v.databases, v.relations, v.files, v.sequences, v.roles
             )?;
+            if v.proof == Verify::Counts {
+                writeln!(
+                    f,
+                    "Counted: {} tables, {} rows, as before.",
+                    v.tables, v.rows
+                )?;
+            }
             if v.indexes_rebuilt > 0 {
                 writeln!(
                     f,
@@ -165,6 +184,9 @@ impl std::fmt::Display for UpgradeReport {
                 )?,
             }
         }
+        if let Some(s) = &self.statistics {
+            writeln!(f, "{s}")?;
+        }
         if !self.steps.is_empty() {
             let steps: Vec<String> = self
                 .steps
@@ -219,7 +241,16 @@ pub async fn run(args: settings::Upgrade, printer: &Printer) -> Result<Status> {
                 c.image
             ),
             _ => {
-                let reason = format!("{} is already PostgreSQL {to}", target.label);
+                let mut reason = format!("{} is already PostgreSQL {to}", target.label);
+                // Statistics a killed run left: what this command still has to do.
+                let layout = Layout::new(&root);
+                if layout.statistics_pending().exists() {
+                    let (uid, gid) = crate::target::owner(&target.data_dir)?;
+                    let _lock = Lock::take(&root, uid, gid)?;
+                    if let Some(s) = finish_statistics(&docker, printer, &layout).await {
+                        reason = format!("{reason}; {}", s.to_string().trim_end_matches('.'));
+                    }
+                }
                 printer.report(&Unchanged::new(&target.label, reason))?;
                 return Ok(Status::Done);
             }
@@ -245,6 +276,7 @@ pub async fn run(args: settings::Upgrade, printer: &Printer) -> Result<Status> {
         learned: Learned {
             strip_unknown_options: args.strip_unknown_options,
             reindex: args.intent.reindex,
+            verify: args.verify,
             libraries: pre.libraries.clone(),
             ..Learned::default()
         },
@@ -276,6 +308,7 @@ pub async fn run(args: settings::Upgrade, printer: &Printer) -> Result<Status> {
         config_changes: pre.config_changes.iter().map(ToString::to_string).collect(),
         recovers: pre.control.as_ref().is_some_and(|c| !c.shut_down_cleanly()),
         locations: pre.locations.iter().map(Location::label).collect(),
+        verify: args.verify,
         rebuilds: pre.libraries.as_ref().and_then(|pair| {
             collation::to_rebuild(args.intent.reindex, pair.changed())
                 .any()
@@ -336,6 +369,9 @@ pub struct Upgrade<'a> {
     rebuilt: Option<Rebuilt>,
     /// The toolbox the steps from pg_upgrade to verification share, once started.
     tools: Option<Toolbox<'a>>,
+    /// The statistics gathered on the private server (None when a resumed run started after
+    /// verification, or they wait for the hand-over).
+    statistics: Option<StatisticsReport>,
 }
 
 impl<'a> Upgrade<'a> {
@@ -363,6 +399,7 @@ impl<'a> Upgrade<'a> {
             extensions: Vec::new(),
             rebuilt: None,
             tools: None,
+            statistics: None,
         })
     }
 
@@ -403,10 +440,16 @@ impl<'a> Upgrade<'a> {
             .remove_strays(self.data(), toolbox::pgup_alive)
             .await;
         match done {
-            Ok(report) => {
+            Ok(mut report) => {
                 // The containers --stop-others stopped, on the new cluster now.
                 restore::restart(self.docker, self.printer, &self.journal.others()).await;
                 Journal::finish(self.root())?;
+                // The upgrade is done and serves: what is left only makes plans better.
+                if let Some(gathered) =
+                    finish_statistics(self.docker, self.printer, &self.layout).await
+                {
+                    report.statistics = Some(gathered);
+                }
                 self.printer.report(&report)?;
                 Ok(Status::Done)
             }
@@ -773,7 +816,12 @@ impl<'a> Upgrade<'a> {
         let (old_in, new_in) = (tb.at(self.data()), tb.at(&self.layout.staging()));
         let result = async {
             self.printer.step(format!(
-                "counting the old cluster's rows; initdb PostgreSQL {new} with its settings"
+                "recording the old cluster's catalog{}; initdb PostgreSQL {new} with its settings",
+                if self.journal.learned.verify == Verify::Counts {
+                    " and counting its rows"
+                } else {
+                    ""
+                }
             ));
             let initdb = pgcmd::initdb(new, &new_in, &settings, waldir.as_deref());
             let (recorded, made) = tokio::join!(
@@ -782,7 +830,7 @@ impl<'a> Upgrade<'a> {
             );
             recorded?;
             made?;
-            failpoint::hit("counted");
+            failpoint::hit("recorded");
             self.printer
                 .step(format!("pg_upgrade --link --jobs {}", self.journal.jobs));
             let up = PgUpgrade {
@@ -837,8 +885,9 @@ impl<'a> Upgrade<'a> {
         Ok(())
     }
 
-    /// Records the old cluster's databases, row counts, sequences, extensions and roles for
-    /// the verification, unless a run before this one did. The old server is started in
+    /// Records the old cluster's catalog, relation files, sequences, extensions and roles (and
+    /// with --verify counts its row counts) for the verification, unless a run before this one
+    /// did. The old server is started in
     /// place, privately, as pg_upgrade itself starts it; never before the backup is complete,
     /// so that the backup is the stopped cluster byte for byte. (On the throwaway view of the
     /// checks, counting would copy every table: see [`preflight::cluster_checks`].)
@@ -877,19 +926,27 @@ impl<'a> Upgrade<'a> {
         if path.exists() && !strip {
             return Ok(());
         }
-        tb.with_server(old, &data, async || {
-            if strip {
-                self.strip_unknown_options(tb, superuser, &removed).await?;
-            }
-            if !path.exists() {
-                failpoint::hit("counting");
-                let snapshot = verify::take(tb.socket_dir(), superuser).await?;
-                let json = serde_json::to_vec(&snapshot)?;
-                backup::private_file(&path, &json, self.uid, self.gid)?;
-            }
-            anyhow::Ok(())
-        })
-        .await
+        let snapshot = tb
+            .with_server(old, &data, async || {
+                if strip {
+                    self.strip_unknown_options(tb, superuser, &removed).await?;
+                }
+                if path.exists() {
+                    return anyhow::Ok(None);
+                }
+                failpoint::hit("recording");
+                let count = self.journal.learned.verify == Verify::Counts;
+                Ok(Some(verify::take(tb.socket_dir(), superuser, count).await?))
+            })
+            .await?;
+        if let Some(mut snapshot) = snapshot {
+            // Once the server stopped: the files as pg_upgrade will find them.
+            verify::record_files(&mut snapshot, self.data(), &self.journal.locations)
+                .context("cannot read the old cluster's relation files")?;
+            let json = serde_json::to_vec(&snapshot)?;
+            backup::private_file(&path, &json, self.uid, self.gid)?;
+        }
+        Ok(())
     }
 
     /// Removes the catalog options the new major does not know from the old cluster (its
@@ -977,11 +1034,20 @@ impl<'a> Upgrade<'a> {
         }
     }
 
-    /// Starts the new cluster privately, updates extensions and statistics, and compares the
-    /// data with the record made before the upgrade.
+    /// Starts the new cluster privately, compares it with the record made before the upgrade
+    /// (the catalogs, and each relation's files: the old cluster's), then updates extensions,
+    /// rebuilds text indexes, and gathers statistics unless they wait for the hand-over.
     async fn verify(&mut self) -> Result<()> {
-        self.printer
-            .step("starting the new cluster privately: extensions, statistics, verification");
+        let later = self.statistics_after_hand_over();
+        self.printer.step(format!(
+            "starting the new cluster privately: verification{}, extensions{}",
+            if self.journal.learned.verify == Verify::Counts {
+                " (with row counts)"
+            } else {
+                ""
+            },
+            if later { "" } else { ", statistics" }
+        ));
         let settings = self
             .journal
             .learned
@@ -992,25 +1058,23 @@ impl<'a> Upgrade<'a> {
         let new = self.journal.new_major;
         let script = self.layout.extensions_script();
         let superuser = &settings.superuser;
+        let count = self.journal.learned.verify == Verify::Counts;
         let tb = self.borrow_tools().await?;
         let data_in = tb.at(self.data());
         let result = async {
             let after = tb
                 .with_server(new, &data_in, async || {
                     failpoint::hit("verifying");
-                    // Statistics and counting side by side: both only read.
-                    let run_dir = tb.run_dir();
-                    let analyze = pgcmd::vacuumdb(new, &run_dir, superuser, self.journal.jobs);
-                    let (analyzed, after) =
-                        tokio::join!(tb.run(&analyze), verify::take(tb.socket_dir(), superuser));
-                    analyzed?;
-                    let after = after?;
+                    let mut after = verify::take(tb.socket_dir(), superuser, count).await?;
+                    verify::record_files(&mut after, self.data(), &self.journal.locations)
+                        .context("cannot read the new cluster's relation files")?;
                     let diffs = verify::differences(&before, &after);
                     if !diffs.is_empty() {
                         bail!("verification found differences: {}", diffs.join("; "));
                     }
                     // Only then the extensions: their update scripts may change the tables
                     // they own, which is no difference pg_upgrade made.
+                    let run_dir = tb.run_dir();
                     if script.exists() {
                         let file = tb.at(&script);
                         tb.run(&pgcmd::psql_file(new, &run_dir, superuser, &file))
@@ -1021,6 +1085,11 @@ impl<'a> Upgrade<'a> {
                     let now = extension::installed(tb.socket_dir(), superuser).await?;
                     let updated = extension::changes(&before.extensions(), &now, &failed);
                     let rebuilt = self.text_indexes(tb.socket_dir(), superuser).await?;
+                    if !later {
+                        self.printer.step("gathering statistics");
+                        let stages = statistics::stages(new, false);
+                        self.gather(tb.socket_dir(), superuser, &stages).await?;
+                    }
                     anyhow::Ok((after, updated, rebuilt))
                 })
                 .await?;
@@ -1032,8 +1101,12 @@ impl<'a> Upgrade<'a> {
         let ((after, updated, rebuilt), control) = result?;
         self.extensions = updated;
         self.rebuilt = Some(rebuilt);
+        let relations = after.databases.values().flat_map(|d| d.relations.values());
         self.verified = Some(VerifySummary {
+            proof: self.journal.learned.verify,
             databases: after.databases.len(),
+            relations: relations.clone().count(),
+            files: relations.map(|r| r.files.len()).sum(),
             tables: after.databases.values().map(|d| d.tables.len()).sum(),
             rows: after
                 .databases
@@ -1054,6 +1127,43 @@ impl<'a> Upgrade<'a> {
             .and_then(|j| serde_json::from_slice(&j).ok());
         // The old cluster set aside mid-swap and the files the steps handed each other.
         restore::remove_leftovers(&self.layout, &self.journal.locations);
+        if self.statistics_after_hand_over() {
+            let pending = statistics::Pending {
+                major: new,
+                container: self
+                    .journal
+                    .container
+                    .clone()
+                    .context("a container to hand over")?,
+                superuser: superuser.clone(),
+                jobs: self.journal.jobs,
+                since: chrono::Utc::now(),
+            };
+            let json = serde_json::to_vec_pretty(&pending)?;
+            let path = self.layout.statistics_pending();
+            backup::private_file(&path, &json, self.uid, self.gid)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the statistics wait until the re-created container serves the new cluster: the
+    /// server is down only for what proves the upgrade. Without a container to hand over to,
+    /// they are gathered on the private server.
+    fn statistics_after_hand_over(&self) -> bool {
+        self.steps.contains(&Step::Recreating)
+    }
+
+    /// Statistics on the private server listening in `socket` (while down), for the report.
+    async fn gather(
+        &mut self,
+        socket: &Path,
+        superuser: &str,
+        stages: &[statistics::Stage],
+    ) -> Result<()> {
+        let began = std::time::Instant::now();
+        let gathered =
+            gather_statistics(self.printer, socket, superuser, stages, self.journal.jobs).await?;
+        self.statistics = Some(StatisticsReport::complete(false, &gathered, began));
         Ok(())
     }
 
@@ -1217,6 +1327,7 @@ impl<'a> Upgrade<'a> {
                 .stopped_at
                 .map(|stopped| seconds(chrono::Utc::now() - stopped)),
             steps: plan::step_times(&self.journal.timeline, chrono::Utc::now()),
+            statistics: self.statistics.clone(),
             container: None,
             image: None,
             server_version_num: version,
@@ -1276,6 +1387,112 @@ impl<'a> Upgrade<'a> {
             ))),
         }
     }
+}
+
+/// What became of the planner statistics.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatisticsReport {
+    /// Gathered once the new cluster served (else on the private server, while down).
+    pub after_hand_over: bool,
+    pub complete: bool,
+    /// ANALYZE commands run, over all stages.
+    pub analyzed: usize,
+    pub seconds: f64,
+    /// Why they are incomplete.
+    pub error: Option<String>,
+}
+
+impl StatisticsReport {
+    fn complete(after_hand_over: bool, gathered: &Gathered, began: std::time::Instant) -> Self {
+        Self {
+            after_hand_over,
+            complete: true,
+            analyzed: gathered.analyzed,
+            seconds: began.elapsed().as_secs_f64(),
+            error: None,
+        }
+    }
+}
+
+impl std::fmt::Display for StatisticsReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.error {
+            None => write!(
+                f,
+                "Statistics gathered in {:.1} s {} ({} ANALYZE).",
+                self.seconds,
+                if self.after_hand_over {
+                    "after the hand-over, while the server served"
+                } else {
+                    "before the end"
+                },
+                self.analyzed
+            ),
+            Some(e) => write!(
+                f,
+                "Warning: the statistics are incomplete ({e}); the server serves meanwhile with what it has. Run the same command again to finish them (`pgup status` tells)."
+            ),
+        }
+    }
+}
+
+/// ANALYZE in `stages` on the server listening in `socket`, with a bar per stage.
+async fn gather_statistics(
+    printer: &Printer,
+    socket: &Path,
+    superuser: &str,
+    stages: &[statistics::Stage],
+    jobs: u32,
+) -> Result<Gathered> {
+    let bar = printer.count_bar(0, "relations");
+    let progress = |stage: usize, done: usize, total: usize| {
+        if done == 0 {
+            bar.set_length(total as u64);
+            bar.set_message(format!("stage {stage}/{}", stages.len()));
+        }
+        bar.set_position(done as u64);
+    };
+    let gathered = statistics::gather(socket, superuser, stages, jobs as usize, &progress)
+        .await
+        .context("gathering statistics failed")?;
+    bar.finish_and_clear();
+    Ok(gathered)
+}
+
+/// Gathers the statistics an upgrade left pending on the container now serving its new
+/// cluster (in stages: rough ones first), then forgets them. None when none are pending.
+async fn finish_statistics(
+    docker: &Docker,
+    printer: &Printer,
+    layout: &Layout,
+) -> Option<StatisticsReport> {
+    let path = layout.statistics_pending();
+    let pending = statistics::Pending::read(&path)?;
+    let began = std::time::Instant::now();
+    let result = async {
+        let socket = crate::recreate::served_socket(docker, &pending.container).await?;
+        printer.step(format!(
+            "gathering statistics while container {} serves",
+            pending.container
+        ));
+        failpoint::hit("statistics");
+        let stages = statistics::stages(pending.major, true);
+        let gathered =
+            gather_statistics(printer, &socket, &pending.superuser, &stages, pending.jobs).await?;
+        std::fs::remove_file(&path)?;
+        anyhow::Ok(gathered)
+    }
+    .await;
+    Some(match result {
+        Ok(gathered) => StatisticsReport::complete(true, &gathered, began),
+        Err(e) => StatisticsReport {
+            after_hand_over: true,
+            complete: false,
+            analyzed: 0,
+            seconds: began.elapsed().as_secs_f64(),
+            error: Some(format!("{e:#}")),
+        },
+    })
 }
 
 fn seconds(d: chrono::TimeDelta) -> f64 {

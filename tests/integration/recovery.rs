@@ -397,7 +397,7 @@ crash_tests! {
     kill_in_the_middle_of_the_backup => "backup-midway",
     kill_before_the_backup_is_renamed => "backup-complete",
     kill_before_pg_upgrade => "Upgrading",
-    kill_while_counting_the_old_rows => "counting",
+    kill_while_recording_the_old_cluster => "recording",
     kill_after_pg_upgrade => "pg_upgrade-done",
     kill_before_the_swap => "SwappingOut",
     kill_in_the_middle_of_the_swap => "move-midway",
@@ -517,6 +517,22 @@ fn finish(child: Child) -> Run {
     }
 }
 
+/// Starts `cmd` (a pgup) with `PGUP_STOP_AT=point` and waits until it is frozen there; send
+/// it SIGCONT to go on.
+fn frozen_at(cmd: &mut Command, point: &str) -> Child {
+    let child = spawn(cmd.env("PGUP_STOP_AT", point));
+    let stat = format!("/proc/{}/stat", child.id());
+    wait_for(120, &format!("pgup to freeze at {point}"), || {
+        std::fs::read_to_string(&stat).is_ok_and(|s| {
+            // The state follows the parenthesised command name.
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('T'))
+        })
+    });
+    child
+}
+
 fn spawn(cmd: &mut Command) -> Child {
     cmd.stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -582,7 +598,7 @@ async fn an_uncleanly_stopped_old_cluster_is_recovered_before_pg_upgrade() {
     let mut s = Server::start(ServerSpec::new("pgup/postgres:13")).await;
     s.seed("postgres").await;
     let before = s.content().await;
-    let killed = run(upgrade_cmd(&s.name).env("PGUP_KILL_AT", "counted"));
+    let killed = run(upgrade_cmd(&s.name).env("PGUP_KILL_AT", "recorded"));
     assert_eq!(killed.code, -1, "{}", killed.stderr);
     docker(&["start", &s.name]);
     s.refresh_port();
@@ -619,20 +635,17 @@ fn tmpfs_cluster_to_fill() -> (TmpfsServer, String) {
 /// Starts `pgup upgrade` frozen at `point` (see `PGUP_STOP_AT`), lets another process fill
 /// the disk, resumes pgup and returns how it ended. The filler is removed before returning.
 fn upgrade_while_the_disk_fills_at(name: &str, dir: &Path, point: &str) -> Run {
-    let child = spawn(
-        Command::new(env!("CARGO_BIN_EXE_pgup"))
-            .args(["upgrade", "--container", name, "--to", "17", "--yes"])
-            .env("PGUP_STOP_AT", point),
+    let child = frozen_at(
+        Command::new(env!("CARGO_BIN_EXE_pgup")).args([
+            "upgrade",
+            "--container",
+            name,
+            "--to",
+            "17",
+            "--yes",
+        ]),
+        point,
     );
-    let stat = format!("/proc/{}/stat", child.id());
-    wait_for(120, &format!("pgup to freeze at {point}"), || {
-        std::fs::read_to_string(&stat).is_ok_and(|s| {
-            // The state follows the parenthesised command name.
-            s.rsplit(')')
-                .next()
-                .is_some_and(|r| r.trim_start().starts_with('T'))
-        })
-    });
     let filler = dir.join("filler");
     // dd writes until the filesystem is full.
     let _ = Command::new("dd")
@@ -756,4 +769,87 @@ async fn sigterm_stops_at_a_safe_point_and_the_run_can_be_finished() {
     assert_eq!(finished.code, 0, "{}", finished.stderr);
     s.refresh_port();
     assert_eq!(s.content().await, before);
+}
+
+/// A relation file of the new cluster that is not the old cluster's (here: the same bytes, but
+/// a copy, as a transfer that copied instead of linking would leave): the verification, which
+/// scans no table, names it and fails the upgrade before the hand-over; the old cluster is
+/// put back and serves as before.
+#[tokio::test]
+async fn a_relation_file_not_the_old_clusters_fails_the_verification() {
+    let mut s = Server::start(ServerSpec::new("pgup/postgres:13")).await;
+    s.seed("postgres").await;
+    let before = s.content().await;
+    // pg_upgrade to 15 and later keeps file numbers: the new cluster's file has this path.
+    let c = s.client("postgres").await;
+    let file: String = c
+        .query_one("SELECT pg_relation_filepath('items')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let status = pgup_json(&["status", "--container", &s.name]);
+    let path = Path::new(status["data_dir"].as_str().unwrap()).join(&file);
+
+    let child = frozen_at(&mut upgrade_cmd(&s.name), "Verifying");
+    let copy = path.with_extension("copy");
+    let cp = Command::new("cp")
+        .arg("-p")
+        .arg(&path)
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    std::fs::rename(&copy, &path).unwrap();
+    let _ = Command::new("kill")
+        .args(["-CONT", &child.id().to_string()])
+        .status();
+    let r = finish(child);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!(
+            "public.items: file {file} is not the old cluster's"
+        )) && r.stderr.contains("put back from the backup"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        docker(&["inspect", "--format", "{{.Config.Image}}", &s.name]),
+        "pgup/postgres:13"
+    );
+    runs_with(&mut s, "13", &before, "a failed verification").await;
+    let status = pgup_json(&["status", "--container", &s.name]);
+    assert!(status["interrupted"].is_null(), "{status}");
+}
+
+/// Killed while gathering statistics after the hand-over: the upgrade is done and the new
+/// cluster serves; `status` says the statistics are incomplete, and the same command
+/// finishes them.
+#[tokio::test]
+async fn killed_while_gathering_statistics_the_new_cluster_serves() {
+    let mut s = Server::start(ServerSpec::new("pgup/postgres:13")).await;
+    s.seed("postgres").await;
+    let before = s.content().await;
+    let killed = run(upgrade_cmd(&s.name).env("PGUP_KILL_AT", "statistics"));
+    assert_eq!(killed.code, -1, "{}", killed.stderr);
+    runs_with(&mut s, "17", &before, "a kill while gathering statistics").await;
+    let status = pgup_json(&["status", "--container", &s.name]);
+    assert!(status["interrupted"].is_null(), "{status}");
+    let pending = status["statistics_pending"].as_str().unwrap_or_default();
+    assert!(
+        pending.starts_with("incomplete since") && pending.contains("pgup upgrade --to 17"),
+        "{status}"
+    );
+
+    let finished = run(&mut upgrade_cmd(&s.name));
+    assert_eq!(finished.code, 0, "{}", finished.stderr);
+    assert!(
+        finished
+            .stdout
+            .contains("already PostgreSQL 17; Statistics gathered in"),
+        "{}",
+        finished.stdout
+    );
+    let status = pgup_json(&["status", "--container", &s.name]);
+    assert!(status["statistics_pending"].is_null(), "{status}");
+    assert!(s.has_statistics("postgres", "items").await);
 }

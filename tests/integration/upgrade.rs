@@ -135,6 +135,21 @@ async fn path_with_new_image(from: &'static str, to: u32, user: &'static str) {
         .unwrap()
         .get(0);
     assert_eq!(next, 42, "sequences continue where they were");
+    // Proven without scanning a table while down: the catalogs compared, and every relation
+    // file (tables, indexes, TOAST, forks) the old cluster's.
+    let verified = &report["verified"];
+    assert_eq!(verified["proof"], "files", "{report}");
+    assert!(
+        verified["files"].as_u64().unwrap() >= 8 && verified["tables"] == 0,
+        "{report}"
+    );
+    // Statistics once the new major served: the planner knows the tables.
+    let statistics = &report["statistics"];
+    assert!(
+        statistics["after_hand_over"] == true && statistics["complete"] == true,
+        "{report}"
+    );
+    assert!(s.has_statistics(user, "items").await);
     let trgm: i64 = c
         .query_one("SELECT count(*) FROM items WHERE name % 'item 4242'", &[])
         .await
@@ -188,11 +203,15 @@ async fn upgrade_13_to_15_leaves_the_container_stopped() {
     let s = Server::start(ServerSpec::new("pgup/postgres:13")).await;
     seed_rich(&s).await;
     let before = s.content().await;
-    let report = upgrade(&["--container", &s.name, "--to", "15"]);
+    let report = upgrade(&["--container", &s.name, "--to", "15", "--verify", "counts"]);
     assert!(
         report["next"].as_str().unwrap().contains("stays stopped"),
         "{report}"
     );
+    // Rows counted as asked; with no server to hand over to, statistics before the end.
+    assert_eq!(report["verified"]["proof"], "counts", "{report}");
+    assert_eq!(report["verified"]["rows"], 5000 + 2000 + 300, "{report}");
+    assert_eq!(report["statistics"]["after_hand_over"], false, "{report}");
     // No server started: down since the stop, and still.
     assert!(report["serving_at"].is_null(), "{report}");
     assert!(

@@ -246,6 +246,20 @@ impl Server {
             .get(0)
     }
 
+    /// Whether the planner has statistics on `table` of database `db`.
+    pub async fn has_statistics(&self, db: &str, table: &str) -> bool {
+        let c = self.client(db).await;
+        let n: i64 = c
+            .query_one(
+                "SELECT count(*) FROM pg_stats WHERE tablename = $1",
+                &[&table],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        n > 0
+    }
+
     /// A connection as the bootstrap superuser, retried while the server starts up.
     pub async fn client(&self, db: &str) -> Client {
         let conn = format!(
