@@ -15,7 +15,12 @@
 #   c  pgup upgrade --mode link --no-backup        c0  the same by hand without the copy
 #   d  pg_dumpall | psql into a fresh 17 server
 #   e  pgup upgrade --mode clone on a loop-mounted XFS with reflinks (when the machine allows)
-# Output: a table on stdout (also written to target/bench/results.md) and pgup's peak RSS.
+# Downtime, for the pgbench sizes, on a running server taking writes (pgbench -n -R 50 -c 2)
+# until the stop, from the start of the stop to the new major's first answer:
+#   A  pgup upgrade --new-image (safe mode)      C  the same with --mode link --no-backup
+#   B  by hand: docker stop, cp -a, initdb, pg_upgrade --link, a new 17 container
+#   PGUP_BENCH_DOWNTIME overrides the set ("" skips them).
+# Output: tables on stdout (also written to target/bench/results.md) and pgup's peak RSS.
 set -euo pipefail
 # A failure inside $(...) (making a template, say) stops the run instead of timing nothing.
 shopt -s inherit_errexit
@@ -46,8 +51,9 @@ toolbox=$("$pgup" image assemble --old pgup/postgres:13 --new pgup/postgres:17 -
 	python3 -c 'import json, sys; print(json.load(sys.stdin)["image"])')
 out=target/bench
 mkdir -p "$out"
-results=$out/results.tsv
+results=$out/results.tsv downtimes=$out/downtime.tsv
 : >"$results"
+: >"$downtimes"
 export POSTGRES_PASSWORD=bench-$RANDOM$RANDOM
 prefix=pgup-bench-$$
 vols=/var/lib/docker/volumes
@@ -62,6 +68,8 @@ trap cleanup EXIT
 
 log() { printf 'bench: %s\n' "$*" >&2; }
 now() { date +%s.%N; }
+# Seconds from $1 to $2 (two `now`s).
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 
 # Runs a command (its output discarded) and prints its peak RSS (kB) when it ends.
 peak_rss() {
@@ -121,20 +129,57 @@ drop() {
 	docker volume rm -f "$1" >/dev/null 2>&1 || true
 }
 
-# By hand, as an operator following the manual procedure would, in the upgrade toolbox.
+# By hand, as an operator following the manual procedure would, in the upgrade toolbox;
+# statistics ($3 = no: left for after the new server serves) on a private start.
 by_hand() {
-	local name=$1 copy=$2 w=$vols/$1
+	local name=$1 copy=$2 stats=${3:-yes} w=$vols/$1
 	[ "$copy" = yes ] && cp -a "$w/_data" "$w/backup"
 	install -d -o 999 -g 999 -m 700 "$w/new"
-	docker run --rm --network none -u 999:999 -v "$w:/w" --tmpfs /tmp:uid=999 -w /tmp "$toolbox" bash -ec '
+	docker run --rm --network none -u 999:999 -e STATS="$stats" -v "$w:/w" --tmpfs /tmp:uid=999 -w /tmp "$toolbox" bash -ec '
 		/usr/lib/postgresql/17/bin/initdb -D /w/new -U postgres -A trust --encoding=UTF8 --lc-collate=en_US.utf8 --lc-ctype=en_US.utf8 >/dev/null
 		/usr/lib/postgresql/17/bin/pg_upgrade -b /usr/lib/postgresql/13/bin -B /usr/lib/postgresql/17/bin \
 			-d /w/_data -D /w/new -U postgres --link --jobs 2 -s /tmp >/dev/null
 		cp /w/_data/pg_hba.conf /w/_data/postgresql.conf /w/new/
+		[ "$STATS" = yes ] || exit 0
 		/usr/lib/postgresql/17/bin/pg_ctl -D /w/new -o "-c listen_addresses= -c unix_socket_directories=/tmp" -w start >/dev/null
 		/usr/lib/postgresql/17/bin/vacuumdb --all --analyze-in-stages -h /tmp -U postgres >/dev/null
 		/usr/lib/postgresql/17/bin/pg_ctl -D /w/new -m fast -w stop >/dev/null'
 	mv "$w/_data" "$w/old" && mv "$w/new" "$w/_data"
+}
+
+ready() { until docker exec "$1" pg_isready -q -h 127.0.0.1 2>/dev/null; do sleep 0.1; done; }
+
+# One downtime run of contender $1 (A, B, C) on a fresh copy of template $2, its server
+# running and taking writes; appends the total and the downtime to the downtime results.
+down_one() {
+	local who=$1 template=$2 label=$3 name=$prefix-down t0 t1 down
+	fresh "$template" "$name"
+	docker start "$name" >/dev/null
+	ready "$name"
+	# Until the stop ends it (its errors then are expected).
+	docker exec -d "$name" pgbench -n -R 50 -c 2 -T 3600 -U postgres postgres
+	sleep 2
+	t0=$(now)
+	case $who in
+	A | C)
+		local opts=()
+		[ "$who" = C ] && opts=(--mode link --no-backup)
+		down=$("$pgup" --json upgrade --container "$name" --to 17 --new-image pgup/postgres:17 "${opts[@]}" --yes |
+			python3 -c 'import json, sys; print(json.load(sys.stdin)["downtime_s"])')
+		;;
+	B)
+		docker stop -t 120 "$name" >/dev/null
+		by_hand "$name" yes no
+		docker rm "$name" >/dev/null
+		docker run -d --name "$name" -e POSTGRES_PASSWORD -v "$name:/var/lib/postgresql/data" pgup/postgres:17 >/dev/null
+		ready "$name"
+		down=$(elapsed "$t0" "$(now)")
+		;;
+	esac
+	t1=$(now)
+	[ "$(cat "$vols/$name/_data/PG_VERSION")" = 17 ] || { log "$who did not upgrade $label"; exit 1; }
+	printf '%s\t%s\t%s\t%s\n' "$label" "$who" "$(elapsed "$t0" "$t1")" "$down" >>"$downtimes"
+	drop "$name"
 }
 
 dump_restore() {
@@ -179,7 +224,7 @@ run_one() {
 	local version
 	version=$(cat "$data/PG_VERSION")
 	[ "$who" = d ] || [ "$version" = 17 ] || { log "$who did not upgrade $label"; exit 1; }
-	printf '%s\t%s\t%s\t%s\n' "$label" "$who" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')" "$rss" >>"$results"
+	printf '%s\t%s\t%s\t%s\n' "$label" "$who" "$(elapsed "$t0" "$t1")" "$rss" >>"$results"
 	drop "$name"
 }
 
@@ -200,13 +245,23 @@ bench_set() {
 			run_one "$who" "$template" "$label"
 		done
 	done
+	if [ "$kind" = gb ]; then
+		local downs
+		read -ra downs <<<"${PGUP_BENCH_DOWNTIME-A B C}"
+		for ((r = 0; r < reps; r++)); do
+			for who in "${downs[@]}"; do
+				log "$label: downtime run $((r + 1))/$reps of $who"
+				down_one "$who" "$template" "$label"
+			done
+		done
+	fi
 	drop "$template"
 }
 
 for g in "${sizes[@]}"; do bench_set "${g} GB" gb "$g"; done
 for n in "${tables[@]}"; do bench_set "$n tables" tables "$n"; done
 
-python3 - "$results" "$mode" <<'PY' | tee "$out/results.md"
+python3 - "$results" "$mode" "$downtimes" <<'PY' | tee "$out/results.md"
 import statistics, sys, collections
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 times, rss = collections.defaultdict(list), collections.defaultdict(list)
@@ -226,4 +281,19 @@ for label in order:
     diff = "-" if a is None or b is None else f"{a - b:+.1f}"
     peak = f"{max(rss[label]) / 1024:.1f} MB" if rss[label] else "-"
     print(f"| {label} | {fmt(a)} | {fmt(b)} | {ratio(a, b)} | {diff} | {fmt(c)} | {fmt(c0)} | {ratio(c, c0)} | {fmt(d)} | {ratio(d, a)} | {fmt(e)} | {peak} |")
+downs = [l.rstrip("\n").split("\t") for l in open(sys.argv[3]) if l.strip()]
+if downs:
+    total, down, order = collections.defaultdict(list), collections.defaultdict(list), []
+    for label, who, secs, d in downs:
+        if label not in order: order.append(label)
+        total[(label, who)].append(float(secs))
+        down[(label, who)].append(float(d))
+    m = lambda t, k: statistics.median(t[k]) if t.get(k) else None
+    print("\nDowntime under write load (pgbench -R 50 -c 2 until the stop), from the stop to the new major's first answer; medians in seconds, total in brackets.\n")
+    print("| data | A pgup safe | C pgup link, no backup | B by hand (cp -a) | A/C | A/B |")
+    print("|---|---|---|---|---|---|")
+    for label in order:
+        cell = lambda w: "-" if m(down, (label, w)) is None else f"{m(down, (label, w)):.1f} ({m(total, (label, w)):.1f})"
+        dA, dB, dC = (m(down, (label, w)) for w in ("A", "B", "C"))
+        print(f"| {label} | {cell('A')} | {cell('C')} | {cell('B')} | {ratio(dA, dC)} | {ratio(dA, dB)} |")
 PY

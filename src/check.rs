@@ -54,7 +54,7 @@ pub async fn run(spec: TargetSpec, intent: Intent, printer: &Printer) -> Result<
     let target = Target::resolve(&spec, &docker).await?;
     let mut pre = preflight::static_checks(&docker, target, &intent, printer).await?;
     if !pre.failed() {
-        match pre.running.iter().find(|c| c.pid.is_some()).cloned() {
+        match preflight::live_server(&pre) {
             // No throwaway view without an engine: the server-side checks would start the
             // cluster in place.
             None if !docker.has_engine() => pre.push(
@@ -65,7 +65,9 @@ pub async fn run(spec: TargetSpec, intent: Intent, printer: &Printer) -> Result<
             None => {
                 preflight::cluster_checks(&docker, &mut pre, false, true).await?;
             }
-            Some(server) => preflight::live_checks(&docker, &mut pre, &server).await?,
+            Some(server) => {
+                preflight::live_checks(&docker, &mut pre, &server, true).await?;
+            }
         }
     }
     let report = CheckReport {

@@ -193,6 +193,9 @@ pub struct Plan {
     pub rebuilds: Option<String>,
     /// --verify: what proves the data.
     pub verify: Verify,
+    /// The server-side checks ran on the running server before the plan: after the stop,
+    /// only pg_upgrade checks the stopped cluster again.
+    pub checked_live: bool,
 }
 
 impl Plan {
@@ -203,30 +206,39 @@ impl Plan {
         Some(match step {
             Step::Stopping if self.stop.is_empty() => return None,
             Step::Stopping => format!("stop container {}", self.stop.join(", ")),
-            Step::Checking => match (&self.backup, &self.backup_dir) {
-                (BackupKind::None, _) | (_, None) => {
-                    format!("{view}; keep NO backup of the old cluster")
-                }
-                (kind, Some(dir)) => {
-                    let mut line = format!(
-                        "{view}; meanwhile {} the old cluster ({}) to {}",
-                        if *kind == BackupKind::Clone {
-                            "reflink-copy"
-                        } else {
-                            "copy"
-                        },
-                        HumanBytes(self.data_bytes),
-                        dir.display()
-                    );
-                    if !self.locations.is_empty() {
-                        line.push_str(&format!(
-                            ", and its part in {} to a directory of the same name in each",
-                            self.locations.join(", ")
-                        ));
+            Step::Checking => {
+                let keep = match (&self.backup, &self.backup_dir) {
+                    (BackupKind::None, _) | (_, None) => "keep NO backup of the old cluster".into(),
+                    (kind, Some(dir)) => {
+                        let mut line = format!(
+                            "{} the old cluster ({}) to {}",
+                            if *kind == BackupKind::Clone {
+                                "reflink-copy"
+                            } else {
+                                "copy"
+                            },
+                            HumanBytes(self.data_bytes),
+                            dir.display()
+                        );
+                        if !self.locations.is_empty() {
+                            line.push_str(&format!(
+                                ", and its part in {} to a directory of the same name in each",
+                                self.locations.join(", ")
+                            ));
+                        }
+                        line
                     }
-                    line
+                };
+                if self.checked_live {
+                    format!(
+                        "{keep} (the checks ran on the live server; pg_upgrade checks the stopped cluster again)"
+                    )
+                } else if self.backup == BackupKind::None {
+                    format!("{view}; {keep}")
+                } else {
+                    format!("{view}; meanwhile {keep}")
                 }
-            },
+            }
             Step::BackingUp => "record beside the backup what a rollback needs".into(),
             Step::Upgrading => {
                 let recovery = if self.recovers {
@@ -468,6 +480,7 @@ mod tests {
             locations: vec![],
             rebuilds: None,
             verify: Verify::Files,
+            checked_live: false,
         }
     }
 

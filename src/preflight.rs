@@ -619,7 +619,16 @@ async fn on_cluster(
 /// itself (see [`Relay`]), pg_upgrade's own included: it checks a live old server
 /// ("Performing Consistency Checks on Old Live Server"). PGDATA is mounted read-only, so
 /// pg_upgrade's first move, trying to start the old server, fails as it must.
-pub async fn live_checks(docker: &Docker, pre: &mut Preflight, server: &Container) -> Result<()> {
+///
+/// The old cluster's settings for initdb when the checks could run (pg_upgrade's among them);
+/// None when pgup cannot reach the server (an item says so). `may_strip` as in
+/// [`cluster_checks`].
+pub async fn live_checks(
+    docker: &Docker,
+    pre: &mut Preflight,
+    server: &Container,
+    may_strip: bool,
+) -> Result<Option<InitSettings>> {
     let later = "`pgup upgrade` stops it and runs them first";
     let listening = std::fs::read_to_string(pre.target.data_dir.join("postmaster.pid"))
         .ok()
@@ -638,7 +647,7 @@ pub async fn live_checks(docker: &Docker, pre: &mut Preflight, server: &Containe
                 Outcome::Skip,
                 format!("the server in container {} listens on no Unix socket pgup can reach, which pg_upgrade's checks need; {later}", server.name),
             );
-            return Ok(());
+            return Ok(None);
         }
     };
     let ((port, socket_dir), (uid, gid)) = (listening, (pre.cluster.uid, pre.cluster.gid));
@@ -653,7 +662,7 @@ pub async fn live_checks(docker: &Docker, pre: &mut Preflight, server: &Containe
                 server.name
             ),
         );
-        return Ok(());
+        return Ok(None);
     };
     let target = host_dir.join(format!(".s.PGSQL.{port}"));
     // pgup's own clients connect as to its private servers, on 5432.
@@ -671,7 +680,7 @@ pub async fn live_checks(docker: &Docker, pre: &mut Preflight, server: &Containe
                 Outcome::Skip,
                 format!("cannot reach the server in container {} as a local client ({e}), which pg_upgrade's checks need; {later}", server.name),
             );
-            return Ok(());
+            return Ok(None);
         }
     };
     let mut mounts = vec![
@@ -698,11 +707,22 @@ pub async fn live_checks(docker: &Docker, pre: &mut Preflight, server: &Containe
     let tb = Toolbox::start(docker, pre.toolbox("check", mounts)).await?;
     let result = async {
         let read = read_old(relay.dir(), &superuser, pre.old_major).await?;
-        judge(&tb, pre, superuser, read, false, true).await
+        judge(&tb, pre, superuser, read, false, may_strip).await
     }
     .await;
     tb.close().await;
-    result.map(drop)
+    result
+}
+
+/// The running server the checks can ask: the target's container, else the one container
+/// running on the data.
+pub fn live_server(pre: &Preflight) -> Option<Container> {
+    let target = pre.target.container.as_ref().map(|c| c.name.as_str());
+    pre.running
+        .iter()
+        .filter(|c| c.pid.is_some())
+        .find(|c| Some(c.name.as_str()) == target || pre.running.len() == 1)
+        .cloned()
 }
 
 /// What the checks read from the old server: its facts, stored catalog options, extensions,

@@ -256,12 +256,29 @@ pub async fn run(args: settings::Upgrade, printer: &Printer) -> Result<Status> {
             }
         }
     }
-    let pre = preflight::static_checks(&docker, target, &args.intent, printer).await?;
+    let mut pre = preflight::static_checks(&docker, target, &args.intent, printer).await?;
     if pre.failed() {
         return Err(Refusal(format!("the upgrade cannot start: {}", pre.failures())).into());
     }
     let no_backup = args.intent.no_backup.unwrap_or(false);
     let kind = plan::backup_kind(args.intent.mode, no_backup, pre.reflinks, &root)?;
+    // The server-side checks, pg_upgrade's own included, ask the running server before
+    // anything stops: what they find is refused while it still serves, and after the stop
+    // only pg_upgrade checks the stopped cluster again.
+    let live = match preflight::live_server(&pre) {
+        Some(server) if docker.has_engine() => {
+            printer.step(format!(
+                "checking the running server in container {} (pg_upgrade --check, live)",
+                server.name
+            ));
+            let may_strip = kind != BackupKind::None || args.strip_unknown_options;
+            preflight::live_checks(&docker, &mut pre, &server, may_strip).await?
+        }
+        _ => None,
+    };
+    if pre.failed() {
+        return Err(Refusal(format!("the upgrade cannot start: {}", pre.failures())).into());
+    }
     let layout = Layout::new(&root);
     let mut journal = Journal {
         old_major: pre.old_major,
@@ -278,6 +295,12 @@ pub async fn run(args: settings::Upgrade, printer: &Printer) -> Result<Status> {
             reindex: args.intent.reindex,
             verify: args.verify,
             libraries: pre.libraries.clone(),
+            unknown_options: if live.is_some() {
+                pre.unknown_options.clone()
+            } else {
+                Vec::new()
+            },
+            settings: live,
             ..Learned::default()
         },
         ..Journal::begin(
@@ -309,6 +332,7 @@ pub async fn run(args: settings::Upgrade, printer: &Printer) -> Result<Status> {
         recovers: pre.control.as_ref().is_some_and(|c| !c.shut_down_cleanly()),
         locations: pre.locations.iter().map(Location::label).collect(),
         verify: args.verify,
+        checked_live: journal.learned.settings.is_some(),
         rebuilds: pre.libraries.as_ref().and_then(|pair| {
             collation::to_rebuild(args.intent.reindex, pair.changed())
                 .any()
@@ -525,7 +549,19 @@ impl<'a> Upgrade<'a> {
     async fn check_and_copy(&mut self) -> Result<()> {
         let preflight = self.preflight.take();
         let cancel = Arc::new(AtomicBool::new(false));
+        let checked_live = self.journal.learned.settings.is_some();
+        if checked_live {
+            self.printer.step(
+                "checked on the running server before the stop; pg_upgrade checks the stopped cluster again",
+            );
+        }
         let checks = async {
+            if checked_live {
+                return Ok(Checked {
+                    libraries: self.journal.learned.libraries.clone(),
+                    settings: None,
+                });
+            }
             let checked = self.check(preflight, false).await;
             if checked.is_err() {
                 cancel.store(true, Ordering::Relaxed);
@@ -901,6 +937,14 @@ impl<'a> Upgrade<'a> {
         let removed = self.layout.options_removed();
         let strip = !self.journal.learned.unknown_options.is_empty() && !removed.exists();
         let control = ControlData::parse(&tb.run(&pgcmd::controldata(old, &data)).await?);
+        // Settings read before the stop, compared with the stopped cluster's.
+        if let (Some(c), Some(s)) = (&control, &self.journal.learned.settings)
+            && (c.checksums, c.wal_segment_bytes) != (s.checksums, s.wal_segment_bytes)
+        {
+            bail!(
+                "the old cluster's data checksums or WAL segment size changed since it was checked; run the same command again to check it anew"
+            );
+        }
         if control.is_some_and(|c| !c.shut_down_cleanly()) {
             // pg_control says the same of a live server: make sure none runs (a restart
             // policy may have started the container again) before the lock file goes as stale.
@@ -1039,6 +1083,8 @@ impl<'a> Upgrade<'a> {
     /// rebuilds text indexes, and gathers statistics unless they wait for the hand-over.
     async fn verify(&mut self) -> Result<()> {
         let later = self.statistics_after_hand_over();
+        // What an earlier upgrade of this data left pending is not this one's.
+        let _ = std::fs::remove_file(self.layout.statistics_pending());
         self.printer.step(format!(
             "starting the new cluster privately: verification{}, extensions{}",
             if self.journal.learned.verify == Verify::Counts {
