@@ -248,7 +248,7 @@ impl Plan {
                 };
                 let mut line = format!(
                     "record the old cluster's catalog and relation files{}{recovery} and initdb PostgreSQL {} with its settings, then pg_upgrade --link --jobs {} in image {}",
-                    if self.verify == Verify::Counts {
+                    if self.verify.counts() {
                         ", count its rows"
                     } else {
                         ""
@@ -273,7 +273,7 @@ impl Plan {
             Step::Verifying => {
                 let mut line = format!(
                     "start it privately: verify it (the catalogs compared, every relation file the old cluster's{}), update extensions",
-                    if self.verify == Verify::Counts {
+                    if self.verify.counts() {
                         ", the rows counted again"
                     } else {
                         ""

@@ -87,6 +87,13 @@ pub enum Verify {
     Counts,
 }
 
+impl Verify {
+    /// Whether rows are counted.
+    pub fn counts(self) -> bool {
+        self == Self::Counts
+    }
+}
+
 /// The upgrade asked for: what `check`, the plan and a resumed upgrade all start from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Intent {

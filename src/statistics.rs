@@ -107,12 +107,24 @@ pub async fn gather(
 ) -> Result<Gathered, ClientError> {
     let names = databases(&connect(socket_dir, superuser, "template1").await?).await?;
     let mut gathered = Gathered::default();
+    // Each scope's list is read once, before its first stage: the rough first stage gives
+    // the missing relations statistics, and the later stages must refine the same ones (as
+    // vacuumdb reuses its list).
+    let mut lists: Vec<(Scope, Vec<(String, String)>)> = Vec::new();
     for (n, stage) in (1..).zip(stages) {
-        let mut items = Vec::new();
-        for db in &names {
-            let c = connect(socket_dir, superuser, db).await?;
-            items.extend(relations(&c, db, stage.scope).await?);
+        if !lists.iter().any(|(scope, _)| *scope == stage.scope) {
+            let mut list = Vec::new();
+            for db in &names {
+                let c = connect(socket_dir, superuser, db).await?;
+                list.extend(relations(&c, db, stage.scope).await?);
+            }
+            lists.push((stage.scope, list));
         }
+        let items = lists
+            .iter()
+            .find(|(scope, _)| *scope == stage.scope)
+            .map(|(_, list)| list.clone())
+            .unwrap_or_default();
         let total = items.len();
         progress(n, 0, total);
         // Statistics are what a fresh upgrade waits for: no cost-based delay.

@@ -115,7 +115,7 @@ impl std::fmt::Display for UpgradeReport {
                 "Verified: {} databases, {} relations (the catalogs compared; their {} files are the old cluster's, same inode and size), {} sequences, {} roles as before.",
                 v.databases, v.relations, v.files, v.sequences, v.roles
             )?;
-            if v.proof == Verify::Counts {
+            if v.proof.counts() {
                 writeln!(
                     f,
                     "Counted: {} tables, {} rows, as before.",
@@ -853,7 +853,7 @@ impl<'a> Upgrade<'a> {
         let result = async {
             self.printer.step(format!(
                 "recording the old cluster's catalog{}; initdb PostgreSQL {new} with its settings",
-                if self.journal.learned.verify == Verify::Counts {
+                if self.journal.learned.verify.counts() {
                     " and counting its rows"
                 } else {
                     ""
@@ -979,7 +979,7 @@ impl<'a> Upgrade<'a> {
                     return anyhow::Ok(None);
                 }
                 failpoint::hit("recording");
-                let count = self.journal.learned.verify == Verify::Counts;
+                let count = self.journal.learned.verify.counts();
                 Ok(Some(verify::take(tb.socket_dir(), superuser, count).await?))
             })
             .await?;
@@ -1087,7 +1087,7 @@ impl<'a> Upgrade<'a> {
         let _ = std::fs::remove_file(self.layout.statistics_pending());
         self.printer.step(format!(
             "starting the new cluster privately: verification{}, extensions{}",
-            if self.journal.learned.verify == Verify::Counts {
+            if self.journal.learned.verify.counts() {
                 " (with row counts)"
             } else {
                 ""
@@ -1104,7 +1104,7 @@ impl<'a> Upgrade<'a> {
         let new = self.journal.new_major;
         let script = self.layout.extensions_script();
         let superuser = &settings.superuser;
-        let count = self.journal.learned.verify == Verify::Counts;
+        let count = self.journal.learned.verify.counts();
         let tb = self.borrow_tools().await?;
         let data_in = tb.at(self.data());
         let result = async {
