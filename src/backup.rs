@@ -12,7 +12,7 @@ use crate::failpoint;
 use crate::layout::{self, Layout, RootEntry, STAMP_FORMAT, is_pgup_entry};
 use crate::location::Location;
 use crate::plan::BackupKind;
-use crate::tree::{self, CopyOptions, tree_bytes};
+use crate::tree::{self, Copied, CopyOptions, tree_bytes};
 
 /// A backup directory found on disk.
 #[derive(Debug, Clone, Serialize)]
@@ -25,25 +25,41 @@ pub struct BackupDir {
     pub created: DateTime<Utc>,
 }
 
-/// Copies the cluster in `data` to backup `name`: complete and synced under `<name>.partial`,
-/// then renamed, so a directory with the final name is always a whole backup. Mode 0700.
+/// Copies the cluster in `data` to backup `name`: complete, proven the same tree and synced
+/// under `<name>.partial`, then renamed, so a directory with the final name is always a whole
+/// backup. Mode 0700. Copying over a pre-copy (`options.over`), the `.partial` it left is
+/// made exact rather than copied anew; a live copy (`options.live`) is such a first pass only
+/// and stays `.partial`.
 pub fn make(
     data: &Path,
     layout: &Layout,
     name: &str,
     options: &CopyOptions,
-) -> Result<(), BackupError> {
+) -> Result<Copied, BackupError> {
     let (backup_dir, partial) = (&layout.backup(name), layout.partial_backup(name));
-    let _ = std::fs::remove_dir_all(&partial);
-    if let Err(e) = tree::copy_tree(data, &partial, options) {
+    if options.over.is_none() {
         let _ = std::fs::remove_dir_all(&partial);
-        return Err(e.into());
     }
-    failpoint::hit("backup-complete");
+    let copied = match tree::copy_tree(data, &partial, options) {
+        Ok(copied) => copied,
+        Err(e) => {
+            // A pre-copy's is kept for the pass that makes it exact (or the undo).
+            if options.over.is_none() {
+                let _ = std::fs::remove_dir_all(&partial);
+            }
+            return Err(e.into());
+        }
+    };
     std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o700))
         .map_err(io_at(&partial))?;
+    if options.live {
+        return Ok(copied);
+    }
+    tree::same_tree(data, &partial, options.skip)?;
+    failpoint::hit("backup-complete");
     std::fs::rename(&partial, backup_dir).map_err(io_at(backup_dir))?;
-    tree::sync_dir(layout.root()).map_err(io_at(backup_dir))
+    tree::sync_dir(layout.root()).map_err(io_at(backup_dir))?;
+    Ok(copied)
 }
 
 /// Backs up the old cluster's part of `location` (of major `old`) as backup `name` in it, as
@@ -53,7 +69,7 @@ pub fn make_in(
     old: u32,
     name: &str,
     options: &CopyOptions,
-) -> Result<(), BackupError> {
+) -> Result<Copied, BackupError> {
     let skip = |n: &str| !location.holds(n, old);
     let options = CopyOptions {
         skip: &skip,

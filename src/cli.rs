@@ -253,6 +253,16 @@ pub struct UpgradeArgs {
     #[arg(long, value_enum, default_value_t = VerifyArg::Files)]
     pub verify: VerifyArg,
 
+    /// Copy the backup only once the server has stopped, as a whole, instead of first while it
+    /// serves and then, after the stop, only what changed.
+    #[arg(long)]
+    pub no_precopy: bool,
+
+    /// At most this much a second read by the copy of the backup while the server serves
+    /// (e.g. 50M, 1G; K, M and G count 1024s; default: as fast as the disk goes).
+    #[arg(long, value_name = "RATE", value_parser = parse_rate, conflicts_with = "no_precopy")]
+    pub precopy_rate: Option<u64>,
+
     /// Do not ask for confirmation.
     #[arg(long, short = 'y')]
     pub yes: bool,
@@ -488,6 +498,8 @@ impl UpgradeArgs {
             jobs,
             strip_unknown_options: self.strip_unknown_options,
             verify: self.verify.into(),
+            no_precopy: self.no_precopy,
+            precopy_rate: self.precopy_rate,
             yes: self.yes,
         })
     }
@@ -529,6 +541,37 @@ impl From<VerifyArgs> for settings::Bundle {
 }
 
 /// Parses "7d", "12h", "30m" or "45s".
+/// A rate in bytes a second: a number with an optional K, M or G (1024s), and an optional
+/// "/s".
+fn parse_rate(s: &str) -> Result<u64, String> {
+    let bare = s.trim().trim_end_matches("/s");
+    let (digits, unit) = match bare.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((at, _)) => bare.split_at(at),
+        None => (bare, ""),
+    };
+    let scale: u64 = match unit
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "{s:?} is not a rate: write a number with K, M or G, e.g. 50M"
+            ));
+        }
+    };
+    match digits.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n.saturating_mul(scale)),
+        _ => Err(format!(
+            "{s:?} is not a rate: write a number above 0 with K, M or G, e.g. 50M"
+        )),
+    }
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let bad = || format!("{s:?} is not a duration; write a number and a unit: 7d, 12h, 30m or 45s");
     let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
@@ -562,6 +605,17 @@ mod tests {
         assert!(parse_duration("7").is_err());
         assert!(parse_duration("d").is_err());
         assert!(parse_duration("7 days").is_err());
+    }
+
+    #[test]
+    fn rates() {
+        assert_eq!(parse_rate("50M"), Ok(50 << 20));
+        assert_eq!(parse_rate("1GiB/s"), Ok(1 << 30));
+        assert_eq!(parse_rate("512k"), Ok(512 << 10));
+        assert_eq!(parse_rate("4096"), Ok(4096));
+        for bad in ["0", "M", "50 M", "fast", "-1M", "5T"] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::cluster::InitSettings;
 use crate::failpoint;
 use crate::layout::{Layout, STAMP_FORMAT};
 use crate::location::Location;
-use crate::plan::{self, BackupKind, Operation, Step};
+use crate::plan::{self, BackupKind, Operation, PreCopy, Step};
 use crate::settings::Intent;
 
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +114,9 @@ pub struct Learned {
     /// once checked.
     #[serde(default)]
     pub libraries: Option<crate::collation::Pair>,
+    /// The backup's first pass while the server serves, when it has one.
+    #[serde(default)]
+    pub precopy: Option<PreCopy>,
 }
 
 impl Journal {
@@ -150,7 +153,7 @@ impl Journal {
     /// a new image.
     pub fn upgrade_steps(&self) -> Vec<Step> {
         let recreate = self.container.is_some() && self.new_image.is_some();
-        plan::upgrade_steps(self.backup, recreate)
+        plan::upgrade_steps(self.backup, recreate, self.learned.precopy.is_some())
     }
 
     /// What this upgrade asks for, as the command line that started it did: the checks of a
@@ -254,6 +257,10 @@ impl Journal {
             Operation::Cleanup => format!("run `pgup cleanup {target_flags}` to finish it"),
         };
         let doing = match (self.step, self.backup) {
+            // The backup is made exact beside the checks.
+            (Step::Checking, BackupKind::Copy) if self.learned.precopy.is_some() => {
+                "checking the stopped cluster and making the pre-copied backup exact"
+            }
             // The backup is copied beside the checks.
             (Step::Checking, BackupKind::Copy | BackupKind::Clone) => {
                 "checking the stopped cluster and copying the backup"

@@ -49,6 +49,7 @@ pub enum Operation {
 #[serde(rename_all = "kebab-case")]
 pub enum Step {
     // upgrade
+    PreCopying,
     Stopping,
     Checking,
     BackingUp,
@@ -77,6 +78,7 @@ impl Step {
     /// What the step does, for "interrupted while …".
     pub fn doing(self) -> &'static str {
         match self {
+            Step::PreCopying => "copying the backup while the server serves",
             Step::Stopping => "stopping the server",
             Step::Checking => "checking the stopped cluster",
             Step::BackingUp => "recording the backup",
@@ -92,10 +94,33 @@ impl Step {
     }
 }
 
+/// The backup's first pass, copied while the server still serves; after the stop a second
+/// pass makes it exact.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreCopy {
+    /// --precopy-rate: bytes a second at most (None: as fast as the disk goes).
+    pub rate: Option<u64>,
+    /// When the first pass began (a resumed one keeps it): what was copied and has not
+    /// changed since is kept.
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Whether the backup is copied first while the server serves: a full copy of a cluster
+/// whose server runs, unless --no-precopy. A clone costs no time to pre-copy, and a stopped
+/// server has no downtime to save.
+pub fn precopies(backup: BackupKind, server_runs: bool, no_precopy: bool) -> bool {
+    backup == BackupKind::Copy && server_runs && !no_precopy
+}
+
 /// The steps an upgrade runs, in order. Keeping no backup skips recording one; the container
 /// is re-created only when there is one and a new image.
-pub fn upgrade_steps(backup: BackupKind, recreate: bool) -> Vec<Step> {
-    let mut steps = vec![Step::Stopping, Step::Checking];
+pub fn upgrade_steps(backup: BackupKind, recreate: bool, precopy: bool) -> Vec<Step> {
+    let mut steps = if precopy {
+        vec![Step::PreCopying]
+    } else {
+        Vec::new()
+    };
+    steps.extend([Step::Stopping, Step::Checking]);
     if backup != BackupKind::None {
         steps.push(Step::BackingUp);
     }
@@ -196,6 +221,8 @@ pub struct Plan {
     /// The server-side checks ran on the running server before the plan: after the stop,
     /// only pg_upgrade checks the stopped cluster again.
     pub checked_live: bool,
+    /// The backup's first pass runs while the server serves.
+    pub precopy: Option<PreCopy>,
 }
 
 impl Plan {
@@ -204,11 +231,27 @@ impl Plan {
     pub fn describe(&self, step: Step) -> Option<String> {
         let view = "check the stopped cluster on a throwaway view of the data";
         Some(match step {
+            Step::PreCopying => format!(
+                "copy the old cluster ({}) to {}.partial while the server serves{}",
+                HumanBytes(self.data_bytes),
+                self.backup_dir
+                    .as_deref()
+                    .unwrap_or(Path::new("the backup"))
+                    .display(),
+                self.precopy
+                    .and_then(|p| p.rate)
+                    .map(|r| format!(", at most {}/s", HumanBytes(r)))
+                    .unwrap_or_default()
+            ),
             Step::Stopping if self.stop.is_empty() => return None,
             Step::Stopping => format!("stop container {}", self.stop.join(", ")),
             Step::Checking => {
                 let keep = match (&self.backup, &self.backup_dir) {
                     (BackupKind::None, _) | (_, None) => "keep NO backup of the old cluster".into(),
+                    (_, Some(dir)) if self.precopy.is_some() => format!(
+                        "make the copy exact ({}: only what changed since it began is compared page by page, and written where it differs; then the copy is proven the stopped cluster's)",
+                        dir.display()
+                    ),
                     (kind, Some(dir)) => {
                         let mut line = format!(
                             "{} the old cluster ({}) to {}",
@@ -439,12 +482,12 @@ mod tests {
     #[test]
     fn step_lists() {
         use Step::*;
-        let full = upgrade_steps(BackupKind::Copy, true);
+        let full = upgrade_steps(BackupKind::Copy, true, false);
         // Every upgrade step, once, in the enum's order (the journal compares steps by it).
         assert_eq!(full.len(), 8);
         assert!(full.windows(2).all(|w| w[0] < w[1]), "{full:?}");
         assert_eq!((full[0], full[7]), (Stopping, Recreating));
-        let bare = upgrade_steps(BackupKind::None, false);
+        let bare = upgrade_steps(BackupKind::None, false, false);
         assert!(!bare.contains(&BackingUp) && !bare.contains(&Recreating));
         assert_eq!(next_step(&bare, Checking), Some(Upgrading));
         assert_eq!(next_step(&full, Checking), Some(BackingUp));
@@ -455,6 +498,25 @@ mod tests {
             full.is_sorted(),
             "the journal compares steps by their order"
         );
+        let early = upgrade_steps(BackupKind::Copy, false, true);
+        assert_eq!(
+            early[..2],
+            [PreCopying, Stopping],
+            "pre-copied before the stop"
+        );
+        assert!(early.is_sorted());
+    }
+
+    #[test]
+    fn only_a_full_copy_of_a_running_cluster_is_pre_copied() {
+        assert!(precopies(BackupKind::Copy, true, false));
+        assert!(!precopies(BackupKind::Copy, true, true), "--no-precopy");
+        assert!(!precopies(BackupKind::Copy, false, false), "nothing serves");
+        assert!(
+            !precopies(BackupKind::Clone, true, false),
+            "a clone is instant"
+        );
+        assert!(!precopies(BackupKind::None, true, false));
     }
 
     fn plan() -> Plan {
@@ -470,7 +532,7 @@ mod tests {
             backup: BackupKind::Copy,
             backup_dir: Some("/v/_data/upgrade_backup_20261121T101530Z".into()),
             image: "pgup/toolbox:13-17-0123456789ab".into(),
-            steps: upgrade_steps(BackupKind::Copy, true),
+            steps: upgrade_steps(BackupKind::Copy, true, false),
             container: Some("db".into()),
             new_image: Some("pgup/postgres:17".into()),
             stop: vec!["db".into()],
@@ -481,6 +543,7 @@ mod tests {
             rebuilds: None,
             verify: Verify::Files,
             checked_live: false,
+            precopy: None,
         }
     }
 
@@ -505,7 +568,7 @@ mod tests {
         );
         assert!(!text.contains("count"), "{text}");
         plan.verify = Verify::Counts;
-        plan.steps = upgrade_steps(BackupKind::Copy, false);
+        plan.steps = upgrade_steps(BackupKind::Copy, false, false);
         let text = plan.to_string();
         assert!(text.contains("relation files, count its rows"), "{text}");
         assert!(text.contains("the rows counted again), update extensions, gather statistics"));
@@ -538,7 +601,7 @@ mod tests {
         p.backup = BackupKind::None;
         p.backup_dir = None;
         p.new_image = None;
-        p.steps = upgrade_steps(p.backup, false);
+        p.steps = upgrade_steps(p.backup, false, false);
         p.stop.clear();
         let text = p.to_string();
         assert!(text.contains("1. check the stopped cluster"), "{text}");

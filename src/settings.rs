@@ -125,6 +125,10 @@ pub struct Upgrade {
     pub jobs: u32,
     pub strip_unknown_options: bool,
     pub verify: Verify,
+    /// --no-precopy: the whole backup is copied once the server has stopped.
+    pub no_precopy: bool,
+    /// --precopy-rate: bytes a second the copy while the server serves may read.
+    pub precopy_rate: Option<u64>,
     pub yes: bool,
 }
 

@@ -3,6 +3,11 @@
 //! types, owners, modes, symlinks, hard links and times. std has no tree copy, and fs_extra's
 //! follows symlinks, loses owners, modes and hard links, and creates directories 0755, which
 //! PostgreSQL refuses as a data directory; hence the walk here.
+//!
+//! A copy can also be made over an earlier one ([`CopyOptions::over`]): the pre-copy of a
+//! backup taken while the server served, made exact once it stops. Files provably unchanged
+//! since are kept, the others compared page by page and only differing pages written, and
+//! [`same_tree`] proves the result.
 
 use std::collections::HashSet;
 use std::collections::hash_map::{Entry, HashMap};
@@ -12,6 +17,7 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use rustix::fs::{AtFlags, CWD, Gid, Mode, OFlags, Timespec, Timestamps, Uid};
 use rustix::io::Errno;
@@ -44,6 +50,8 @@ pub enum TreeError {
     Special { path: PathBuf },
     #[error("the copy to {path} was interrupted")]
     Interrupted { path: PathBuf },
+    #[error("the copy {path} is not its original ({what}); remove it and copy again")]
+    Differs { path: PathBuf, what: String },
 }
 
 pub struct CopyOptions<'a> {
@@ -55,6 +63,60 @@ pub struct CopyOptions<'a> {
     pub progress: &'a (dyn Fn(u64) + Sync),
     /// Asked before each entry: true stops the copy (Ctrl-C), leaving `dst` as far as it got.
     pub interrupted: &'a (dyn Fn() -> bool + Sync),
+    /// Copy over what `dst` holds of an earlier copy begun at this time (a pre-copy, or one
+    /// cut short): entries missing from the source go, and a file whose size and mtime are
+    /// still the copy's and whose mtime is [`SETTLED`] older than this is kept; every other
+    /// file is compared page by page and only the pages that differ are written. None: `dst`
+    /// must not exist.
+    pub over: Option<SystemTime>,
+    /// The source serves meanwhile: entries that vanish under the copy are passed over, as a
+    /// later copy over this one makes it exact.
+    pub live: bool,
+    /// At most this many bytes a second, by one copying thread (None: all the disk gives).
+    pub rate: Option<u64>,
+}
+
+impl Default for CopyOptions<'static> {
+    fn default() -> Self {
+        Self {
+            method: CopyMethod::Copy,
+            skip: &|_| false,
+            progress: &|_| {},
+            interrupted: &|| false,
+            over: None,
+            live: false,
+            rate: None,
+        }
+    }
+}
+
+/// How long before an earlier copy began a file's mtime must lie for the file to count as
+/// unchanged when its size and mtime are still the copy's. Every write moves the mtime to
+/// the clock's coarse tick (a few ms) unless it began within the tick the mtime holds; so an
+/// unchanged mtime this old means that no write began after it, and none PostgreSQL makes is
+/// still under way a minute after it began.
+pub const SETTLED: Duration = Duration::from_secs(60);
+
+/// PostgreSQL's page: what a copy over an earlier one compares and writes.
+const PAGE: usize = 8192;
+
+impl std::ops::AddAssign for Copied {
+    fn add_assign(&mut self, other: Self) {
+        self.written += other.written;
+        self.compared += other.compared;
+        self.kept += other.kept;
+    }
+}
+
+/// What [`copy_tree`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Copied {
+    /// Bytes of file data written (cloned bytes count as written).
+    pub written: u64,
+    /// Bytes of file data compared with an earlier copy (read on both sides).
+    pub compared: u64,
+    /// Bytes of file data kept from an earlier copy unread: unchanged since.
+    pub kept: u64,
 }
 
 /// A directory of the copy whose contents are still being written.
@@ -64,12 +126,52 @@ struct OpenDir {
     meta: Metadata,
 }
 
-/// A file of the copy, created empty by the walk, whose contents and metadata a copying
-/// thread fills in.
+/// A file of the copy whose contents and metadata a copying thread fills in: created empty
+/// by the walk (`whole`), or an earlier copy's to compare page by page.
 struct FileJob {
     from: PathBuf,
     to: PathBuf,
     meta: Metadata,
+    whole: bool,
+}
+
+impl FileJob {
+    fn failed(&self, err: io::Error) -> TreeError {
+        TreeError::Copy {
+            src: self.from.clone(),
+            dst: self.to.clone(),
+            err,
+        }
+    }
+}
+
+/// What the walk found to do for one entry.
+enum Todo {
+    Dir,
+    /// A regular file's contents: all of them, or the pages that differ.
+    Fill {
+        whole: bool,
+    },
+    /// Nothing more: made whole (a link, a symlink), or a file kept, of this many bytes.
+    Done(u64),
+}
+
+/// The bytes a paced copy has written since it began, shared by its threads.
+struct Pace {
+    rate: u64,
+    began: Instant,
+    sent: AtomicU64,
+}
+
+impl Pace {
+    /// Waits until `bytes` more are within the rate.
+    fn take(&self, bytes: u64) {
+        let sent = self.sent.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        let due = self.began + Duration::from_secs_f64(sent as f64 / self.rate as f64);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
 }
 
 /// How many threads fill in file contents. One in-kernel copy stream is CPU-bound: two copy a
@@ -100,11 +202,11 @@ impl Failure {
     }
 }
 
-/// Copies `src` to `dst` (which must not exist) keeping, for every entry: type, content,
-/// permission bits (setuid, setgid and sticky too), owner and group, symlinks as symlinks,
-/// hard links as hard links within the copy, and access and modification times to the
-/// nanosecond (of symlinks too). `dst` itself gets `src`'s owner, mode and times. Returns the
-/// bytes of file data copied (cloned bytes count as copied).
+/// Copies `src` to `dst` (which must not exist, unless copying [`CopyOptions::over`] an
+/// earlier copy) keeping, for every entry: type, content, permission bits (setuid, setgid
+/// and sticky too), owner and group, symlinks as symlinks, hard links as hard links within
+/// the copy, and access and modification times to the nanosecond (of symlinks too). `dst`
+/// itself gets `src`'s owner, mode and times.
 ///
 /// One thread walks the tree and creates every entry (files empty, so that hard links and the
 /// directories' listings are whole); several threads fill in the files. Each directory gets
@@ -114,15 +216,25 @@ impl Failure {
 ///
 /// Before returning it syncs the filesystem holding `dst`, so that a caller renaming `dst`
 /// into place after a crash finds either no copy or a complete one.
-pub fn copy_tree(src: &Path, dst: &Path, opts: &CopyOptions) -> Result<u64, TreeError> {
-    let copied = AtomicU64::new(0);
+pub fn copy_tree(src: &Path, dst: &Path, opts: &CopyOptions) -> Result<Copied, TreeError> {
+    if opts.over.is_some() && dst.exists() {
+        remove_extra(src, dst, opts)?;
+    }
+    let done = Done::default();
     let failure = Failure::default();
+    let pace = opts.rate.map(|rate| Pace {
+        rate: rate.max(1),
+        began: Instant::now(),
+        sent: AtomicU64::new(0),
+    });
     // What the copying threads use (`skip` is the walk's, and need not be Sync).
-    let (method, progress, interrupted) = (opts.method, opts.progress, opts.interrupted);
+    let (method, progress, interrupted, live) =
+        (opts.method, opts.progress, opts.interrupted, opts.live);
+    let streams = if pace.is_some() { 1 } else { copy_streams() };
     let (jobs, queue) = std::sync::mpsc::sync_channel::<FileJob>(64);
     let queue = Mutex::new(queue);
     let dirs = std::thread::scope(|scope| {
-        for _ in 0..copy_streams() {
+        for _ in 0..streams {
             scope.spawn(|| {
                 loop {
                     let next = queue.lock().expect("not poisoned").recv();
@@ -137,17 +249,23 @@ pub fn copy_tree(src: &Path, dst: &Path, opts: &CopyOptions) -> Result<u64, Tree
                         });
                         continue;
                     }
-                    match fill_file(&job, method, dst) {
-                        Ok(bytes) => {
-                            copied.fetch_add(bytes, Ordering::Relaxed);
-                            progress(bytes);
-                        }
+                    let filled = if job.whole {
+                        fill_file(&job, method, dst, pace.as_ref(), progress)
+                            .map(|n| done.written.fetch_add(n, Ordering::Relaxed))
+                    } else {
+                        refresh_file(&job, progress, &done)
+                    };
+                    match filled {
+                        Ok(_) => {}
+                        // Gone under a live copy: the copy over it settles the file.
+                        Err(TreeError::Copy { err, .. })
+                            if live && err.kind() == io::ErrorKind::NotFound => {}
                         Err(err) => failure.record(err),
                     }
                 }
             });
         }
-        let walked = walk(src, dst, opts, &jobs, &failure);
+        let walked = walk(src, dst, opts, &jobs, &failure, &done);
         drop(jobs); // the threads end once the queue is empty
         walked
     });
@@ -163,7 +281,60 @@ pub fn copy_tree(src: &Path, dst: &Path, opts: &CopyOptions) -> Result<u64, Tree
     };
     let root = File::open(dst).map_err(sync_error)?;
     rustix::fs::syncfs(&root).map_err(|err| sync_error(err.into()))?;
-    Ok(copied.into_inner())
+    Ok(Copied {
+        written: done.written.into_inner(),
+        compared: done.compared.into_inner(),
+        kept: done.kept.into_inner(),
+    })
+}
+
+/// The counters behind [`Copied`], shared by the walk and the copying threads.
+#[derive(Default)]
+struct Done {
+    written: AtomicU64,
+    compared: AtomicU64,
+    kept: AtomicU64,
+}
+
+/// Removes from an earlier copy `dst` every entry `src` no longer has (or leaves out), so
+/// that the walk finds only entries to keep, refresh or replace.
+fn remove_extra(src: &Path, dst: &Path, opts: &CopyOptions) -> Result<(), TreeError> {
+    let mut entries = WalkDir::new(dst).min_depth(1).into_iter();
+    while let Some(entry) = entries.next() {
+        let entry = entry.map_err(|err| walk_error(dst, err))?;
+        let rel = entry.path().strip_prefix(dst).expect("below dst");
+        let skipped = entry.depth() == 1 && entry.file_name().to_str().is_some_and(opts.skip);
+        let gone = match fs::symlink_metadata(src.join(rel)) {
+            Ok(_) => skipped,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => true,
+            Err(err) => {
+                return Err(TreeError::Read {
+                    path: src.join(rel),
+                    err,
+                });
+            }
+        };
+        if gone {
+            let is_dir = entry.file_type().is_dir();
+            remove_entry(entry.path(), is_dir).map_err(|err| TreeError::Copy {
+                src: src.join(rel),
+                dst: entry.path().to_owned(),
+                err,
+            })?;
+            if is_dir {
+                entries.skip_current_dir();
+            }
+        }
+    }
+    Ok(())
+}
+
+fn remove_entry(path: &Path, is_dir: bool) -> io::Result<()> {
+    if is_dir {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
+    }
 }
 
 /// The walk of [`copy_tree`]: creates every entry, queues the files' contents, and returns
@@ -175,6 +346,7 @@ fn walk(
     opts: &CopyOptions,
     jobs: &std::sync::mpsc::SyncSender<FileJob>,
     failure: &Failure,
+    done: &Done,
 ) -> Vec<OpenDir> {
     // The first copy of each inode with several names, for the later names to link to.
     let mut links = HashMap::new();
@@ -202,47 +374,77 @@ fn walk(
                     Ok(rel) if entry.depth() > 0 => dst.join(rel),
                     _ => dst.to_owned(),
                 };
-                let job = create_entry(entry.path(), &to, &meta, &mut links)?;
-                if meta.is_dir() {
-                    dirs.push(OpenDir {
+                match create_entry(entry.path(), &to, &meta, &mut links, opts.over)? {
+                    Todo::Dir => dirs.push(OpenDir {
                         src: entry.into_path(),
                         dst: to,
                         meta,
-                    });
-                } else if job {
-                    let from = entry.into_path();
-                    // Sending fails only when every copying thread is gone, which they are
-                    // not before the queue closes.
-                    let _ = jobs.send(FileJob { from, to, meta });
+                    }),
+                    Todo::Fill { whole } => {
+                        let from = entry.into_path();
+                        // Sending fails only when every copying thread is gone, which they
+                        // are not before the queue closes.
+                        let _ = jobs.send(FileJob {
+                            from,
+                            to,
+                            meta,
+                            whole,
+                        });
+                    }
+                    Todo::Done(kept) => {
+                        done.kept.fetch_add(kept, Ordering::Relaxed);
+                        (opts.progress)(kept);
+                    }
                 }
                 Ok(())
             });
-        if let Err(err) = made {
-            failure.record(err);
-            break;
+        match made {
+            Ok(()) => {}
+            // Gone under a live copy (a WAL segment recycled, a table dropped).
+            Err(TreeError::Read { err, .. } | TreeError::Copy { err, .. })
+                if opts.live && err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => {
+                failure.record(err);
+                break;
+            }
         }
     }
     dirs
 }
 
-/// Creates `to` as a copy of `from`, but a regular file's contents and metadata: true when
-/// they are still to be filled in (the file's first name). Symlinks get their metadata here,
-/// directories theirs in `finish_dir`.
+/// Makes `to` the entry `from` is, but a regular file's contents and metadata, which
+/// [`Todo::Fill`] leaves to a copying thread. Over an earlier copy (`over`), an entry of
+/// the same type is reused and one of another type replaced. Symlinks get their metadata
+/// here, directories theirs in `finish_dir`.
 fn create_entry(
     from: &Path,
     to: &Path,
     meta: &Metadata,
     links: &mut HashMap<(u64, u64), PathBuf>,
-) -> Result<bool, TreeError> {
+    over: Option<SystemTime>,
+) -> Result<Todo, TreeError> {
     let fail = |err: io::Error| TreeError::Copy {
         src: from.to_owned(),
         dst: to.to_owned(),
         err,
     };
     let kind = meta.file_type();
+    let mut earlier = match over {
+        Some(_) => match fs::symlink_metadata(to) {
+            Ok(m) => Some(m),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(fail(e)),
+        },
+        None => None,
+    };
+    if let Some(old) = earlier.take_if(|old| old.file_type() != kind) {
+        remove_entry(to, old.is_dir()).map_err(fail)?;
+    }
     if kind.is_dir() {
-        DirBuilder::new().mode(0o700).create(to).map_err(fail)?;
-        return Ok(false);
+        if earlier.is_none() {
+            DirBuilder::new().mode(0o700).create(to).map_err(fail)?;
+        }
+        return Ok(Todo::Dir);
     }
     // PostgreSQL keeps none; copying a socket or a device by content would be wrong anyway.
     if !kind.is_file() && !kind.is_symlink() {
@@ -254,8 +456,18 @@ fn create_entry(
         match links.entry((meta.dev(), meta.ino())) {
             // The inode is the first name's, which gets the contents and metadata.
             Entry::Occupied(first) => {
+                let linked = fs::symlink_metadata(first.get()).map_err(fail)?;
+                if earlier
+                    .as_ref()
+                    .is_some_and(|old| (old.dev(), old.ino()) == (linked.dev(), linked.ino()))
+                {
+                    return Ok(Todo::Done(0));
+                }
+                if earlier.is_some() {
+                    fs::remove_file(to).map_err(fail)?;
+                }
                 fs::hard_link(first.get(), to).map_err(fail)?;
-                return Ok(false);
+                return Ok(Todo::Done(0));
             }
             Entry::Vacant(slot) => {
                 slot.insert(to.to_owned());
@@ -263,31 +475,91 @@ fn create_entry(
         }
     }
     if kind.is_symlink() {
-        std::os::unix::fs::symlink(fs::read_link(from).map_err(fail)?, to).map_err(fail)?;
+        let target = fs::read_link(from).map_err(fail)?;
+        if earlier.is_none() || fs::read_link(to).map_err(fail)? != target {
+            if earlier.is_some() {
+                fs::remove_file(to).map_err(fail)?;
+            }
+            std::os::unix::fs::symlink(target, to).map_err(fail)?;
+        }
         set_metadata(to, meta).map_err(fail)?;
-        return Ok(false);
+        return Ok(Todo::Done(0));
     }
+    match (earlier, over) {
+        (Some(old), Some(began)) if unchanged(&old, meta, began) => {
+            // Owner and mode move no mtime.
+            set_metadata(to, meta).map_err(fail)?;
+            Ok(Todo::Done(meta.len()))
+        }
+        // Its first name over an earlier copy with several: a file of its own again.
+        (Some(old), _) if old.nlink() > 1 => {
+            fs::remove_file(to).map_err(fail)?;
+            create_empty(to).map_err(fail)?;
+            Ok(Todo::Fill { whole: true })
+        }
+        (Some(_), _) => Ok(Todo::Fill { whole: false }),
+        (None, _) => {
+            create_empty(to).map_err(fail)?;
+            Ok(Todo::Fill { whole: true })
+        }
+    }
+}
+
+fn create_empty(to: &Path) -> io::Result<File> {
     OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(to)
-        .map_err(fail)?;
-    Ok(true)
+}
+
+/// Whether the earlier copy `copy` of a file is provably still its original `now` (see
+/// [`SETTLED`]), when that copy began at `began`.
+fn unchanged(copy: &Metadata, now: &Metadata, began: SystemTime) -> bool {
+    let mtime = |m: &Metadata| (m.mtime(), m.mtime_nsec());
+    let settled = began
+        .checked_sub(SETTLED)
+        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .is_some_and(|t| {
+            (now.mtime(), now.mtime_nsec()) < (t.as_secs() as i64, i64::from(t.subsec_nanos()))
+        });
+    settled && copy.len() == now.len() && mtime(copy) == mtime(now)
 }
 
 /// Fills in a file that [`create_entry`] made: its contents, then its metadata. Returns the
 /// bytes of file data copied.
-fn fill_file(job: &FileJob, method: CopyMethod, root: &Path) -> Result<u64, TreeError> {
-    let FileJob { from, to, meta } = job;
-    let fail = |err: io::Error| TreeError::Copy {
-        src: from.to_owned(),
-        dst: to.to_owned(),
-        err,
-    };
-    let bytes = match method {
-        CopyMethod::Copy => fs::copy(from, to).map_err(fail)?,
-        CopyMethod::Clone => {
+fn fill_file(
+    job: &FileJob,
+    method: CopyMethod,
+    root: &Path,
+    pace: Option<&Pace>,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<u64, TreeError> {
+    let FileJob { from, to, meta, .. } = job;
+    let fail = |err| job.failed(err);
+    let bytes = match (method, pace) {
+        (CopyMethod::Copy, None) => {
+            let bytes = fs::copy(from, to).map_err(fail)?;
+            progress(bytes);
+            bytes
+        }
+        (CopyMethod::Copy, Some(pace)) => {
+            let mut input = File::open(from).map_err(fail)?;
+            let mut output = OpenOptions::new().write(true).open(to).map_err(fail)?;
+            let mut buf = vec![0u8; 1 << 20];
+            let mut bytes = 0;
+            loop {
+                let n = io::Read::read(&mut input, &mut buf).map_err(fail)?;
+                if n == 0 {
+                    break bytes;
+                }
+                pace.take(n as u64);
+                io::Write::write_all(&mut output, &buf[..n]).map_err(fail)?;
+                progress(n as u64);
+                bytes += n as u64;
+            }
+        }
+        (CopyMethod::Clone, _) => {
             let input = File::open(from).map_err(fail)?;
             let output = OpenOptions::new().write(true).open(to).map_err(fail)?;
             match rustix::fs::ioctl_ficlone(&output, &input) {
@@ -302,11 +574,72 @@ fn fill_file(job: &FileJob, method: CopyMethod, root: &Path) -> Result<u64, Tree
                 }
                 Err(err) => return Err(fail(err.into())),
             }
-            output.metadata().map_err(fail)?.len()
+            let bytes = output.metadata().map_err(fail)?.len();
+            progress(bytes);
+            bytes
         }
     };
     set_metadata(to, meta).map_err(fail)?;
     Ok(bytes)
+}
+
+/// Makes an earlier copy of a file its original again: reads both a chunk at a time and
+/// writes only the pages that differ, then the length and metadata. Counts into `done`.
+fn refresh_file(
+    job: &FileJob,
+    progress: &(dyn Fn(u64) + Sync),
+    done: &Done,
+) -> Result<u64, TreeError> {
+    use std::os::unix::fs::FileExt;
+    let FileJob { from, to, meta, .. } = job;
+    let fail = |err| job.failed(err);
+    let input = File::open(from).map_err(fail)?;
+    let output = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(to)
+        .map_err(fail)?;
+    const CHUNK: usize = 128 * PAGE;
+    let (mut new, mut old) = (vec![0u8; CHUNK], vec![0u8; CHUNK]);
+    let mut at = 0u64;
+    loop {
+        let n = read_full(&input, &mut new, at).map_err(fail)?;
+        if n == 0 {
+            break;
+        }
+        let had = read_full(&output, &mut old[..n], at).map_err(fail)?;
+        let mut written = 0;
+        for (i, page) in new[..n].chunks(PAGE).enumerate() {
+            let start = i * PAGE;
+            let end = start + page.len();
+            if end > had || old[start..end] != *page {
+                output.write_all_at(page, at + start as u64).map_err(fail)?;
+                written += page.len() as u64;
+            }
+        }
+        done.compared.fetch_add(had as u64, Ordering::Relaxed);
+        done.written.fetch_add(written, Ordering::Relaxed);
+        progress(n as u64);
+        at += n as u64;
+    }
+    output.set_len(at).map_err(fail)?;
+    set_metadata(to, meta).map_err(fail)?;
+    Ok(at)
+}
+
+/// Reads into `buf` from `at` until it is full or the file ends; the bytes read.
+fn read_full(file: &File, buf: &mut [u8], at: u64) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read_at(&mut buf[n..], at + n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 fn finish_dir(dir: OpenDir) -> Result<(), TreeError> {
@@ -344,6 +677,80 @@ pub fn set_metadata(path: &Path, meta: &Metadata) -> io::Result<()> {
     Ok(())
 }
 
+/// Proves that the copy `dst` is `src` (top-level entries `skip` names left out) by a walk
+/// comparing each entry's type, mode, owner, size, mtime and symlink target, and that the
+/// copy holds nothing more. `dst`'s own mode and times are the caller's to set. Returns the
+/// entries compared. Contents are not read: a copy over an earlier one compares the pages
+/// of every file not provably unchanged, which a whole copy reads anyway.
+pub fn same_tree(src: &Path, dst: &Path, skip: &dyn Fn(&str) -> bool) -> Result<u64, TreeError> {
+    let differs = |path: &Path, what: String| TreeError::Differs {
+        path: path.to_owned(),
+        what,
+    };
+    let mut compared = 0u64;
+    let entries = WalkDir::new(src)
+        .min_depth(1)
+        .into_iter()
+        .filter_entry(|e| e.depth() != 1 || !e.file_name().to_str().is_some_and(skip));
+    for entry in entries {
+        let entry = entry.map_err(|err| walk_error(src, err))?;
+        let rel = entry.path().strip_prefix(src).expect("below src");
+        let to = dst.join(rel);
+        let read = |path: &Path| {
+            fs::symlink_metadata(path).map_err(|err| TreeError::Read {
+                path: path.to_owned(),
+                err,
+            })
+        };
+        let (s, d) = (read(entry.path())?, read(&to)?);
+        let facts = |m: &Metadata| {
+            let len = if m.is_dir() { 0 } else { m.len() };
+            (m.mode(), m.uid(), m.gid(), len, m.mtime(), m.mtime_nsec())
+        };
+        if facts(&s) != facts(&d) {
+            return Err(differs(
+                &to,
+                format!(
+                    "{} has mode, owner, size and mtime {:o} {}:{} {} {}.{:09}, the copy {:o} {}:{} {} {}.{:09}",
+                    rel.display(),
+                    s.mode(),
+                    s.uid(),
+                    s.gid(),
+                    facts(&s).3,
+                    s.mtime(),
+                    s.mtime_nsec(),
+                    d.mode(),
+                    d.uid(),
+                    d.gid(),
+                    facts(&d).3,
+                    d.mtime(),
+                    d.mtime_nsec(),
+                ),
+            ));
+        }
+        if s.is_symlink() {
+            let target = |p: &Path| {
+                fs::read_link(p).map_err(|err| TreeError::Read {
+                    path: p.to_owned(),
+                    err,
+                })
+            };
+            if target(entry.path())? != target(&to)? {
+                return Err(differs(&to, format!("{} links elsewhere", rel.display())));
+            }
+        }
+        compared += 1;
+    }
+    let held = WalkDir::new(dst).min_depth(1).into_iter().count() as u64;
+    if held != compared {
+        return Err(differs(
+            dst,
+            format!("it holds {held} entries where the original has {compared}"),
+        ));
+    }
+    Ok(compared)
+}
+
 fn walk_error(root: &Path, err: walkdir::Error) -> TreeError {
     TreeError::Read {
         path: err.path().unwrap_or(root).to_owned(),
@@ -351,11 +758,6 @@ fn walk_error(root: &Path, err: walkdir::Error) -> TreeError {
     }
 }
 
-/// Whether files in `dir` can be reflink-cloned from `sample`, a regular file on the same
-/// filesystem. The probe is an unnamed O_TMPFILE file: a check run on a data directory must
-/// leave it byte-identical, so no entry may appear or vanish and the directory's mtime must
-/// not move; the kernel frees the file when it is closed. Any failure, including a filesystem
-/// without O_TMPFILE, answers false.
 /// Renames every entry of `from` into `to` (one filesystem), except those `keep` names.
 /// Each rename is atomic, so an interrupted move leaves every entry in one place or the
 /// other, and running it again finishes it.
@@ -378,6 +780,11 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Whether files in `dir` can be reflink-cloned from `sample`, a regular file on the same
+/// filesystem. The probe is an unnamed O_TMPFILE file: a check run on a data directory must
+/// leave it byte-identical, so no entry may appear or vanish and the directory's mtime must
+/// not move; the kernel frees the file when it is closed. Any failure, including a filesystem
+/// without O_TMPFILE, answers false.
 pub fn supports_reflink(dir: &Path, sample: &Path) -> bool {
     let probe = || -> rustix::io::Result<()> {
         let flags = OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC;
@@ -547,9 +954,9 @@ mod tests {
             progress: &|n| {
                 reported.fetch_add(n, Ordering::Relaxed);
             },
-            interrupted: &|| false,
+            ..CopyOptions::default()
         };
-        let copied = copy_tree(&src, &dst, &opts).unwrap();
+        let copied = copy_tree(&src, &dst, &opts).unwrap().written;
 
         assert_eq!(reported.load(Ordering::Relaxed), copied);
         let mut inodes = HashSet::new();
@@ -614,8 +1021,7 @@ mod tests {
         let opts = CopyOptions {
             method: CopyMethod::Copy,
             skip: &|_| false,
-            progress: &|_| {},
-            interrupted: &|| false,
+            ..CopyOptions::default()
         };
         let err = copy_tree(&src, &tmp.path().join("copy"), &opts).unwrap_err();
         assert!(matches!(err, TreeError::Special { .. }), "{err}");
@@ -644,13 +1050,168 @@ mod tests {
         let opts = CopyOptions {
             method: CopyMethod::Clone,
             skip: &|_| false,
-            progress: &|_| {},
-            interrupted: &|| false,
+            ..CopyOptions::default()
         };
         match copy_tree(&src, &dst, &opts) {
             Err(TreeError::NoReflink { path }) if !clones => assert_eq!(path, dst),
             Ok(_) if clones => {}
             other => panic!("reflinks: {clones}, yet a clone copy gave {other:?}"),
         }
+    }
+
+    fn write_at(path: &Path, at: u64, bytes: &[u8]) {
+        use std::os::unix::fs::FileExt;
+        let f = OpenOptions::new().write(true).open(path).unwrap();
+        f.write_all_at(bytes, at).unwrap();
+    }
+
+    #[test]
+    fn copying_over_an_earlier_copy_writes_only_what_changed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (src, dst) = (tmp.path().join("src"), tmp.path().join("copy"));
+        source_tree(&src);
+        let table = src.join("base/1/16384");
+        let pages: Vec<u8> = (0..64 * PAGE).map(|i| (i / PAGE) as u8).collect();
+        fs::write(&table, &pages).unwrap();
+        fs::write(src.join("base/1/16385"), vec![7u8; 4 * PAGE]).unwrap();
+        fs::write(src.join("base/1/gone"), b"dropped").unwrap();
+        let began = SystemTime::now();
+        let live = CopyOptions {
+            over: Some(began),
+            live: true,
+            ..CopyOptions::default()
+        };
+        let first = copy_tree(&src, &dst, &live).unwrap();
+        assert_eq!((first.compared, first.kept), (0, 0), "nothing to copy over");
+
+        // What a server does between the passes, and a stop's checkpoint.
+        write_at(&table, 5 * PAGE as u64, &[0xAA; PAGE]);
+        write_at(&table, 64 * PAGE as u64, &[0xBB; PAGE]); // extended
+        OpenOptions::new()
+            .write(true)
+            .open(src.join("base/1/16385"))
+            .unwrap()
+            .set_len(PAGE as u64)
+            .unwrap(); // truncated
+        fs::remove_file(src.join("base/1/gone")).unwrap();
+        fs::write(src.join("base/1/new"), b"created").unwrap();
+        fs::remove_dir(src.join("empty")).unwrap();
+        fs::write(src.join("empty"), b"a file where a directory was").unwrap();
+        fs::remove_file(src.join("dangling")).unwrap();
+        symlink("elsewhere", src.join("dangling")).unwrap();
+        fs::set_permissions(src.join("PG_VERSION"), fs::Permissions::from_mode(0o640)).unwrap();
+
+        let second = copy_tree(
+            &src,
+            &dst,
+            &CopyOptions {
+                over: Some(began),
+                ..CopyOptions::default()
+            },
+        )
+        .unwrap();
+        let page = PAGE as u64;
+        assert_eq!(
+            second.written,
+            2 * page + 7 + 28,
+            "the changed and the added page, and the two new files"
+        );
+        assert_eq!(
+            second.compared,
+            64 * page + page,
+            "the table and the truncated file read back"
+        );
+        assert!(
+            second.kept > 0,
+            "the files untouched since long before are kept unread"
+        );
+        assert_eq!(
+            same_tree(&src, &dst, &|_| false).unwrap(),
+            entries(&src, "").len() as u64 - 1
+        );
+        for rel in [
+            "base/1/16384",
+            "base/1/16385",
+            "base/1/new",
+            "empty",
+            "PG_VERSION",
+        ] {
+            assert_eq!(
+                fs::read(src.join(rel)).unwrap(),
+                fs::read(dst.join(rel)).unwrap(),
+                "{rel}"
+            );
+        }
+        assert!(!dst.join("base/1/gone").exists());
+        assert_eq!(
+            fs::read_link(dst.join("dangling")).unwrap(),
+            Path::new("elsewhere")
+        );
+    }
+
+    #[test]
+    fn a_recent_file_is_read_back_even_when_its_mtime_is_the_copys() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (src, dst) = (tmp.path().join("src"), tmp.path().join("copy"));
+        source_tree(&src);
+        fs::write(src.join("base/1/data"), vec![1u8; 3 * PAGE]).unwrap();
+        let over = CopyOptions {
+            over: Some(SystemTime::now()),
+            ..CopyOptions::default()
+        };
+        copy_tree(&src, &dst, &over).unwrap();
+        let again = copy_tree(&src, &dst, &over).unwrap();
+        assert_eq!(
+            again.compared,
+            3 * PAGE as u64,
+            "written within a minute: compared"
+        );
+        assert_eq!(again.written, 0, "and nothing differs");
+    }
+
+    #[test]
+    fn a_copy_that_is_not_its_original_is_caught() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (src, dst) = (tmp.path().join("src"), tmp.path().join("copy"));
+        source_tree(&src);
+        copy_tree(&src, &dst, &CopyOptions::default()).unwrap();
+        assert!(same_tree(&src, &dst, &|_| false).is_ok());
+        fs::set_permissions(dst.join("PG_VERSION"), fs::Permissions::from_mode(0o644)).unwrap();
+        let err = same_tree(&src, &dst, &|_| false).unwrap_err();
+        assert!(err.to_string().contains("PG_VERSION has mode"), "{err}");
+        fs::set_permissions(dst.join("PG_VERSION"), fs::Permissions::from_mode(0o600)).unwrap();
+        set_times(&dst.join("PG_VERSION"), PAST);
+        assert!(same_tree(&src, &dst, &|_| false).is_ok());
+        fs::write(dst.join("base/extra"), b"").unwrap();
+        set_metadata(&dst.join("base"), &fs::metadata(src.join("base")).unwrap()).unwrap();
+        let err = same_tree(&src, &dst, &|_| false).unwrap_err();
+        assert!(
+            err.to_string().contains("entries where the original has"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_paced_copy_keeps_to_its_rate() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (src, dst) = (tmp.path().join("src"), tmp.path().join("copy"));
+        fs::create_dir(&src).unwrap();
+        fs::write(src.join("big"), vec![3u8; 3 << 20]).unwrap();
+        let began = Instant::now();
+        let opts = CopyOptions {
+            rate: Some(6 << 20),
+            ..CopyOptions::default()
+        };
+        assert_eq!(copy_tree(&src, &dst, &opts).unwrap().written, 3 << 20);
+        // A floor, not a speed: 3 MiB at 6 MiB/s cannot take less than half a second.
+        assert!(
+            began.elapsed() >= Duration::from_millis(450),
+            "{:?}",
+            began.elapsed()
+        );
+        assert_eq!(
+            fs::read(src.join("big")).unwrap(),
+            fs::read(dst.join("big")).unwrap()
+        );
     }
 }

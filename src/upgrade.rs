@@ -77,10 +77,86 @@ pub struct UpgradeReport {
     /// The planner statistics: gathered after the hand-over when pgup re-creates the
     /// container, else on the private server before the end.
     pub statistics: Option<StatisticsReport>,
+    /// What the copies of the backup did, when this run made them.
+    pub backup_copy: Option<BackupCopies>,
     pub container: Option<String>,
     pub image: Option<String>,
     pub server_version_num: Option<i32>,
     pub next: Option<String>,
+}
+
+/// What the copies of the backup did in one run.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct BackupCopies {
+    /// The first pass, while the server served.
+    pub while_serving: Option<CopyPass>,
+    /// The copy while the server was stopped: the second pass over a pre-copy, or all of it.
+    pub while_stopped: Option<CopyPass>,
+}
+
+/// One copy of the backup.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct CopyPass {
+    /// Bytes written into the backup.
+    pub written: u64,
+    /// Bytes compared with the first pass's copy (read on both sides).
+    pub compared: u64,
+    /// Bytes kept from the first pass unread: unchanged since.
+    pub kept: u64,
+    pub seconds: f64,
+}
+
+impl CopyPass {
+    fn new(copied: tree::Copied, took: std::time::Duration) -> Self {
+        Self {
+            written: copied.written,
+            compared: copied.compared,
+            kept: copied.kept,
+            seconds: took.as_secs_f64(),
+        }
+    }
+}
+
+impl std::fmt::Display for BackupCopies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use indicatif::HumanBytes;
+        match (self.while_serving, self.while_stopped) {
+            (Some(first), second) => {
+                write!(
+                    f,
+                    "Backup: {} copied while the server served ({:.1} s)",
+                    HumanBytes(first.written),
+                    first.seconds
+                )?;
+                if let Some(s) = second {
+                    write!(
+                        f,
+                        "; once it stopped, {} compared, {} written, {} unchanged and kept ({:.1} s)",
+                        HumanBytes(s.compared),
+                        HumanBytes(s.written),
+                        HumanBytes(s.kept),
+                        s.seconds
+                    )?;
+                }
+                write!(f, ".")
+            }
+            (None, Some(s)) if s.compared + s.kept > 0 => write!(
+                f,
+                "Backup: made exact once the server stopped: {} compared, {} written, {} unchanged and kept ({:.1} s).",
+                HumanBytes(s.compared),
+                HumanBytes(s.written),
+                HumanBytes(s.kept),
+                s.seconds
+            ),
+            (None, Some(s)) => write!(
+                f,
+                "Backup: {} copied while the server was stopped ({:.1} s).",
+                HumanBytes(s.written),
+                s.seconds
+            ),
+            (None, None) => Ok(()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -187,6 +263,9 @@ impl std::fmt::Display for UpgradeReport {
         if let Some(s) = &self.statistics {
             writeln!(f, "{s}")?;
         }
+        if let Some(c) = &self.backup_copy {
+            writeln!(f, "{c}")?;
+        }
         if !self.steps.is_empty() {
             let steps: Vec<String> = self
                 .steps
@@ -265,6 +344,7 @@ pub async fn run(args: settings::Upgrade, printer: &Printer) -> Result<Status> {
     // The server-side checks, pg_upgrade's own included, ask the running server before
     // anything stops: what they find is refused while it still serves, and after the stop
     // only pg_upgrade checks the stopped cluster again.
+    let serves = preflight::live_server(&pre).is_some() && docker.has_engine();
     let live = match preflight::live_server(&pre) {
         Some(server) if docker.has_engine() => {
             printer.step(format!(
@@ -301,6 +381,10 @@ pub async fn run(args: settings::Upgrade, printer: &Printer) -> Result<Status> {
                 Vec::new()
             },
             settings: live,
+            precopy: plan::precopies(kind, serves, args.no_precopy).then_some(plan::PreCopy {
+                rate: args.precopy_rate,
+                since: None,
+            }),
             ..Learned::default()
         },
         ..Journal::begin(
@@ -333,6 +417,7 @@ pub async fn run(args: settings::Upgrade, printer: &Printer) -> Result<Status> {
         locations: pre.locations.iter().map(Location::label).collect(),
         verify: args.verify,
         checked_live: journal.learned.settings.is_some(),
+        precopy: journal.learned.precopy,
         rebuilds: pre.libraries.as_ref().and_then(|pair| {
             collation::to_rebuild(args.intent.reindex, pair.changed())
                 .any()
@@ -350,7 +435,8 @@ pub async fn run(args: settings::Upgrade, printer: &Printer) -> Result<Status> {
     restore::remove_leftovers(&layout, &pre.locations);
     let mut up = Upgrade::new(&docker, printer, pre.target.clone(), journal, lock)?;
     up.preflight = Some(pre);
-    up.advance(Step::Stopping)?;
+    let first = up.steps[0];
+    up.advance(first)?;
     interrupt::journal_at(root, flags);
     up.drive().await
 }
@@ -396,6 +482,8 @@ pub struct Upgrade<'a> {
     /// The statistics gathered on the private server (None when a resumed run started after
     /// verification, or they wait for the hand-over).
     statistics: Option<StatisticsReport>,
+    /// What this run's copies of the backup did (set by steps running beside others).
+    copies: std::sync::Mutex<BackupCopies>,
 }
 
 impl<'a> Upgrade<'a> {
@@ -424,6 +512,7 @@ impl<'a> Upgrade<'a> {
             rebuilt: None,
             tools: None,
             statistics: None,
+            copies: std::sync::Mutex::default(),
         })
     }
 
@@ -491,6 +580,7 @@ impl<'a> Upgrade<'a> {
                 _ if !self.steps.contains(&step) => {
                     bail!("the journal holds step {step:?}, which is not this upgrade's")
                 }
+                Step::PreCopying => self.precopy().await?,
                 Step::Stopping => {
                     // The downtime starts with the stop: a stopping server takes no new
                     // connections (or it began before pgup, when nothing ran).
@@ -500,7 +590,7 @@ impl<'a> Upgrade<'a> {
                 }
                 Step::Checking => self.check_and_copy().await?,
                 Step::BackingUp => {
-                    self.copy_backup(Arc::default()).await?;
+                    self.copy_backup(Arc::default(), false).await?;
                     self.write_record()?;
                 }
                 Step::Upgrading => self.pg_upgrade().await?,
@@ -572,7 +662,11 @@ impl<'a> Upgrade<'a> {
             let (settings, tools) = tokio::join!(checks, self.start_tools());
             (settings, Ok(()), tools)
         } else {
-            tokio::join!(checks, self.copy_backup(cancel.clone()), self.start_tools())
+            tokio::join!(
+                checks,
+                self.copy_backup(cancel.clone(), false),
+                self.start_tools()
+            )
         };
         if let Ok(tb) = tools {
             self.tools = Some(tb);
@@ -709,9 +803,28 @@ impl<'a> Upgrade<'a> {
         .write(self.root(), self.uid, self.gid)?)
     }
 
+    /// The backup's first pass, while the server serves: its start is recorded first, so a
+    /// resumed pass (or the one after the stop) knows what it can keep.
+    async fn precopy(&mut self) -> Result<()> {
+        let pre = self
+            .journal
+            .learned
+            .precopy
+            .as_mut()
+            .context("a pre-copy step without its settings")?;
+        if pre.since.is_none() {
+            pre.since = Some(chrono::Utc::now());
+            let root = self.root().to_owned();
+            self.journal.save(&root)?;
+        }
+        self.copy_backup(Arc::default(), true).await
+    }
+
     /// Copies (or clones) the old cluster into the backup directory, unless a run before this
-    /// one did. `cancel` stops it at the next file.
-    async fn copy_backup(&self, cancel: Arc<AtomicBool>) -> Result<()> {
+    /// one did: `live`, the first pass of a pre-copy while the server serves (left
+    /// `.partial`); else the copy after the stop, over a pre-copy's when there is one.
+    /// `cancel` stops it at the next file.
+    async fn copy_backup(&self, cancel: Arc<AtomicBool>, live: bool) -> Result<()> {
         let name = self
             .journal
             .backup_name
@@ -721,8 +834,24 @@ impl<'a> Upgrade<'a> {
         if dir.exists() {
             return Ok(()); // renamed into place before the journal moved on
         }
-        self.printer
-            .step(format!("backing up the old cluster to {}", dir.display()));
+        let precopy = self.journal.learned.precopy;
+        let over = precopy
+            .and_then(|p| p.since)
+            .map(std::time::SystemTime::from);
+        let rate = precopy.and_then(|p| p.rate).filter(|_| live);
+        self.printer.step(match (live, over.is_some()) {
+            (true, _) => format!(
+                "copying the old cluster to {} while the server serves (pass 1 of 2{})",
+                self.layout.partial_backup(&name).display(),
+                rate.map(|r| format!(", at most {}/s", indicatif::HumanBytes(r)))
+                    .unwrap_or_default()
+            ),
+            (false, true) => format!(
+                "making the backup exact now the server is stopped (pass 2 of 2: what changed, page by page), then {}",
+                dir.display()
+            ),
+            (false, false) => format!("backing up the old cluster to {}", dir.display()),
+        });
         let data = self.data().to_owned();
         let old = self.journal.old_major;
         let locations = self.journal.locations.clone();
@@ -738,8 +867,14 @@ impl<'a> Upgrade<'a> {
         };
         let progress = bar.clone();
         let layout = self.layout.clone();
+        let began = std::time::Instant::now();
         let made = tokio::task::spawn_blocking(move || {
             let copied = std::sync::atomic::AtomicU64::new(0);
+            let midway = if live {
+                "precopy-midway"
+            } else {
+                "backup-midway"
+            };
             let options = tree::CopyOptions {
                 method,
                 skip: &layout::is_pgup_entry,
@@ -747,23 +882,36 @@ impl<'a> Upgrade<'a> {
                     progress.inc(n);
                     let before = copied.fetch_add(n, Ordering::Relaxed);
                     if before <= 1 << 20 && before + n > 1 << 20 {
-                        failpoint::hit("backup-midway");
+                        failpoint::hit(midway);
                     }
                 },
                 interrupted: &|| interrupt::interrupted() || cancel.load(Ordering::Relaxed),
+                over,
+                live,
+                rate,
             };
             // PGDATA's last: its backup's rename says the whole backup is there.
+            let mut done = tree::Copied::default();
             for l in locations
                 .iter()
                 .filter(|l| !l.layout().backup(&name).exists())
             {
-                backup::make_in(l, old, &name, &options)?;
+                done += backup::make_in(l, old, &name, &options)?;
             }
-            backup::make(&data, &layout, &name, &options)
+            done += backup::make(&data, &layout, &name, &options)?;
+            Ok::<_, backup::BackupError>(done)
         })
         .await?;
         bar.finish_and_clear();
-        made.context("the backup failed")
+        let copied = made.context("the backup failed")?;
+        let pass = CopyPass::new(copied, began.elapsed());
+        let mut copies = self.copies.lock().expect("not poisoned");
+        if live {
+            copies.while_serving = Some(pass);
+        } else {
+            copies.while_stopped = Some(pass);
+        }
+        Ok(())
     }
 
     /// The shared toolbox (the mount root mounted read-write at [`VOL`]), started unless one
@@ -1374,6 +1522,8 @@ impl<'a> Upgrade<'a> {
                 .map(|stopped| seconds(chrono::Utc::now() - stopped)),
             steps: plan::step_times(&self.journal.timeline, chrono::Utc::now()),
             statistics: self.statistics.clone(),
+            backup_copy: Some(*self.copies.lock().expect("not poisoned"))
+                .filter(|c| c.while_serving.is_some() || c.while_stopped.is_some()),
             container: None,
             image: None,
             server_version_num: version,

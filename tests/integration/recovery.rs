@@ -391,6 +391,8 @@ macro_rules! crash_tests {
 }
 
 crash_tests! {
+    kill_before_the_copy_while_serving => "PreCopying",
+    kill_in_the_middle_of_the_copy_while_serving => "precopy-midway",
     kill_after_recording_the_stop => "Stopping",
     kill_before_the_checks => "Checking",
     kill_before_the_backup => "BackingUp",
@@ -404,6 +406,57 @@ crash_tests! {
     kill_halfway_through_the_swap => "SwappingIn",
     kill_before_verification => "Verifying",
     kill_before_recreating_the_container => "Recreating",
+}
+
+/// Writes go on while the backup's first pass copies the running cluster: once the server
+/// has stopped, the second pass makes the backup the stopped cluster exactly (entries, modes,
+/// owners, times, contents), and every committed row reaches the new major.
+#[tokio::test]
+async fn writes_during_the_copy_while_serving_reach_the_backup() {
+    let mut s = Server::start(ServerSpec::new("pgup/postgres:13")).await;
+    s.seed("postgres").await;
+    let c = s.client("postgres").await;
+    c.batch_execute(
+        "CREATE TABLE load (id bigserial PRIMARY KEY, v text);
+         INSERT INTO load (v) SELECT repeat(md5(g::text), 20) FROM generate_series(1, 100000) g",
+    )
+    .await
+    .unwrap();
+    // New rows at the end, and old pages all over the table rewritten.
+    let writer = write_until_stopped(
+        c,
+        "INSERT INTO load (v) SELECT md5(g::text) FROM generate_series(1, 200) g;
+         UPDATE load SET v = md5(v) WHERE id % 997 = (extract(epoch FROM now()) * 1000)::bigint % 997",
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let root = s.mount_root();
+    let mut cmd = upgrade_cmd(&s.name);
+    cmd.args(["--precopy-rate", "40M", "--json"]);
+    let child = frozen_at(&mut cmd, "Upgrading");
+    let committed = writer.await.unwrap();
+    assert!(committed > 0, "the load ran");
+    assert_eq!(
+        cluster_hash(&backup_dir(&root)),
+        cluster_hash(&root),
+        "the backup is the stopped cluster, byte for byte"
+    );
+    let _ = Command::new("kill")
+        .args(["-CONT", &child.id().to_string()])
+        .status();
+    let done = finish(child);
+    assert_eq!(done.code, 0, "{}", done.stderr);
+    let report: serde_json::Value = serde_json::from_str(&done.stdout).unwrap();
+    let copy = &report["backup_copy"];
+    assert!(
+        copy["while_serving"]["written"].as_u64().unwrap() > 50 << 20
+            && copy["while_stopped"]["written"].as_u64().unwrap() > 0,
+        "what was written while serving was copied again: {report}"
+    );
+    assert_eq!(
+        load_rows(&mut s).await,
+        100_000 + 200 * committed,
+        "every committed insert"
+    );
 }
 
 /// pgup killed while the new cluster's private server runs (rebuilding the text indexes the
@@ -443,20 +496,10 @@ async fn killed_under_write_load_then_upgraded_with_no_hand_work() {
     c.batch_execute("CREATE TABLE load (id bigserial PRIMARY KEY, v text)")
         .await
         .unwrap();
-    let writer = tokio::spawn(async move {
-        let mut committed = 0u64;
-        while c
-            .execute(
-                "INSERT INTO load (v) SELECT md5(g::text) FROM generate_series(1, 500) g",
-                &[],
-            )
-            .await
-            .is_ok()
-        {
-            committed += 1;
-        }
-        committed
-    });
+    let writer = write_until_stopped(
+        c,
+        "INSERT INTO load (v) SELECT md5(g::text) FROM generate_series(1, 500) g",
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     docker(&["kill", &s.name]);
     let committed = writer.await.unwrap();
@@ -469,14 +512,7 @@ async fn killed_under_write_load_then_upgraded_with_no_hand_work() {
         "not shut down cleanly (state: in production); upgrade starts it privately first",
     );
     pgup_json(&upgrade_on(&s.name, "17", NEW_IMAGE));
-    s.refresh_port();
-    let c = s.client("postgres").await;
-    let rows: i64 = c
-        .query_one("SELECT count(*) FROM load", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let rows = rows as u64;
+    let rows = load_rows(&mut s).await;
     assert!(
         rows >= committed * 500 && rows <= (committed + 1) * 500,
         "{rows} rows after the upgrade, {committed} inserts of 500 committed before the kill"
@@ -497,6 +533,33 @@ async fn a_standby_is_refused() {
     pgup(&upgrade_on(&s.name, "17", "pgup/postgres:17"))
         .assert_refused("the cluster is a standby (standby.signal in PGDATA)");
     assert_eq!(cluster_hash(&root), hash);
+}
+
+/// Runs `sql` (one transaction) again and again until the server stops answering; the
+/// number of times it committed.
+fn write_until_stopped(
+    c: tokio_postgres::Client,
+    sql: &'static str,
+) -> tokio::task::JoinHandle<u64> {
+    tokio::spawn(async move {
+        let mut committed = 0u64;
+        while c.batch_execute(sql).await.is_ok() {
+            committed += 1;
+        }
+        committed
+    })
+}
+
+/// The rows of table `load` once the server (re-created by the upgrade) answers.
+async fn load_rows(s: &mut Server) -> u64 {
+    s.refresh_port();
+    let c = s.client("postgres").await;
+    let rows: i64 = c
+        .query_one("SELECT count(*) FROM load", &[])
+        .await
+        .unwrap()
+        .get(0);
+    rows as u64
 }
 
 /// Waits until `probe` answers, or panics after `secs`.
