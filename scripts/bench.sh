@@ -2,7 +2,8 @@
 # Benchmark: pgup upgrade against the same job done by hand, and against dump/restore, on
 # one machine, in one run, contenders alternating, each repeated; prints medians and ratios.
 #
-#   scripts/bench.sh --quick     one size (0.5 GB), one repetition: a few minutes (CI)
+#   scripts/bench.sh --quick     one size (0.5 GB), one repetition, downtime of A and C only:
+#                                a few minutes (CI)
 #   scripts/bench.sh --full      0, 0.5, 1, 2, 4 GB and 1,000 / 10,000 tables, 3 repetitions
 #                                (about 95 minutes)
 #   PGUP_BENCH_SIZES, PGUP_BENCH_TABLES, PGUP_BENCH_REPS, PGUP_BENCH_CONTENDERS override a
@@ -15,11 +16,16 @@
 #   c  pgup upgrade --mode link --no-backup        c0  the same by hand without the copy
 #   d  pg_dumpall | psql into a fresh 17 server
 #   e  pgup upgrade --mode clone on a loop-mounted XFS with reflinks (when the machine allows)
-# Downtime, for the pgbench sizes, on a running server taking writes (pgbench -n -R 50 -c 2)
+# Downtime, on pgbench clusters of their own (--quick: 0.5 GB; --full: 1, 4 and 8 GB, each
+# with and without data checksums) whose server runs and takes writes (pgbench -n -R 50 -c 2)
 # until the stop, from the start of the stop to the new major's first answer:
-#   A  pgup upgrade --new-image (safe mode)      C  the same with --mode link --no-backup
+#   A  pgup upgrade --new-image (safe mode: the backup copied while serving, made exact after
+#      the stop); every run is frozen once the backup is renamed, the backup and the stopped
+#      cluster hashed (tree and contents) and compared, the freeze taken off the downtime
+#   C  the same with --mode link --no-backup
 #   B  by hand: docker stop, cp -a, initdb, pg_upgrade --link, a new 17 container
-#   PGUP_BENCH_DOWNTIME overrides the set ("" skips them).
+#   PGUP_BENCH_DOWNTIME overrides the contenders ("" skips them), PGUP_BENCH_DOWN_SIZES the
+#   sizes, PGUP_BENCH_CHECKSUMS the variants ("no yes").
 # Output: tables on stdout (also written to target/bench/results.md) and pgup's peak RSS.
 set -euo pipefail
 # A failure inside $(...) (making a template, say) stops the run instead of timing nothing.
@@ -28,13 +34,16 @@ cd "$(dirname "$0")/.."
 
 mode=${1:---quick}
 case $mode in
---quick) sizes=(0.5) tables=() reps=1 ;;
---full) sizes=(0 0.5 1 2 4) tables=(1000 10000) reps=3 ;;
+--quick) sizes=(0.5) tables=() reps=1 down_sizes=(0.5) checksums=(no) downs=(A C) ;;
+--full) sizes=(0 0.5 1 2 4) tables=(1000 10000) reps=3 down_sizes=(1 4 8) checksums=(no yes) downs=(A B C) ;;
 *) echo "usage: scripts/bench.sh [--quick|--full]" >&2 && exit 2 ;;
 esac
 # A part of a run: PGUP_BENCH_SIZES="1 2" PGUP_BENCH_TABLES="" PGUP_BENCH_REPS=1.
 read -ra sizes <<<"${PGUP_BENCH_SIZES-${sizes[*]}}"
 read -ra tables <<<"${PGUP_BENCH_TABLES-${tables[*]:-}}"
+read -ra down_sizes <<<"${PGUP_BENCH_DOWN_SIZES-${down_sizes[*]}}"
+read -ra checksums <<<"${PGUP_BENCH_CHECKSUMS-${checksums[*]}}"
+read -ra downs <<<"${PGUP_BENCH_DOWNTIME-${downs[*]}}"
 reps=${PGUP_BENCH_REPS:-$reps}
 
 # The release build compiles while setup builds the images (mostly waiting on the mirror).
@@ -83,11 +92,13 @@ peak_rss() {
 	echo "$peak"
 }
 
-# A stopped PostgreSQL 13 cluster of about SIZE GB (pgbench) or with N tables, in volume $1.
+# A stopped PostgreSQL 13 cluster of about SIZE GB (pgbench) or with N tables, in volume $1;
+# $4 = yes: with data checksums.
 make_template() {
-	local vol=$1 kind=$2 amount=$3 c=$prefix-make
+	local vol=$1 kind=$2 amount=$3 sums=${4:-no} c=$prefix-make initdb=()
+	[ "$sums" = yes ] && initdb=(-e POSTGRES_INITDB_ARGS=--data-checksums)
 	docker volume create "$vol" >/dev/null
-	docker run -d --name "$c" -e POSTGRES_PASSWORD -v "$vol:/var/lib/postgresql/data" pgup/postgres:13 >/dev/null
+	docker run -d --name "$c" -e POSTGRES_PASSWORD "${initdb[@]}" -v "$vol:/var/lib/postgresql/data" pgup/postgres:13 >/dev/null
 	until docker exec "$c" pg_isready -q -h 127.0.0.1 2>/dev/null; do sleep 0.5; done
 	if [ "$kind" = gb ]; then
 		# pgbench scale 1 is about 15 MB on disk.
@@ -149,6 +160,20 @@ by_hand() {
 
 ready() { until docker exec "$1" pg_isready -q -h 127.0.0.1 2>/dev/null; do sleep 0.1; done; }
 
+# The tree (names, types, modes, owners, sizes, mtimes, link targets) and contents of a
+# cluster, leaving out pgup's entries: one hash.
+tree_hash() {
+	(cd "$1" && {
+		find . -mindepth 1 \( -path ./.pgup -o -path './upgrade_backup_*' \) -prune -o \
+			-printf '%P %y %m %U:%G %s %T@ %l\n' | sort
+		find . \( -path ./.pgup -o -path './upgrade_backup_*' \) -prune -o -type f -print0 |
+			sort -z | xargs -0r sha256sum
+	} | sha256sum | cut -d' ' -f1)
+}
+
+# Whether process $1 is stopped (SIGSTOP).
+frozen() { [ "$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null)" = T ]; }
+
 # One downtime run of contender $1 (A, B, C) on a fresh copy of template $2, its server
 # running and taking writes; appends the total and the downtime to the downtime results.
 down_one() {
@@ -161,10 +186,29 @@ down_one() {
 	sleep 2
 	t0=$(now)
 	case $who in
-	A | C)
-		local opts=()
-		[ "$who" = C ] && opts=(--mode link --no-backup)
-		down=$("$pgup" --json upgrade --container "$name" --to 17 --new-image pgup/postgres:17 "${opts[@]}" --yes |
+	A)
+		# Frozen once the backup is whole and the old cluster stopped (pg_upgrade not begun):
+		# the two must be the same, byte for byte.
+		local report=$out/down-report.json w=$vols/$name/_data pid f0 backup hashed
+		PGUP_STOP_AT=Upgrading "$pgup" --json upgrade --container "$name" --to 17 \
+			--new-image pgup/postgres:17 --yes >"$report" &
+		pid=$!
+		until frozen "$pid"; do
+			kill -0 "$pid" 2>/dev/null || { log "$label: pgup ended before its backup was whole"; exit 1; }
+			sleep 0.02
+		done
+		f0=$(now)
+		backup=$(find "$w" -maxdepth 1 -name 'upgrade_backup_*' -type d ! -name '*.partial')
+		[ "$(tree_hash "$backup")" = "$(tree_hash "$w")" ] ||
+			{ log "$label: the backup is not the stopped cluster"; exit 1; }
+		hashed=$(elapsed "$f0" "$(now)")
+		kill -CONT "$pid"
+		wait "$pid"
+		down=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["downtime_s"] - float(sys.argv[2]))' "$report" "$hashed")
+		t0=$(awk -v a="$t0" -v h="$hashed" 'BEGIN { printf "%.6f", a + h }')
+		;;
+	C)
+		down=$("$pgup" --json upgrade --container "$name" --to 17 --new-image pgup/postgres:17 --mode link --no-backup --yes |
 			python3 -c 'import json, sys; print(json.load(sys.stdin)["downtime_s"])')
 		;;
 	B)
@@ -245,21 +289,31 @@ bench_set() {
 			run_one "$who" "$template" "$label"
 		done
 	done
-	if [ "$kind" = gb ]; then
-		local downs
-		read -ra downs <<<"${PGUP_BENCH_DOWNTIME-A B C}"
-		for ((r = 0; r < reps; r++)); do
-			for who in "${downs[@]}"; do
-				log "$label: downtime run $((r + 1))/$reps of $who"
-				down_one "$who" "$template" "$label"
-			done
+	drop "$template"
+}
+
+# The downtime sets: contenders in turn on the same template, repeated.
+down_set() {
+	local label=$1 amount=$2 sums=$3 template=$prefix-down-template-$RANDOM
+	[ ${#downs[@]} -gt 0 ] || return 0
+	log "$label: making the template"
+	make_template "$template" gb "$amount" "$sums" >/dev/null
+	for ((r = 0; r < reps; r++)); do
+		for who in "${downs[@]}"; do
+			log "$label: downtime run $((r + 1))/$reps of $who"
+			down_one "$who" "$template" "$label"
 		done
-	fi
+	done
 	drop "$template"
 }
 
 for g in "${sizes[@]}"; do bench_set "${g} GB" gb "$g"; done
 for n in "${tables[@]}"; do bench_set "$n tables" tables "$n"; done
+for sums in "${checksums[@]}"; do
+	for g in "${down_sizes[@]}"; do
+		down_set "${g} GB, checksums $sums" "$g" "$sums"
+	done
+done
 
 python3 - "$results" "$mode" "$downtimes" <<'PY' | tee "$out/results.md"
 import statistics, sys, collections
@@ -296,4 +350,10 @@ if downs:
         cell = lambda w: "-" if m(down, (label, w)) is None else f"{m(down, (label, w)):.1f} ({m(total, (label, w)):.1f})"
         dA, dB, dC = (m(down, (label, w)) for w in ("A", "B", "C"))
         print(f"| {label} | {cell('A')} | {cell('C')} | {cell('B')} | {ratio(dA, dC)} | {ratio(dA, dB)} |")
+    # Downtime independent of size: the largest size's against the smallest's, per variant.
+    for sums in ("no", "yes"):
+        mine = [l for l in order if l.endswith(f"checksums {sums}")]
+        if len(mine) > 1:
+            lo, hi = mine[0], mine[-1]
+            print(f"\nChecksums {sums}: A at {hi.split(',')[0]} / A at {lo.split(',')[0]}: {ratio(m(down, (hi, 'A')), m(down, (lo, 'A')))}")
 PY

@@ -16,6 +16,7 @@ Examples:
   pgup status --container db
   pgup check --container db --to 17
   pgup upgrade --container db --to 17 --new-image pgup/postgres:17
+  pgup upgrade --container db --to 17 --new-image pgup/postgres:17 --precopy-rate 100M
   pgup rollback --container db
   pgup cleanup --volume db_data --keep 1 --dry-run
 
