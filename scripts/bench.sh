@@ -80,16 +80,23 @@ now() { date +%s.%N; }
 # Seconds from $1 to $2 (two `now`s).
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 
-# Runs a command (its output discarded) and prints its peak RSS (kB) when it ends.
-peak_rss() {
-	"$@" >/dev/null 2>&1 &
-	local pid=$! peak=0 kb
+# Waits for process $1 (a child of this shell) to end, keeping its peak RSS (kB) in
+# $peak_kb; fails as it did.
+watch_rss() {
+	local pid=$1 kb
+	peak_kb=0
 	while kb=$(awk '/^VmHWM/ {print $2}' "/proc/$pid/status" 2>/dev/null) && [ -n "$kb" ]; do
-		[ "$kb" -gt "$peak" ] && peak=$kb
+		[ "$kb" -gt "$peak_kb" ] && peak_kb=$kb
 		sleep 0.05
 	done
 	wait "$pid"
-	echo "$peak"
+}
+
+# Runs a command (its output discarded) and prints its peak RSS (kB) when it ends.
+peak_rss() {
+	"$@" >/dev/null 2>&1 &
+	watch_rss $!
+	echo "$peak_kb"
 }
 
 # A stopped PostgreSQL 13 cluster of about SIZE GB (pgbench) or with N tables, in volume $1;
@@ -147,7 +154,10 @@ by_hand() {
 	[ "$copy" = yes ] && cp -a "$w/_data" "$w/backup"
 	install -d -o 999 -g 999 -m 700 "$w/new"
 	docker run --rm --network none -u 999:999 -e STATS="$stats" -v "$w:/w" --tmpfs /tmp:uid=999 -w /tmp "$toolbox" bash -ec '
-		/usr/lib/postgresql/17/bin/initdb -D /w/new -U postgres -A trust --encoding=UTF8 --lc-collate=en_US.utf8 --lc-ctype=en_US.utf8 >/dev/null
+		# Checksums as the old cluster has them, or pg_upgrade refuses.
+		sums=$(/usr/lib/postgresql/13/bin/pg_controldata /w/_data | awk -F: "/checksum version/ { print \$2 + 0 }")
+		k=(); [ "$sums" = 0 ] || k=(--data-checksums)
+		/usr/lib/postgresql/17/bin/initdb -D /w/new -U postgres -A trust --encoding=UTF8 --lc-collate=en_US.utf8 --lc-ctype=en_US.utf8 "${k[@]}" >/dev/null
 		/usr/lib/postgresql/17/bin/pg_upgrade -b /usr/lib/postgresql/13/bin -B /usr/lib/postgresql/17/bin \
 			-d /w/_data -D /w/new -U postgres --link --jobs 2 -s /tmp >/dev/null
 		cp /w/_data/pg_hba.conf /w/_data/postgresql.conf /w/new/
@@ -177,7 +187,7 @@ frozen() { [ "$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null)" = T ]; }
 # One downtime run of contender $1 (A, B, C) on a fresh copy of template $2, its server
 # running and taking writes; appends the total and the downtime to the downtime results.
 down_one() {
-	local who=$1 template=$2 label=$3 name=$prefix-down t0 t1 down
+	local who=$1 template=$2 label=$3 name=$prefix-down t0 t1 down rss=""
 	fresh "$template" "$name"
 	docker start "$name" >/dev/null
 	ready "$name"
@@ -189,7 +199,7 @@ down_one() {
 	A)
 		# Frozen once the backup is whole and the old cluster stopped (pg_upgrade not begun):
 		# the two must be the same, byte for byte.
-		local report=$out/down-report.json w=$vols/$name/_data pid f0 backup hashed
+		local report="$out/down-report-${label//[ ,]/}.json" w=$vols/$name/_data pid f0 backup hashed
 		PGUP_STOP_AT=Upgrading "$pgup" --json upgrade --container "$name" --to 17 \
 			--new-image pgup/postgres:17 --yes >"$report" &
 		pid=$!
@@ -203,7 +213,8 @@ down_one() {
 			{ log "$label: the backup is not the stopped cluster"; exit 1; }
 		hashed=$(elapsed "$f0" "$(now)")
 		kill -CONT "$pid"
-		wait "$pid"
+		watch_rss "$pid"
+		rss=$peak_kb
 		down=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["downtime_s"] - float(sys.argv[2]))' "$report" "$hashed")
 		t0=$(awk -v a="$t0" -v h="$hashed" 'BEGIN { printf "%.6f", a + h }')
 		;;
@@ -222,7 +233,7 @@ down_one() {
 	esac
 	t1=$(now)
 	[ "$(cat "$vols/$name/_data/PG_VERSION")" = 17 ] || { log "$who did not upgrade $label"; exit 1; }
-	printf '%s\t%s\t%s\t%s\n' "$label" "$who" "$(elapsed "$t0" "$t1")" "$down" >>"$downtimes"
+	printf '%s\t%s\t%s\t%s\t%s\n' "$label" "$who" "$(elapsed "$t0" "$t1")" "$down" "$rss" >>"$downtimes"
 	drop "$name"
 }
 
@@ -338,18 +349,21 @@ for label in order:
 downs = [l.rstrip("\n").split("\t") for l in open(sys.argv[3]) if l.strip()]
 if downs:
     total, down, order = collections.defaultdict(list), collections.defaultdict(list), []
-    for label, who, secs, d in downs:
+    peaks = collections.defaultdict(list)
+    for label, who, secs, d, *peak in downs:
         if label not in order: order.append(label)
         total[(label, who)].append(float(secs))
         down[(label, who)].append(float(d))
+        if peak and peak[0]: peaks[label].append(int(peak[0]))
     m = lambda t, k: statistics.median(t[k]) if t.get(k) else None
     print("\nDowntime under write load (pgbench -R 50 -c 2 until the stop), from the stop to the new major's first answer; medians in seconds, total in brackets.\n")
-    print("| data | A pgup safe | C pgup link, no backup | B by hand (cp -a) | A/C | A/B |")
-    print("|---|---|---|---|---|---|")
+    print("| data | A pgup safe | C pgup link, no backup | B by hand (cp -a) | A/C | A/B | A peak RSS |")
+    print("|---|---|---|---|---|---|---|")
     for label in order:
         cell = lambda w: "-" if m(down, (label, w)) is None else f"{m(down, (label, w)):.1f} ({m(total, (label, w)):.1f})"
         dA, dB, dC = (m(down, (label, w)) for w in ("A", "B", "C"))
-        print(f"| {label} | {cell('A')} | {cell('C')} | {cell('B')} | {ratio(dA, dC)} | {ratio(dA, dB)} |")
+        peak = f"{max(peaks[label]) / 1024:.1f} MB" if peaks[label] else "-"
+        print(f"| {label} | {cell('A')} | {cell('C')} | {cell('B')} | {ratio(dA, dC)} | {ratio(dA, dB)} | {peak} |")
     # Downtime independent of size: the largest size's against the smallest's, per variant.
     for sums in ("no", "yes"):
         mine = [l for l in order if l.endswith(f"checksums {sums}")]

@@ -160,10 +160,11 @@ pub async fn toolbox(
         });
     }
     let from = format!("{} {}", old.id, new.id);
-    let pgup = this_binary().map_err(|err| AssembleError::Repack {
+    let repack = |err| AssembleError::Repack {
         image: PGUP.to_owned(),
         err,
-    })?;
+    };
+    let digest = binary_digest().map_err(repack)?;
     // Runs that need the same toolbox wait for the one that builds it, then reuse it.
     let _building = pair_lock(&old, &new).await?;
     let earlier = docker
@@ -171,7 +172,7 @@ pub async fn toolbox(
         .await?
         .into_iter()
         .find(|i| {
-            i.labels.get(FROM_LABEL) == Some(&from) && i.labels.get(BINARY_LABEL) == Some(&pgup.1)
+            i.labels.get(FROM_LABEL) == Some(&from) && i.labels.get(BINARY_LABEL) == Some(&digest)
         });
     if let Some(image) = earlier {
         let name = match tag {
@@ -209,7 +210,9 @@ pub async fn toolbox(
     }
     announce(&old, &new);
     let tag = tag.map_or_else(|| default_tag(&old, &new), str::to_owned);
-    let libraries = build(docker, &old, &new, &tag, &pgup.0).await?;
+    // Read whole only to be built in: a lookup hashes it as a stream.
+    let pgup = std::fs::read(std::env::current_exe().map_err(repack)?).map_err(repack)?;
+    let libraries = build(docker, &old, &new, &tag, &pgup).await?;
     if let Err(e) = smoke(docker, &tag, &old, &new).await {
         docker.remove_image(&tag).await;
         return Err(e);
@@ -221,7 +224,7 @@ pub async fn toolbox(
     let labels = HashMap::from([
         (MAJORS_LABEL.to_owned(), majors.join(",")),
         (FROM_LABEL.to_owned(), from),
-        (BINARY_LABEL.to_owned(), pgup.1),
+        (BINARY_LABEL.to_owned(), digest),
         ("org.pgup.old-image".to_owned(), old.name.clone()),
         ("org.pgup.new-image".to_owned(), new.name.clone()),
     ]);
@@ -390,12 +393,15 @@ fn append_file(
     out.append_data(&mut header, path, content)
 }
 
-/// This pgup's executable and the hex digest that names it.
-fn this_binary() -> io::Result<(Vec<u8>, String)> {
-    let bytes = std::fs::read(std::env::current_exe()?)?;
-    let hash = Sha256::digest(&bytes);
-    let hex = hash[..8].iter().map(|b| format!("{b:02x}")).collect();
-    Ok((bytes, hex))
+/// The hex digest that names this pgup's executable, read as a stream (it is tens of MB).
+fn binary_digest() -> io::Result<String> {
+    let mut hasher = Sha256::new();
+    io::copy(
+        &mut std::fs::File::open(std::env::current_exe()?)?,
+        &mut hasher,
+    )?;
+    let hash = hasher.finalize();
+    Ok(hash[..8].iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// What the old image gives: its major's directories as tar archives, and every shared

@@ -541,7 +541,6 @@ impl From<VerifyArgs> for settings::Bundle {
     }
 }
 
-/// Parses "7d", "12h", "30m" or "45s".
 /// A rate in bytes a second: a number with an optional K, M or G (1024s), and an optional
 /// "/s".
 fn parse_rate(s: &str) -> Result<u64, String> {
@@ -573,6 +572,7 @@ fn parse_rate(s: &str) -> Result<u64, String> {
     }
 }
 
+/// Parses "7d", "12h", "30m" or "45s".
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let bad = || format!("{s:?} is not a duration; write a number and a unit: 7d, 12h, 30m or 45s");
     let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;

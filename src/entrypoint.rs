@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Kind, Refusal, Status};
 use crate::journal::Journal;
 use crate::layout::Layout;
-use crate::plan::Operation;
+use crate::plan::{Operation, Step};
 
 /// What the environment asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -220,8 +220,11 @@ pub async fn run(server: Vec<String>) -> Result<Status> {
     let found = Found {
         data: &shown,
         major,
+        // A host pgup copying the backup while the server serves stops nothing yet: a
+        // restarted container serves as it did.
         journal: journal
             .as_ref()
+            .filter(|j| j.step != Step::PreCopying)
             .map(|j| (j.operation, j.old_major, j.new_major, j.explain(&flags))),
         failed: failed.as_ref(),
         container: &container,

@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use std::collections::hash_map::{Entry, HashMap};
 use std::fs::{self, DirBuilder, File, Metadata, OpenOptions};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -131,7 +131,6 @@ struct OpenDir {
 struct FileJob {
     from: PathBuf,
     to: PathBuf,
-    meta: Metadata,
     whole: bool,
 }
 
@@ -156,18 +155,33 @@ enum Todo {
     Done(u64),
 }
 
-/// The bytes a paced copy has written since it began, shared by its threads.
+/// The budget of a paced copy, shared by its threads: bytes sent since a start that moves
+/// on after a stall, so that a pause is not made up for by a burst.
 struct Pace {
     rate: u64,
-    began: Instant,
-    sent: AtomicU64,
+    sent: Mutex<(Instant, u64)>,
 }
 
 impl Pace {
+    fn new(rate: u64) -> Self {
+        Self {
+            rate: rate.max(1),
+            sent: Mutex::new((Instant::now(), 0)),
+        }
+    }
+
     /// Waits until `bytes` more are within the rate.
     fn take(&self, bytes: u64) {
-        let sent = self.sent.fetch_add(bytes, Ordering::Relaxed) + bytes;
-        let due = self.began + Duration::from_secs_f64(sent as f64 / self.rate as f64);
+        let due = {
+            let mut sent = self.sent.lock().expect("not poisoned");
+            let now = Instant::now();
+            let due = sent.0 + Duration::from_secs_f64(sent.1 as f64 / self.rate as f64);
+            if due + Duration::from_secs(1) < now {
+                *sent = (now, 0);
+            }
+            sent.1 += bytes;
+            sent.0 + Duration::from_secs_f64(sent.1 as f64 / self.rate as f64)
+        };
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
@@ -222,11 +236,7 @@ pub fn copy_tree(src: &Path, dst: &Path, opts: &CopyOptions) -> Result<Copied, T
     }
     let done = Done::default();
     let failure = Failure::default();
-    let pace = opts.rate.map(|rate| Pace {
-        rate: rate.max(1),
-        began: Instant::now(),
-        sent: AtomicU64::new(0),
-    });
+    let pace = opts.rate.map(Pace::new);
     // What the copying threads use (`skip` is the walk's, and need not be Sync).
     let (method, progress, interrupted, live) =
         (opts.method, opts.progress, opts.interrupted, opts.live);
@@ -249,17 +259,21 @@ pub fn copy_tree(src: &Path, dst: &Path, opts: &CopyOptions) -> Result<Copied, T
                         });
                         continue;
                     }
+                    let pacing = Pacing {
+                        pace: pace.as_ref(),
+                        progress,
+                        interrupted,
+                        root: dst,
+                    };
                     let filled = if job.whole {
-                        fill_file(&job, method, dst, pace.as_ref(), progress)
+                        fill_file(&job, method, &pacing)
                             .map(|n| done.written.fetch_add(n, Ordering::Relaxed))
                     } else {
-                        refresh_file(&job, progress, &done)
+                        refresh_file(&job, &pacing, &done)
                     };
                     match filled {
                         Ok(_) => {}
-                        // Gone under a live copy: the copy over it settles the file.
-                        Err(TreeError::Copy { err, .. })
-                            if live && err.kind() == io::ErrorKind::NotFound => {}
+                        Err(TreeError::Copy { err, .. }) if live && raced(&err) => {}
                         Err(err) => failure.record(err),
                     }
                 }
@@ -288,6 +302,40 @@ pub fn copy_tree(src: &Path, dst: &Path, opts: &CopyOptions) -> Result<Copied, T
     })
 }
 
+/// What the copying threads need besides the job.
+struct Pacing<'a> {
+    pace: Option<&'a Pace>,
+    progress: &'a (dyn Fn(u64) + Sync),
+    interrupted: &'a (dyn Fn() -> bool + Sync),
+    /// The copy's root, for errors about the whole copy.
+    root: &'a Path,
+}
+
+impl Pacing<'_> {
+    /// Counts `bytes` just handled, within the rate; fails once interrupted.
+    fn handled(&self, bytes: u64) -> Result<(), TreeError> {
+        if let Some(pace) = self.pace {
+            pace.take(bytes);
+        }
+        (self.progress)(bytes);
+        if (self.interrupted)() {
+            return Err(TreeError::Interrupted {
+                path: self.root.to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Whether an error of a live copy is the source changing under it (an entry removed, or
+/// replaced by one of another type): the copy over it settles that entry.
+fn raced(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory | io::ErrorKind::InvalidInput
+    )
+}
+
 /// The counters behind [`Copied`], shared by the walk and the copying threads.
 #[derive(Default)]
 struct Done {
@@ -306,7 +354,15 @@ fn remove_extra(src: &Path, dst: &Path, opts: &CopyOptions) -> Result<(), TreeEr
         let skipped = entry.depth() == 1 && entry.file_name().to_str().is_some_and(opts.skip);
         let gone = match fs::symlink_metadata(src.join(rel)) {
             Ok(_) => skipped,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => true,
+            // Under a directory that is now something else.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                ) =>
+            {
+                true
+            }
             Err(err) => {
                 return Err(TreeError::Read {
                     path: src.join(rel),
@@ -374,7 +430,7 @@ fn walk(
                     Ok(rel) if entry.depth() > 0 => dst.join(rel),
                     _ => dst.to_owned(),
                 };
-                match create_entry(entry.path(), &to, &meta, &mut links, opts.over)? {
+                match create_entry(entry.path(), &to, &meta, &mut links, opts)? {
                     Todo::Dir => dirs.push(OpenDir {
                         src: entry.into_path(),
                         dst: to,
@@ -384,12 +440,7 @@ fn walk(
                         let from = entry.into_path();
                         // Sending fails only when every copying thread is gone, which they
                         // are not before the queue closes.
-                        let _ = jobs.send(FileJob {
-                            from,
-                            to,
-                            meta,
-                            whole,
-                        });
+                        let _ = jobs.send(FileJob { from, to, whole });
                     }
                     Todo::Done(kept) => {
                         done.kept.fetch_add(kept, Ordering::Relaxed);
@@ -400,9 +451,9 @@ fn walk(
             });
         match made {
             Ok(()) => {}
-            // Gone under a live copy (a WAL segment recycled, a table dropped).
+            // Changed under a live copy (a WAL segment recycled, a table dropped).
             Err(TreeError::Read { err, .. } | TreeError::Copy { err, .. })
-                if opts.live && err.kind() == io::ErrorKind::NotFound => {}
+                if opts.live && raced(&err) => {}
             Err(err) => {
                 failure.record(err);
                 break;
@@ -421,8 +472,9 @@ fn create_entry(
     to: &Path,
     meta: &Metadata,
     links: &mut HashMap<(u64, u64), PathBuf>,
-    over: Option<SystemTime>,
+    opts: &CopyOptions,
 ) -> Result<Todo, TreeError> {
+    let over = opts.over;
     let fail = |err: io::Error| TreeError::Copy {
         src: from.to_owned(),
         dst: to.to_owned(),
@@ -447,7 +499,12 @@ fn create_entry(
         return Ok(Todo::Dir);
     }
     // PostgreSQL keeps none; copying a socket or a device by content would be wrong anyway.
+    // A running server's socket may be there (unix_socket_directories in PGDATA): it goes
+    // with the stop, and the copy after the stop refuses whatever is left.
     if !kind.is_file() && !kind.is_symlink() {
+        if opts.live {
+            return Ok(Todo::Done(0));
+        }
         return Err(TreeError::Special {
             path: from.to_owned(),
         });
@@ -491,8 +548,8 @@ fn create_entry(
             set_metadata(to, meta).map_err(fail)?;
             Ok(Todo::Done(meta.len()))
         }
-        // Its first name over an earlier copy with several: a file of its own again.
-        (Some(old), _) if old.nlink() > 1 => {
+        // A file of one name over an earlier copy of several: a file of its own again.
+        (Some(old), _) if old.nlink() > 1 && meta.nlink() == 1 => {
             fs::remove_file(to).map_err(fail)?;
             create_empty(to).map_err(fail)?;
             Ok(Todo::Fill { whole: true })
@@ -523,29 +580,26 @@ fn unchanged(copy: &Metadata, now: &Metadata, began: SystemTime) -> bool {
         .is_some_and(|t| {
             (now.mtime(), now.mtime_nsec()) < (t.as_secs() as i64, i64::from(t.subsec_nanos()))
         });
-    settled && copy.len() == now.len() && mtime(copy) == mtime(now)
+    // A file with several names is compared: which names share the copy's inode is not
+    // in its size and mtime.
+    let single = copy.nlink() == 1 && now.nlink() == 1;
+    settled && single && copy.len() == now.len() && mtime(copy) == mtime(now)
 }
 
 /// Fills in a file that [`create_entry`] made: its contents, then its metadata. Returns the
 /// bytes of file data copied.
-fn fill_file(
-    job: &FileJob,
-    method: CopyMethod,
-    root: &Path,
-    pace: Option<&Pace>,
-    progress: &(dyn Fn(u64) + Sync),
-) -> Result<u64, TreeError> {
-    let FileJob { from, to, meta, .. } = job;
+fn fill_file(job: &FileJob, method: CopyMethod, pacing: &Pacing) -> Result<u64, TreeError> {
     let fail = |err| job.failed(err);
-    let bytes = match (method, pace) {
+    let (mut input, meta) = open_source(job)?;
+    let mut output = OpenOptions::new().write(true).open(&job.to).map_err(fail)?;
+    let bytes = match (method, pacing.pace) {
         (CopyMethod::Copy, None) => {
-            let bytes = fs::copy(from, to).map_err(fail)?;
-            progress(bytes);
+            // In the kernel (copy_file_range) where it can.
+            let bytes = io::copy(&mut input, &mut output).map_err(fail)?;
+            (pacing.progress)(bytes);
             bytes
         }
-        (CopyMethod::Copy, Some(pace)) => {
-            let mut input = File::open(from).map_err(fail)?;
-            let mut output = OpenOptions::new().write(true).open(to).map_err(fail)?;
+        (CopyMethod::Copy, Some(_)) => {
             let mut buf = vec![0u8; 1 << 20];
             let mut bytes = 0;
             loop {
@@ -553,15 +607,12 @@ fn fill_file(
                 if n == 0 {
                     break bytes;
                 }
-                pace.take(n as u64);
                 io::Write::write_all(&mut output, &buf[..n]).map_err(fail)?;
-                progress(n as u64);
+                pacing.handled(n as u64)?;
                 bytes += n as u64;
             }
         }
         (CopyMethod::Clone, _) => {
-            let input = File::open(from).map_err(fail)?;
-            let output = OpenOptions::new().write(true).open(to).map_err(fail)?;
             match rustix::fs::ioctl_ficlone(&output, &input) {
                 Ok(()) => {}
                 // What filesystems without reflinks (or across two filesystems) answer.
@@ -569,36 +620,47 @@ fn fill_file(
                 // promised not to, so the caller decides.
                 Err(Errno::OPNOTSUPP | Errno::XDEV | Errno::INVAL | Errno::NOTTY) => {
                     return Err(TreeError::NoReflink {
-                        path: root.to_owned(),
+                        path: pacing.root.to_owned(),
                     });
                 }
                 Err(err) => return Err(fail(err.into())),
             }
             let bytes = output.metadata().map_err(fail)?.len();
-            progress(bytes);
+            (pacing.progress)(bytes);
             bytes
         }
     };
-    set_metadata(to, meta).map_err(fail)?;
+    set_metadata(&job.to, &meta).map_err(fail)?;
     Ok(bytes)
+}
+
+/// Opens a job's source with the metadata of what is read, taken before its contents: under
+/// a live copy the name may lead to another file than the walk saw, and the copy must carry
+/// the mtime of the file it holds.
+fn open_source(job: &FileJob) -> Result<(File, Metadata), TreeError> {
+    let input = File::open(&job.from).map_err(|err| job.failed(err))?;
+    let meta = input.metadata().map_err(|err| job.failed(err))?;
+    Ok((input, meta))
 }
 
 /// Makes an earlier copy of a file its original again: reads both a chunk at a time and
 /// writes only the pages that differ, then the length and metadata. Counts into `done`.
-fn refresh_file(
-    job: &FileJob,
-    progress: &(dyn Fn(u64) + Sync),
-    done: &Done,
-) -> Result<u64, TreeError> {
+fn refresh_file(job: &FileJob, pacing: &Pacing, done: &Done) -> Result<u64, TreeError> {
     use std::os::unix::fs::FileExt;
-    let FileJob { from, to, meta, .. } = job;
     let fail = |err| job.failed(err);
-    let input = File::open(from).map_err(fail)?;
-    let output = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(to)
-        .map_err(fail)?;
+    let (input, meta) = open_source(job)?;
+    let open = || OpenOptions::new().read(true).write(true).open(&job.to);
+    let output = match open() {
+        // A read-only file (server.key, 0400) when pgup is not root: writable until its
+        // metadata goes back on.
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            let mode = fs::symlink_metadata(&job.to).map_err(fail)?.mode();
+            fs::set_permissions(&job.to, fs::Permissions::from_mode(mode | 0o200)).map_err(fail)?;
+            open()
+        }
+        opened => opened,
+    }
+    .map_err(fail)?;
     const CHUNK: usize = 128 * PAGE;
     let (mut new, mut old) = (vec![0u8; CHUNK], vec![0u8; CHUNK]);
     let mut at = 0u64;
@@ -619,11 +681,11 @@ fn refresh_file(
         }
         done.compared.fetch_add(had as u64, Ordering::Relaxed);
         done.written.fetch_add(written, Ordering::Relaxed);
-        progress(n as u64);
         at += n as u64;
+        pacing.handled(n as u64)?;
     }
     output.set_len(at).map_err(fail)?;
-    set_metadata(to, meta).map_err(fail)?;
+    set_metadata(&job.to, &meta).map_err(fail)?;
     Ok(at)
 }
 
@@ -822,7 +884,17 @@ pub fn tree_size(root: &Path, skip: impl Fn(&str) -> bool) -> io::Result<TreeSiz
         .into_iter()
         .filter_entry(|e| e.depth() != 1 || !e.file_name().to_str().is_some_and(&skip));
     for entry in walk {
-        let meta = entry?.metadata()?;
+        // An entry a running server removed as it was walked takes no room.
+        let meta = match entry.and_then(|e| e.metadata()) {
+            Ok(meta) => meta,
+            Err(e)
+                if e.io_error()
+                    .is_some_and(|e| e.kind() == io::ErrorKind::NotFound) =>
+            {
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         if meta.nlink() > 1 && !meta.is_dir() && !seen.insert((meta.dev(), meta.ino())) {
             continue;
         }
@@ -1023,7 +1095,24 @@ mod tests {
             skip: &|_| false,
             ..CopyOptions::default()
         };
-        let err = copy_tree(&src, &tmp.path().join("copy"), &opts).unwrap_err();
+        let dst = tmp.path().join("copy");
+        let err = copy_tree(&src, &dst, &opts).unwrap_err();
+        assert!(matches!(err, TreeError::Special { .. }), "{err}");
+        // A running server's socket: passed over while it serves, refused after the stop.
+        let _ = fs::remove_dir_all(&dst);
+        let began = Some(SystemTime::now());
+        let live = CopyOptions {
+            over: began,
+            live: true,
+            ..CopyOptions::default()
+        };
+        copy_tree(&src, &dst, &live).unwrap();
+        assert!(!dst.join("socket").exists());
+        let after = CopyOptions {
+            over: began,
+            ..CopyOptions::default()
+        };
+        let err = copy_tree(&src, &dst, &after).unwrap_err();
         assert!(matches!(err, TreeError::Special { .. }), "{err}");
     }
 
@@ -1075,6 +1164,8 @@ mod tests {
         fs::write(&table, &pages).unwrap();
         fs::write(src.join("base/1/16385"), vec![7u8; 4 * PAGE]).unwrap();
         fs::write(src.join("base/1/gone"), b"dropped").unwrap();
+        dir(&src.join("base/2"), 0o700);
+        fs::write(src.join("base/2/x"), b"in a directory that becomes a file").unwrap();
         let began = SystemTime::now();
         let live = CopyOptions {
             over: Some(began),
@@ -1094,6 +1185,8 @@ mod tests {
             .set_len(PAGE as u64)
             .unwrap(); // truncated
         fs::remove_file(src.join("base/1/gone")).unwrap();
+        fs::remove_dir_all(src.join("base/2")).unwrap();
+        fs::write(src.join("base/2"), b"now a file").unwrap();
         fs::write(src.join("base/1/new"), b"created").unwrap();
         fs::remove_dir(src.join("empty")).unwrap();
         fs::write(src.join("empty"), b"a file where a directory was").unwrap();
@@ -1113,13 +1206,13 @@ mod tests {
         let page = PAGE as u64;
         assert_eq!(
             second.written,
-            2 * page + 7 + 28,
-            "the changed and the added page, and the two new files"
+            2 * page + 7 + 28 + 10,
+            "the changed and the added page, and the three new files"
         );
         assert_eq!(
             second.compared,
-            64 * page + page,
-            "the table and the truncated file read back"
+            64 * page + page + 6,
+            "the table, the truncated file and the one with two names read back"
         );
         assert!(
             second.kept > 0,
@@ -1163,8 +1256,8 @@ mod tests {
         let again = copy_tree(&src, &dst, &over).unwrap();
         assert_eq!(
             again.compared,
-            3 * PAGE as u64,
-            "written within a minute: compared"
+            3 * PAGE as u64 + 6,
+            "written within a minute: compared (and the file with two names, as always)"
         );
         assert_eq!(again.written, 0, "and nothing differs");
     }

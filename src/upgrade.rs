@@ -806,16 +806,27 @@ impl<'a> Upgrade<'a> {
     /// The backup's first pass, while the server serves: its start is recorded first, so a
     /// resumed pass (or the one after the stop) knows what it can keep.
     async fn precopy(&mut self) -> Result<()> {
-        let pre = self
-            .journal
-            .learned
+        let root = self.root().to_owned();
+        let learned = &mut self.journal.learned;
+        let pre = learned
             .precopy
             .as_mut()
             .context("a pre-copy step without its settings")?;
         if pre.since.is_none() {
-            pre.since = Some(chrono::Utc::now());
-            let root = self.root().to_owned();
+            let began = chrono::Utc::now();
+            pre.since = Some(began);
             self.journal.save(&root)?;
+            // The mtimes compared with it are the filesystem's: where its clock is behind
+            // pgup's (a network filesystem), the journal just written says by how much.
+            let stamped = std::fs::metadata(self.layout.journal())
+                .and_then(|m| m.modified())
+                .map(chrono::DateTime::<chrono::Utc>::from);
+            if let (Ok(stamped), Some(pre)) = (stamped, self.journal.learned.precopy.as_mut())
+                && stamped < began
+            {
+                pre.since = Some(stamped);
+                self.journal.save(&root)?;
+            }
         }
         self.copy_backup(Arc::default(), true).await
     }
