@@ -7,7 +7,8 @@
 //! it, and smoke tested before use: a toolbox that does not work is removed again.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io;
+use std::fs::File;
+use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -210,8 +211,7 @@ pub async fn toolbox(
     }
     announce(&old, &new);
     let tag = tag.map_or_else(|| default_tag(&old, &new), str::to_owned);
-    // Read whole only to be built in: a lookup hashes it as a stream.
-    let pgup = std::fs::read(std::env::current_exe().map_err(repack)?).map_err(repack)?;
+    let pgup = std::env::current_exe().map_err(repack)?;
     let libraries = build(docker, &old, &new, &tag, &pgup).await?;
     if let Err(e) = smoke(docker, &tag, &old, &new).await {
         docker.remove_image(&tag).await;
@@ -337,7 +337,7 @@ async fn build(
     old: &Source,
     new: &Source,
     tag: &str,
-    pgup: &[u8],
+    pgup: &Path,
 ) -> Result<Vec<String>> {
     let (old_files, have) = tokio::join!(
         in_temp(docker, &old.id, async |id| read_old(docker, id, old).await),
@@ -357,7 +357,7 @@ async fn build(
             .await?,
         )
     };
-    let context = context(old, new, &files, libs.as_deref(), pgup, &record).map_err(|err| {
+    let context = context(old, new, &files, libs.as_ref(), pgup, &record).map_err(|err| {
         AssembleError::Repack {
             image: old.name.clone(),
             err,
@@ -370,25 +370,39 @@ async fn build(
     Ok(lacking.into_iter().map(|(soname, _)| soname).collect())
 }
 
+/// A build context being written to an unnamed temporary file.
+fn new_context() -> io::Result<tar::Builder<File>> {
+    Ok(tar::Builder::new(tempfile::tempfile()?))
+}
+
+/// The context written, read from its start.
+fn finish_context(out: tar::Builder<File>) -> io::Result<File> {
+    let mut file = out.into_inner()?;
+    file.rewind()?;
+    Ok(file)
+}
+
 /// A build context holding only `dockerfile`.
-fn dockerfile_context(dockerfile: &str) -> io::Result<Vec<u8>> {
-    let mut out = tar::Builder::new(Vec::new());
+fn dockerfile_context(dockerfile: &str) -> io::Result<File> {
+    let mut out = new_context()?;
     append_dockerfile(&mut out, dockerfile)?;
-    out.into_inner()
+    finish_context(out)
 }
 
-fn append_dockerfile(out: &mut tar::Builder<Vec<u8>>, dockerfile: &str) -> io::Result<()> {
-    append_file(out, "Dockerfile", dockerfile.as_bytes(), 0o644)
+fn append_dockerfile<W: Write>(out: &mut tar::Builder<W>, dockerfile: &str) -> io::Result<()> {
+    let content = dockerfile.as_bytes();
+    append_file(out, "Dockerfile", content, content.len() as u64, 0o644)
 }
 
-fn append_file(
-    out: &mut tar::Builder<Vec<u8>>,
+fn append_file<W: Write>(
+    out: &mut tar::Builder<W>,
     path: &str,
-    content: &[u8],
+    content: impl Read,
+    size: u64,
     mode: u32,
 ) -> io::Result<()> {
     let mut header = tar::Header::new_gnu();
-    header.set_size(content.len() as u64);
+    header.set_size(size);
     header.set_mode(mode);
     out.append_data(&mut header, path, content)
 }
@@ -407,8 +421,8 @@ fn binary_digest() -> io::Result<String> {
 /// What the old image gives: its major's directories as tar archives, and every shared
 /// library its programs and modules load (soname → path).
 struct OldFiles {
-    lib: Vec<u8>,
-    share: Vec<u8>,
+    lib: File,
+    share: File,
     needed: BTreeMap<String, String>,
     /// What the image sorts text with (see [`collation::PROBE`]).
     probe: collation::Probe,
@@ -528,7 +542,7 @@ async fn copy_libraries(
     id: &str,
     old: &Source,
     lacking: &[(String, String)],
-) -> Result<Vec<u8>> {
+) -> Result<File> {
     let script = r#"set -e
 mkdir /tmp/pgup-libs
 while [ $# -gt 1 ]; do cp -L "$1" "/tmp/pgup-libs/$2"; shift 2; done"#;
@@ -552,17 +566,20 @@ fn context(
     old: &Source,
     new: &Source,
     files: &OldFiles,
-    libs: Option<&[u8]>,
-    pgup: &[u8],
+    libs: Option<&File>,
+    pgup: &Path,
     record: &str,
-) -> io::Result<Vec<u8>> {
-    let mut out = tar::Builder::new(Vec::new());
+) -> io::Result<File> {
+    let mut out = new_context()?;
     append_dockerfile(&mut out, &dockerfile(new, old.major, libs.is_some()))?;
-    append_file(&mut out, &format!("{ROOT}{PGUP}"), pgup, 0o755)?;
+    let binary = File::open(pgup)?;
+    let size = binary.metadata()?.len();
+    append_file(&mut out, &format!("{ROOT}{PGUP}"), binary, size, 0o755)?;
     append_file(
         &mut out,
         &format!("{ROOT}{}", collation::RECORD),
         record.as_bytes(),
+        record.len() as u64,
         0o644,
     )?;
     reroot(
@@ -582,7 +599,7 @@ fn context(
             &mut out,
         )?;
     }
-    out.into_inner()
+    finish_context(out)
 }
 
 fn old_libraries(major: u32) -> String {
@@ -614,7 +631,7 @@ fn dockerfile(new: &Source, old_major: u32, with_libs: bool) -> String {
 
 /// Copies the entries of archive `tar` into `out`, their first path component replaced by
 /// `to` (hard links' targets too).
-fn reroot(tar: &[u8], to: &str, out: &mut tar::Builder<Vec<u8>>) -> io::Result<()> {
+fn reroot<W: Write>(tar: impl Read, to: &str, out: &mut tar::Builder<W>) -> io::Result<()> {
     let moved = |path: &Path| -> PathBuf {
         let rest: PathBuf = path
             .components()
@@ -902,7 +919,7 @@ mod tests {
             ("13/bin/hard", Link, "13/bin/postgres"),
         ]);
         let mut out = tar::Builder::new(Vec::new());
-        reroot(&src, "pgup-old/usr/lib/postgresql/13", &mut out).unwrap();
+        reroot(&src[..], "pgup-old/usr/lib/postgresql/13", &mut out).unwrap();
         let bytes = out.into_inner().unwrap();
         let mut got = Vec::new();
         for e in tar::Archive::new(&bytes[..]).entries().unwrap() {

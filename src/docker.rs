@@ -37,6 +37,8 @@ pub enum DockerError {
     Api(#[from] ApiError),
     #[error("building image {tag} failed: {message}")]
     Build { tag: String, message: String },
+    #[error("cannot keep what was read from a container in a temporary file (is /tmp full?): {0}")]
+    Scratch(#[from] std::io::Error),
 }
 
 pub type Result<T, E = DockerError> = std::result::Result<T, E>;
@@ -395,23 +397,26 @@ impl Docker {
     }
 
     /// What is at `path` in a container (running or not), as a tar archive whose entries are
-    /// named from `path`'s last component.
-    pub async fn download(&self, id: &str, path: &str) -> Result<Vec<u8>> {
+    /// named from `path`'s last component, in an unnamed temporary file (a major's library
+    /// directory is tens of MB: not held in memory), read from its start.
+    pub async fn download(&self, id: &str, path: &str) -> Result<std::fs::File> {
+        use std::io::{Seek, Write};
         let options = DownloadFromContainerOptionsBuilder::default()
             .path(path)
             .build();
         let mut stream = self.api()?.download_from_container(id, Some(options));
-        let mut tar = Vec::new();
+        let mut tar = tempfile::tempfile()?;
         while let Some(chunk) = stream.next().await {
-            tar.extend_from_slice(&chunk?);
+            tar.write_all(&chunk?)?;
         }
+        tar.rewind()?;
         Ok(tar)
     }
 
     /// Builds image `tag` from a context tarball, with no network and `labels`; returns its id.
     pub async fn build(
         &self,
-        context: Vec<u8>,
+        context: std::fs::File,
         tag: &str,
         labels: HashMap<String, String>,
     ) -> Result<String> {
@@ -426,9 +431,14 @@ impl Docker {
             tag: tag.to_owned(),
             message,
         };
+        // Streamed from the file: a toolbox's context holds pgup and a major's files.
+        let body = tokio_util::io::ReaderStream::with_capacity(
+            tokio::fs::File::from_std(context),
+            1 << 20,
+        );
         let mut progress =
             self.api()?
-                .build_image(options, None, Some(bollard::body_full(context.into())));
+                .build_image(options, None, Some(bollard::body_try_stream(body)));
         while let Some(info) = progress.next().await {
             let info = info.map_err(|e| failed(e.to_string()))?;
             if let Some(message) = info.error_detail.and_then(|d| d.message) {
