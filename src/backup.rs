@@ -37,19 +37,16 @@ pub fn make(
     options: &CopyOptions,
 ) -> Result<Copied, BackupError> {
     let (backup_dir, partial) = (&layout.backup(name), layout.partial_backup(name));
-    if options.over.is_none() {
+    // A pre-copy's is kept, for the pass that makes it exact (or the undo).
+    let fresh = options.over.is_none();
+    if fresh {
         let _ = std::fs::remove_dir_all(&partial);
     }
-    let copied = match tree::copy_tree(data, &partial, options) {
-        Ok(copied) => copied,
-        Err(e) => {
-            // A pre-copy's is kept for the pass that makes it exact (or the undo).
-            if options.over.is_none() {
-                let _ = std::fs::remove_dir_all(&partial);
-            }
-            return Err(e.into());
+    let copied = tree::copy_tree(data, &partial, options).inspect_err(|_| {
+        if fresh {
+            let _ = std::fs::remove_dir_all(&partial);
         }
-    };
+    })?;
     std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o700))
         .map_err(io_at(&partial))?;
     if options.live {

@@ -573,17 +573,14 @@ fn create_empty(to: &Path) -> io::Result<File> {
 /// Whether the earlier copy `copy` of a file is provably still its original `now` (see
 /// [`SETTLED`]), when that copy began at `began`.
 fn unchanged(copy: &Metadata, now: &Metadata, began: SystemTime) -> bool {
-    let mtime = |m: &Metadata| (m.mtime(), m.mtime_nsec());
-    let settled = began
-        .checked_sub(SETTLED)
-        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-        .is_some_and(|t| {
-            (now.mtime(), now.mtime_nsec()) < (t.as_secs() as i64, i64::from(t.subsec_nanos()))
-        });
+    let mtime = now.modified().ok();
+    let settled = mtime
+        .and_then(|m| m.checked_add(SETTLED))
+        .is_some_and(|m| m < began);
     // A file with several names is compared: which names share the copy's inode is not
     // in its size and mtime.
     let single = copy.nlink() == 1 && now.nlink() == 1;
-    settled && single && copy.len() == now.len() && mtime(copy) == mtime(now)
+    settled && single && copy.len() == now.len() && copy.modified().ok() == mtime
 }
 
 /// Fills in a file that [`create_entry`] made: its contents, then its metadata. Returns the

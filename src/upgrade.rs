@@ -117,6 +117,20 @@ impl CopyPass {
     }
 }
 
+impl CopyPass {
+    /// What a copy over a first pass did.
+    fn made_exact(&self) -> String {
+        use indicatif::HumanBytes;
+        format!(
+            "{} compared, {} written, {} unchanged and kept ({:.1} s)",
+            HumanBytes(self.compared),
+            HumanBytes(self.written),
+            HumanBytes(self.kept),
+            self.seconds
+        )
+    }
+}
+
 impl std::fmt::Display for BackupCopies {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         use indicatif::HumanBytes;
@@ -129,24 +143,14 @@ impl std::fmt::Display for BackupCopies {
                     first.seconds
                 )?;
                 if let Some(s) = second {
-                    write!(
-                        f,
-                        "; once it stopped, {} compared, {} written, {} unchanged and kept ({:.1} s)",
-                        HumanBytes(s.compared),
-                        HumanBytes(s.written),
-                        HumanBytes(s.kept),
-                        s.seconds
-                    )?;
+                    write!(f, "; once it stopped, {}", s.made_exact())?;
                 }
                 write!(f, ".")
             }
             (None, Some(s)) if s.compared + s.kept > 0 => write!(
                 f,
-                "Backup: made exact once the server stopped: {} compared, {} written, {} unchanged and kept ({:.1} s).",
-                HumanBytes(s.compared),
-                HumanBytes(s.written),
-                HumanBytes(s.kept),
-                s.seconds
+                "Backup: made exact once the server stopped: {}.",
+                s.made_exact()
             ),
             (None, Some(s)) => write!(
                 f,
@@ -344,9 +348,10 @@ pub async fn run(args: settings::Upgrade, printer: &Printer) -> Result<Status> {
     // The server-side checks, pg_upgrade's own included, ask the running server before
     // anything stops: what they find is refused while it still serves, and after the stop
     // only pg_upgrade checks the stopped cluster again.
-    let serves = preflight::live_server(&pre).is_some() && docker.has_engine();
-    let live = match preflight::live_server(&pre) {
-        Some(server) if docker.has_engine() => {
+    let server = preflight::live_server(&pre).filter(|_| docker.has_engine());
+    let serves = server.is_some();
+    let live = match server {
+        Some(server) => {
             printer.step(format!(
                 "checking the running server in container {} (pg_upgrade --check, live)",
                 server.name
@@ -807,8 +812,9 @@ impl<'a> Upgrade<'a> {
     /// resumed pass (or the one after the stop) knows what it can keep.
     async fn precopy(&mut self) -> Result<()> {
         let root = self.root().to_owned();
-        let learned = &mut self.journal.learned;
-        let pre = learned
+        let pre = self
+            .journal
+            .learned
             .precopy
             .as_mut()
             .context("a pre-copy step without its settings")?;
