@@ -132,6 +132,12 @@ pub struct ControlData {
     pub block_size: u64,
     /// The latest checkpoint's location: it moves whenever the server runs.
     pub checkpoint: String,
+    /// The latest checkpoint's timeline.
+    pub timeline: u32,
+    pub blocks_per_segment: u64,
+    /// The settings the server last started with that say what its WAL records.
+    pub wal_level: String,
+    pub wal_log_hints: bool,
 }
 
 impl ControlData {
@@ -147,12 +153,68 @@ impl ControlData {
             wal_segment_bytes: field("Bytes per WAL segment")?.parse().ok()?,
             block_size: field("Database block size")?.parse().ok()?,
             checkpoint: field("Latest checkpoint location")?.to_owned(),
+            timeline: field("Latest checkpoint's TimeLineID")?.parse().ok()?,
+            blocks_per_segment: field("Blocks per segment of large relation")?
+                .parse()
+                .ok()?,
+            wal_level: field("wal_level setting")?.to_owned(),
+            wal_log_hints: field("wal_log_hints setting")? == "on",
         })
     }
 
     pub fn shut_down_cleanly(&self) -> bool {
         self.state == "shut down"
     }
+}
+
+/// A position in the WAL, written as PostgreSQL writes it ("0/181E448").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub struct Lsn(pub u64);
+
+impl From<Lsn> for String {
+    fn from(lsn: Lsn) -> Self {
+        lsn.to_string()
+    }
+}
+
+impl TryFrom<String> for Lsn {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        text.parse()
+    }
+}
+
+impl std::fmt::Display for Lsn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:X}/{:X}", self.0 >> 32, self.0 & 0xFFFF_FFFF)
+    }
+}
+
+impl std::str::FromStr for Lsn {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = || format!("not a WAL position: {text:?}");
+        let (hi, lo) = text.trim().split_once('/').ok_or_else(bad)?;
+        let half = |h: &str| {
+            u64::from_str_radix(h, 16)
+                .ok()
+                .filter(|v| *v <= 0xFFFF_FFFF)
+        };
+        Ok(Self(
+            (half(hi).ok_or_else(bad)? << 32) | half(lo).ok_or_else(bad)?,
+        ))
+    }
+}
+
+/// Where the WAL naming every page changed since a checkpoint starts: that checkpoint's redo
+/// point, and its timeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WalStart {
+    pub redo: Lsn,
+    pub timeline: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -209,7 +271,11 @@ mod tests {
     const CONTROLDATA: &str = "pg_control version number:            1300
 Catalog version number:               202007201
 Latest checkpoint location:           0/1663F70
+Latest checkpoint's TimeLineID:       1
 Database cluster state:               shut down
+wal_level setting:                    replica
+wal_log_hints setting:                off
+Blocks per segment of large relation: 131072
 pg_control last modified:             Sat Nov 21 10:26:20 2026
 Database block size:                  8192
 Bytes per WAL segment:                16777216
@@ -223,6 +289,8 @@ Data page checksum version:           0
         assert!(!c.checksums);
         assert_eq!(c.wal_segment_bytes, 16 * 1024 * 1024);
         assert_eq!(c.block_size, 8192);
+        assert_eq!((c.timeline, c.blocks_per_segment), (1, 131072));
+        assert_eq!((c.wal_level.as_str(), c.wal_log_hints), ("replica", false));
         let running = CONTROLDATA
             .replace("shut down", "in production")
             .replace("version:           0", "version:           1");
@@ -230,6 +298,22 @@ Data page checksum version:           0
         assert!(!c.shut_down_cleanly());
         assert!(c.checksums);
         assert!(ControlData::parse("garbage").is_none());
+    }
+
+    #[test]
+    fn lsns() {
+        assert_eq!("0/181E448".parse(), Ok(Lsn(0x181E448)));
+        assert_eq!("1A/0".parse(), Ok(Lsn(0x1A_0000_0000)));
+        assert_eq!(Lsn(0x1A_0181_E448).to_string(), "1A/181E448");
+        assert!("x".parse::<Lsn>().is_err());
+        assert!("1/100000000".parse::<Lsn>().is_err());
+        let start = WalStart {
+            redo: Lsn(0x181E448),
+            timeline: 2,
+        };
+        let json = serde_json::to_string(&start).unwrap();
+        assert_eq!(json, r#"{"redo":"0/181E448","timeline":2}"#);
+        assert_eq!(serde_json::from_str::<WalStart>(&json).unwrap(), start);
     }
 
     #[test]

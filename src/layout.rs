@@ -76,7 +76,7 @@ pub enum WorkEntry {
     /// `trash-<name>`: something being removed by `cleanup`.
     Trash,
     /// Files an upgrade's steps hand each other: the old cluster's snapshot, pg_upgrade's
-    /// extension script, the count of options removed.
+    /// extension script, the count of options removed, what the WAL said changed.
     Scratch,
     /// What an upgrade left to do once the new cluster serves, for `status`:
     /// `reindex-pending.json`, the text indexes --reindex never left as they were built;
@@ -96,6 +96,7 @@ const TRASH: &str = "trash-";
 const BEFORE: &str = "before.json";
 const EXTENSIONS_SCRIPT: &str = "update_extensions.sql";
 const OPTIONS_REMOVED: &str = "options-removed.json";
+const WAL_CHANGES: &str = "wal-changes.txt";
 const REINDEX_PENDING: &str = "reindex-pending.json";
 const STATISTICS_PENDING: &str = "statistics-pending.json";
 const LOGS: &str = "logs";
@@ -107,7 +108,7 @@ impl WorkEntry {
             LOCK => Self::Lock,
             STAGING => Self::Staging,
             OLD_ASIDE => Self::OldAside,
-            BEFORE | EXTENSIONS_SCRIPT | OPTIONS_REMOVED => Self::Scratch,
+            BEFORE | EXTENSIONS_SCRIPT | OPTIONS_REMOVED | WAL_CHANGES => Self::Scratch,
             LOGS => Self::Logs,
             REINDEX_PENDING | STATISTICS_PENDING => Self::Pending,
             n if n.starts_with(SET_ASIDE) => Self::SetAside,
@@ -184,6 +185,11 @@ impl Layout {
     /// pg_upgrade.
     pub fn before(&self) -> PathBuf {
         self.work().join(BEFORE)
+    }
+
+    /// What pg_waldump said of the old cluster's WAL since the backup's first pass began.
+    pub fn wal_changes(&self) -> PathBuf {
+        self.work().join(WAL_CHANGES)
     }
 
     /// pg_upgrade's `update_extensions.sql`, kept for the verification step.
@@ -315,6 +321,7 @@ mod tests {
             ("before.json", Some(WorkEntry::Scratch), true),
             ("update_extensions.sql", Some(WorkEntry::Scratch), true),
             ("options-removed.json", Some(WorkEntry::Scratch), true),
+            ("wal-changes.txt", Some(WorkEntry::Scratch), true),
             (
                 "upgraded-20261121T101530Z",
                 Some(WorkEntry::SetAside),

@@ -52,6 +52,11 @@ impl Location {
         }
     }
 
+    /// The tablespace's oid (None for the WAL directory).
+    pub fn tablespace(&self) -> Option<u32> {
+        self.entry.strip_prefix("pg_tblspc/")?.parse().ok()
+    }
+
     /// pgup's names in this location.
     pub fn layout(&self) -> Layout {
         Layout::new(&self.host)

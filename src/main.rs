@@ -42,6 +42,7 @@ mod tree;
 mod ui;
 mod upgrade;
 mod verify;
+mod walchanges;
 
 use std::process::ExitCode;
 

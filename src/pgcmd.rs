@@ -38,6 +38,34 @@ pub fn controldata(major: u32, datadir: &str) -> Vec<String> {
     ]
 }
 
+/// `pg_waldump` of the records from `start` to `end` (the shutdown checkpoint, which names no
+/// page) in `waldir`, its output written to `out` (it can be long: not kept in memory or in
+/// the log).
+pub fn waldump(
+    major: u32,
+    waldir: &str,
+    start: crate::cluster::WalStart,
+    end: &str,
+    out: &str,
+) -> Vec<String> {
+    vec![
+        "sh".into(),
+        "-c".into(),
+        r#"out="$1"; shift; exec "$@" > "$out""#.into(),
+        "waldump".into(),
+        out.into(),
+        program(major, "pg_waldump"),
+        "--path".into(),
+        waldir.into(),
+        "--timeline".into(),
+        start.timeline.to_string(),
+        "--start".into(),
+        start.redo.to_string(),
+        "--end".into(),
+        end.into(),
+    ]
+}
+
 /// `postgres --describe-config`: the settings a major accepts.
 pub fn describe_config(major: u32) -> Vec<String> {
     vec![program(major, "postgres"), "--describe-config".into()]

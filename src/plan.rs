@@ -96,13 +96,20 @@ impl Step {
 
 /// The backup's first pass, copied while the server still serves; after the stop a second
 /// pass makes it exact.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PreCopy {
     /// --precopy-rate: bytes a second at most (None: as fast as the disk goes).
     pub rate: Option<u64>,
     /// When the first pass began (a resumed one keeps it): what was copied and has not
     /// changed since is kept.
     pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Where the WAL naming every page changed since the first pass began starts, held by
+    /// a replication slot: the second pass reads those pages only.
+    #[serde(default)]
+    pub wal: Option<crate::cluster::WalStart>,
+    /// Why the WAL cannot guide the second pass, which then compares pages.
+    #[serde(default)]
+    pub unguided: Option<String>,
 }
 
 /// Whether the backup is copied first while the server serves: a full copy of a cluster
@@ -239,6 +246,7 @@ impl Plan {
                     .unwrap_or(Path::new("the backup"))
                     .display(),
                 self.precopy
+                    .as_ref()
                     .and_then(|p| p.rate)
                     .map(|r| format!(", at most {}/s", HumanBytes(r)))
                     .unwrap_or_default()
@@ -248,9 +256,13 @@ impl Plan {
             Step::Checking => {
                 let keep = match (&self.backup, &self.backup_dir) {
                     (BackupKind::None, _) | (_, None) => "keep NO backup of the old cluster".into(),
-                    (_, Some(dir)) if self.precopy.is_some() => format!(
-                        "make the copy exact ({}: only what changed since it began is compared page by page, and written where it differs; then the copy is proven the stopped cluster's)",
-                        dir.display()
+                    (_, Some(dir)) if let Some(pre) = &self.precopy => format!(
+                        "make the copy exact ({}: {}, and written where they differ; then the copy is proven the stopped cluster's)",
+                        dir.display(),
+                        match &pre.unguided {
+                            None => "the pages the WAL names since the first pass began are compared, with the files the WAL does not follow (unlogged tables, pg_xact, ...)".to_owned(),
+                            Some(why) => format!("every file changed since it began is compared page by page, as {why}"),
+                        }
                     ),
                     (kind, Some(dir)) => {
                         let mut line = format!(

@@ -8,12 +8,11 @@
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
 use crate::assemble::{self, AssembleError};
-use crate::cluster::{Cluster, ControlData, InitSettings, Listening};
+use crate::cluster::{Cluster, ControlData, InitSettings};
 use crate::collation::{self, Pair};
 use crate::compose;
 use crate::config::{self, Change};
@@ -24,7 +23,7 @@ use crate::options;
 use crate::pg_upgrade_output;
 use crate::pgclient;
 use crate::pgcmd::{self, PgUpgrade, Transfer};
-use crate::relay::{self, Relay};
+use crate::relay;
 use crate::rules::{self, Found, Room};
 pub use crate::rules::{Item, Outcome};
 use crate::settings::{Intent, Reindex};
@@ -630,44 +629,25 @@ pub async fn live_checks(
     may_strip: bool,
 ) -> Result<Option<InitSettings>> {
     let later = "`pgup upgrade` stops it and runs them first";
-    let listening = std::fs::read_to_string(pre.target.data_dir.join("postmaster.pid"))
-        .ok()
-        .and_then(|t| Listening::parse(&t));
-    let (listening, pid) = match (listening, server.pid) {
-        (
-            Some(Listening {
-                port,
-                socket_dir: Some(dir),
-            }),
-            Some(pid),
-        ) => ((port, dir), pid),
-        _ => {
+    let (uid, gid) = (pre.cluster.uid, pre.cluster.gid);
+    let (relay, socket_dir) = match server
+        .pid
+        .ok_or_else(|| "is not running".to_owned())
+        .and_then(|pid| relay::to_server(&pre.target.data_dir, pid, uid, gid))
+    {
+        Ok(reached) => reached,
+        Err(why) => {
             pre.push(
                 "pg_upgrade",
                 Outcome::Skip,
-                format!("the server in container {} listens on no Unix socket pgup can reach, which pg_upgrade's checks need; {later}", server.name),
+                format!(
+                    "the server in container {} {why}, which pg_upgrade's checks need; {later}",
+                    server.name
+                ),
             );
             return Ok(None);
         }
     };
-    let ((port, socket_dir), (uid, gid)) = (listening, (pre.cluster.uid, pre.cluster.gid));
-    let Ok(host_dir) = relay::resolve_in(&PathBuf::from(format!("/proc/{pid}/root")), &socket_dir)
-    else {
-        pre.push(
-            "pg_upgrade",
-            Outcome::Skip,
-            format!(
-                "the socket directory {} of the server in container {} is not there; {later}",
-                socket_dir.display(),
-                server.name
-            ),
-        );
-        return Ok(None);
-    };
-    let target = host_dir.join(format!(".s.PGSQL.{port}"));
-    // pgup's own clients connect as to its private servers, on 5432.
-    let relay = Relay::start(&target, &[port, 5432], uid, gid)
-        .context("cannot make a socket for the running server")?;
     let login = server
         .env
         .get("POSTGRES_USER")

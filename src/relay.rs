@@ -51,6 +51,29 @@ impl Drop for Relay {
     }
 }
 
+/// A relay to the server running on `data` in the container whose first process is `pid`
+/// (its socket found from `postmaster.pid`), with the directory the server's socket is in
+/// as the server sees it; else why there is none, as a phrase.
+pub fn to_server(data: &Path, pid: i64, uid: u32, gid: u32) -> Result<(Relay, PathBuf), String> {
+    let listening = std::fs::read_to_string(data.join("postmaster.pid"))
+        .ok()
+        .and_then(|t| crate::cluster::Listening::parse(&t));
+    let Some(crate::cluster::Listening {
+        port,
+        socket_dir: Some(socket_dir),
+    }) = listening
+    else {
+        return Err("listens on no Unix socket pgup can reach".into());
+    };
+    let host_dir = resolve_in(&PathBuf::from(format!("/proc/{pid}/root")), &socket_dir)
+        .map_err(|_| format!("has no socket directory {}", socket_dir.display()))?;
+    let target = host_dir.join(format!(".s.PGSQL.{port}"));
+    // pgup's own clients connect as to its private servers, on 5432.
+    let relay = Relay::start(&target, &[port, 5432], uid, gid)
+        .map_err(|e| format!("cannot be given a socket pgup can reach ({e})"))?;
+    Ok((relay, socket_dir))
+}
+
 /// `path` as a process whose root directory is `root` sees it: each symlink on the way
 /// followed inside `root` (an absolute one from `root`, as the kernel would for that process;
 /// through `/proc/<pid>/root` it would restart from this process's root instead).

@@ -23,6 +23,7 @@ use crate::recreate;
 use crate::target::{self, Target};
 use crate::tree;
 use crate::ui::Printer;
+use crate::walchanges;
 
 /// What putting the old cluster back did (`pgup rollback`'s report).
 #[derive(Debug, Serialize)]
@@ -242,12 +243,50 @@ pub async fn undo_before_swap(
         );
         return Ok(tree::sync_dir(layout.root())?);
     }
+    release_wal(docker, printer, target, journal).await;
     let undone = undo_files(&layout, &target.data_dir, journal).and_then(|()| {
         Journal::finish(layout.root())?;
         Ok(())
     });
     restart(docker, printer, &journal.running).await;
     undone
+}
+
+/// Lets go of the WAL the first pass of the backup had the old server keep (its replication
+/// slot): dropped by the server if it still runs, else removed from the stopped cluster.
+/// A failure is reported with what to do, not fatal: the old cluster is whole either way.
+async fn release_wal(docker: &Docker, printer: &Printer, target: &Target, journal: &Journal) {
+    // Never asked for, or asked for and refused (the slot then dropped at once).
+    if journal
+        .learned
+        .precopy
+        .as_ref()
+        .is_none_or(|p| p.unguided.is_some())
+    {
+        return;
+    }
+    let slot = walchanges::slot_name(&journal.stamp);
+    let released = async {
+        let server = docker
+            .containers_using(&target.data_dir)
+            .await?
+            .into_iter()
+            .find(|c| c.running && c.pid.is_some());
+        let owner = target::owner(&target.data_dir)?;
+        Ok::<_, anyhow::Error>(
+            walchanges::release(server.as_ref(), &target.data_dir, owner, &slot).await?,
+        )
+    }
+    .await;
+    match released {
+        Ok(true) => printer.step(format!(
+            "dropped replication slot {slot}, which kept the WAL for the backup's second pass"
+        )),
+        Ok(false) => {}
+        Err(e) => printer.step(format!(
+            "could not drop replication slot {slot} ({e:#}), which keeps the old server's WAL: drop it with SELECT pg_drop_replication_slot('{slot}')"
+        )),
+    }
 }
 
 /// Removes what a run stopped before the swap made: pg_upgrade's work, this run's backup

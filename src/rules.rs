@@ -761,6 +761,10 @@ mod tests {
             wal_segment_bytes: 16 << 20,
             block_size: 8192,
             checkpoint: "0/1000028".into(),
+            timeline: 1,
+            blocks_per_segment: 131072,
+            wal_level: "replica".into(),
+            wal_log_hints: false,
         }
     }
 

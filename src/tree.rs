@@ -6,7 +6,8 @@
 //!
 //! A copy can also be made over an earlier one ([`CopyOptions::over`]): the pre-copy of a
 //! backup taken while the server served, made exact once it stops. Files provably unchanged
-//! since are kept, the others compared page by page and only differing pages written, and
+//! since are kept, the others compared page by page (or, where the caller knows which pages
+//! changed, those alone: [`Refresh::Pages`]) and only differing pages written, and
 //! [`same_tree`] proves the result.
 
 use std::collections::HashSet;
@@ -74,6 +75,20 @@ pub struct CopyOptions<'a> {
     pub live: bool,
     /// At most this many bytes a second, by one copying thread (None: all the disk gives).
     pub rate: Option<u64>,
+    /// Over an earlier copy: how to make each file it holds exact again, asked with the
+    /// file's path below `src`.
+    pub refresh: &'a dyn Fn(&Path) -> Refresh,
+}
+
+/// How a copy over an earlier one makes a file the earlier copy holds exact again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refresh {
+    /// Keep it when provably unchanged (see [`SETTLED`]), else compare every page.
+    Compare,
+    /// Only these pages (ascending indices of [`PAGE`]-sized pages) and what lies past the
+    /// earlier copy's end can differ: each is compared and written if it does, the rest of
+    /// the file is kept unread.
+    Pages(Vec<u32>),
 }
 
 impl Default for CopyOptions<'static> {
@@ -86,6 +101,7 @@ impl Default for CopyOptions<'static> {
             over: None,
             live: false,
             rate: None,
+            refresh: &|_| Refresh::Compare,
         }
     }
 }
@@ -98,7 +114,7 @@ impl Default for CopyOptions<'static> {
 pub const SETTLED: Duration = Duration::from_secs(60);
 
 /// PostgreSQL's page: what a copy over an earlier one compares and writes.
-const PAGE: usize = 8192;
+pub const PAGE: usize = 8192;
 
 impl std::ops::AddAssign for Copied {
     fn add_assign(&mut self, other: Self) {
@@ -126,12 +142,21 @@ struct OpenDir {
     meta: Metadata,
 }
 
-/// A file of the copy whose contents and metadata a copying thread fills in: created empty
-/// by the walk (`whole`), or an earlier copy's to compare page by page.
+/// A file of the copy whose contents and metadata a copying thread fills in.
 struct FileJob {
     from: PathBuf,
     to: PathBuf,
-    whole: bool,
+    fill: Fill,
+}
+
+/// What a copying thread does to a file's contents.
+enum Fill {
+    /// Created empty by the walk: all of them.
+    Whole,
+    /// An earlier copy's: compare every page.
+    Compare,
+    /// An earlier copy's: compare these pages and the tail ([`Refresh::Pages`]).
+    Pages(Vec<u32>),
 }
 
 impl FileJob {
@@ -147,10 +172,8 @@ impl FileJob {
 /// What the walk found to do for one entry.
 enum Todo {
     Dir,
-    /// A regular file's contents: all of them, or the pages that differ.
-    Fill {
-        whole: bool,
-    },
+    /// A regular file's contents.
+    Fill(Fill),
     /// Nothing more: made whole (a link, a symlink), or a file kept, of this many bytes.
     Done(u64),
 }
@@ -265,11 +288,11 @@ pub fn copy_tree(src: &Path, dst: &Path, opts: &CopyOptions) -> Result<Copied, T
                         interrupted,
                         root: dst,
                     };
-                    let filled = if job.whole {
-                        fill_file(&job, method, &pacing)
-                            .map(|n| done.written.fetch_add(n, Ordering::Relaxed))
-                    } else {
-                        refresh_file(&job, &pacing, &done)
+                    let filled = match &job.fill {
+                        Fill::Whole => fill_file(&job, method, &pacing)
+                            .map(|n| done.written.fetch_add(n, Ordering::Relaxed)),
+                        Fill::Compare => refresh_file(&job, &pacing, &done),
+                        Fill::Pages(pages) => patch_file(&job, pages, &pacing, &done),
                     };
                     match filled {
                         Ok(_) => {}
@@ -426,21 +449,22 @@ fn walk(
             .and_then(|e| Ok((e.metadata()?, e)))
             .map_err(|err| walk_error(src, err))
             .and_then(|(meta, entry)| {
-                let to = match entry.path().strip_prefix(src) {
-                    Ok(rel) if entry.depth() > 0 => dst.join(rel),
-                    _ => dst.to_owned(),
+                let rel = entry.path().strip_prefix(src).unwrap_or(Path::new(""));
+                let to = match entry.depth() {
+                    0 => dst.to_owned(),
+                    _ => dst.join(rel),
                 };
-                match create_entry(entry.path(), &to, &meta, &mut links, opts)? {
+                match create_entry(entry.path(), rel, &to, &meta, &mut links, opts)? {
                     Todo::Dir => dirs.push(OpenDir {
                         src: entry.into_path(),
                         dst: to,
                         meta,
                     }),
-                    Todo::Fill { whole } => {
+                    Todo::Fill(fill) => {
                         let from = entry.into_path();
                         // Sending fails only when every copying thread is gone, which they
                         // are not before the queue closes.
-                        let _ = jobs.send(FileJob { from, to, whole });
+                        let _ = jobs.send(FileJob { from, to, fill });
                     }
                     Todo::Done(kept) => {
                         done.kept.fetch_add(kept, Ordering::Relaxed);
@@ -463,12 +487,13 @@ fn walk(
     dirs
 }
 
-/// Makes `to` the entry `from` is, but a regular file's contents and metadata, which
-/// [`Todo::Fill`] leaves to a copying thread. Over an earlier copy (`over`), an entry of
-/// the same type is reused and one of another type replaced. Symlinks get their metadata
-/// here, directories theirs in `finish_dir`.
+/// Makes `to` the entry `from` (`rel` below the copy's source) is, but a regular file's
+/// contents and metadata, which [`Todo::Fill`] leaves to a copying thread. Over an earlier
+/// copy (`over`), an entry of the same type is reused and one of another type replaced.
+/// Symlinks get their metadata here, directories theirs in `finish_dir`.
 fn create_entry(
     from: &Path,
+    rel: &Path,
     to: &Path,
     meta: &Metadata,
     links: &mut HashMap<(u64, u64), PathBuf>,
@@ -542,22 +567,28 @@ fn create_entry(
         set_metadata(to, meta).map_err(fail)?;
         return Ok(Todo::Done(0));
     }
+    let kept = || {
+        // Owner and mode move no mtime.
+        set_metadata(to, meta).map_err(fail)?;
+        Ok(Todo::Done(meta.len()))
+    };
     match (earlier, over) {
-        (Some(old), Some(began)) if unchanged(&old, meta, began) => {
-            // Owner and mode move no mtime.
-            set_metadata(to, meta).map_err(fail)?;
-            Ok(Todo::Done(meta.len()))
-        }
         // A file of one name over an earlier copy of several: a file of its own again.
         (Some(old), _) if old.nlink() > 1 && meta.nlink() == 1 => {
             fs::remove_file(to).map_err(fail)?;
             create_empty(to).map_err(fail)?;
-            Ok(Todo::Fill { whole: true })
+            Ok(Todo::Fill(Fill::Whole))
         }
-        (Some(_), _) => Ok(Todo::Fill { whole: false }),
+        (Some(old), Some(began)) => match (opts.refresh)(rel) {
+            Refresh::Pages(pages) if pages.is_empty() && old.len() == meta.len() => kept(),
+            Refresh::Pages(pages) => Ok(Todo::Fill(Fill::Pages(pages))),
+            Refresh::Compare if unchanged(&old, meta, began) => kept(),
+            Refresh::Compare => Ok(Todo::Fill(Fill::Compare)),
+        },
+        (Some(_), None) => Ok(Todo::Fill(Fill::Compare)),
         (None, _) => {
             create_empty(to).map_err(fail)?;
-            Ok(Todo::Fill { whole: true })
+            Ok(Todo::Fill(Fill::Whole))
         }
     }
 }
@@ -646,18 +677,7 @@ fn refresh_file(job: &FileJob, pacing: &Pacing, done: &Done) -> Result<u64, Tree
     use std::os::unix::fs::FileExt;
     let fail = |err| job.failed(err);
     let (input, meta) = open_source(job)?;
-    let open = || OpenOptions::new().read(true).write(true).open(&job.to);
-    let output = match open() {
-        // A read-only file (server.key, 0400) when pgup is not root: writable until its
-        // metadata goes back on.
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-            let mode = fs::symlink_metadata(&job.to).map_err(fail)?.mode();
-            fs::set_permissions(&job.to, fs::Permissions::from_mode(mode | 0o200)).map_err(fail)?;
-            open()
-        }
-        opened => opened,
-    }
-    .map_err(fail)?;
+    let output = open_copy(job)?;
     const CHUNK: usize = 128 * PAGE;
     let (mut new, mut old) = (vec![0u8; CHUNK], vec![0u8; CHUNK]);
     let mut at = 0u64;
@@ -684,6 +704,68 @@ fn refresh_file(job: &FileJob, pacing: &Pacing, done: &Done) -> Result<u64, Tree
     output.set_len(at).map_err(fail)?;
     set_metadata(&job.to, &meta).map_err(fail)?;
     Ok(at)
+}
+
+/// Makes an earlier copy of a file its original again where only `pages` (ascending) and
+/// the tail past the copy's end can differ: reads those on both sides and writes the pages
+/// that differ, then the length and metadata. The rest is counted kept, unread.
+fn patch_file(
+    job: &FileJob,
+    pages: &[u32],
+    pacing: &Pacing,
+    done: &Done,
+) -> Result<u64, TreeError> {
+    use std::os::unix::fs::FileExt;
+    let fail = |err| job.failed(err);
+    let (input, meta) = open_source(job)?;
+    let output = open_copy(job)?;
+    let len = meta.len();
+    let page_bytes = PAGE as u64;
+    // The first page the earlier copy does not hold whole: from there on, all of them.
+    let tail = output.metadata().map_err(fail)?.len() / page_bytes;
+    let named = pages
+        .iter()
+        .map(|&p| u64::from(p))
+        .take_while(|&p| p < tail);
+    let (mut new, mut old) = (vec![0u8; PAGE], vec![0u8; PAGE]);
+    let mut read = 0;
+    for page in named.chain(tail..len.div_ceil(page_bytes)) {
+        let at = page * page_bytes;
+        let n = read_full(&input, &mut new, at).map_err(fail)?;
+        if n == 0 {
+            break;
+        }
+        let had = read_full(&output, &mut old[..n], at).map_err(fail)?;
+        if had < n || old[..n] != new[..n] {
+            output.write_all_at(&new[..n], at).map_err(fail)?;
+            done.written.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        done.compared.fetch_add(had as u64, Ordering::Relaxed);
+        read += n as u64;
+        pacing.handled(n as u64)?;
+    }
+    let kept = len.saturating_sub(read);
+    done.kept.fetch_add(kept, Ordering::Relaxed);
+    (pacing.progress)(kept);
+    output.set_len(len).map_err(fail)?;
+    set_metadata(&job.to, &meta).map_err(fail)?;
+    Ok(len)
+}
+
+/// Opens an earlier copy of a job's file to read and write it. A read-only file
+/// (server.key, 0400) when pgup is not root is made writable until its metadata goes back on.
+fn open_copy(job: &FileJob) -> Result<File, TreeError> {
+    let fail = |err| job.failed(err);
+    let open = || OpenOptions::new().read(true).write(true).open(&job.to);
+    match open() {
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            let mode = fs::symlink_metadata(&job.to).map_err(fail)?.mode();
+            fs::set_permissions(&job.to, fs::Permissions::from_mode(mode | 0o200)).map_err(fail)?;
+            open()
+        }
+        opened => opened,
+    }
+    .map_err(fail)
 }
 
 /// Reads into `buf` from `at` until it is full or the file ends; the bytes read.
@@ -1237,6 +1319,52 @@ mod tests {
             fs::read_link(dst.join("dangling")).unwrap(),
             Path::new("elsewhere")
         );
+    }
+
+    #[test]
+    fn pages_named_are_the_only_ones_read_with_the_tail() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (src, dst) = (tmp.path().join("src"), tmp.path().join("copy"));
+        source_tree(&src);
+        let table = src.join("base/1/16384");
+        fs::write(&table, vec![1u8; 16 * PAGE]).unwrap();
+        fs::write(src.join("base/1/16385"), vec![2u8; 4 * PAGE]).unwrap();
+        let began = SystemTime::now();
+        let over = CopyOptions {
+            over: Some(began),
+            ..CopyOptions::default()
+        };
+        copy_tree(&src, &dst, &over).unwrap();
+        write_at(&table, 3 * PAGE as u64, &[0xAA; PAGE]);
+        write_at(&table, 9 * PAGE as u64, &[0xCC; PAGE]); // a change no one names
+        write_at(&table, 16 * PAGE as u64, &[0xBB; PAGE / 2]); // extended by half a page
+        let named = |rel: &Path| match rel.to_str() {
+            Some("base/1/16384") => Refresh::Pages(vec![2, 3, 40]),
+            Some("base/1/16385") => Refresh::Pages(vec![]),
+            _ => Refresh::Compare,
+        };
+        let second = copy_tree(
+            &src,
+            &dst,
+            &CopyOptions {
+                refresh: &named,
+                ..over
+            },
+        )
+        .unwrap();
+        let page = PAGE as u64;
+        assert_eq!(second.written, page + page / 2, "page 3 and the tail");
+        let copy = fs::read(dst.join("base/1/16384")).unwrap();
+        let original = fs::read(&table).unwrap();
+        assert_eq!(copy.len(), original.len());
+        assert_eq!(copy[3 * PAGE..4 * PAGE], original[3 * PAGE..4 * PAGE]);
+        assert_eq!(copy[16 * PAGE..], original[16 * PAGE..]);
+        assert_eq!(copy[9 * PAGE], 1, "a page not named is not read");
+        assert!(
+            second.kept >= 14 * page + 4 * page,
+            "the rest is kept unread"
+        );
+        assert!(second.compared < 3 * page + 6 + 100, "{second:?}");
     }
 
     #[test]

@@ -39,6 +39,7 @@ use crate::toolbox::{self, ToolMount, Toolbox};
 use crate::tree;
 use crate::ui::{Printer, Unchanged};
 use crate::verify::{self, Snapshot};
+use crate::walchanges::{self, Changes};
 
 /// Where the mount root is mounted in the upgrade toolbox.
 const VOL: &str = "/pgup/vol";
@@ -104,15 +105,18 @@ pub struct CopyPass {
     /// Bytes kept from the first pass unread: unchanged since.
     pub kept: u64,
     pub seconds: f64,
+    /// The pages the WAL named, when it guided the copy (after a first pass).
+    pub wal_pages: Option<usize>,
 }
 
 impl CopyPass {
-    fn new(copied: tree::Copied, took: std::time::Duration) -> Self {
+    fn new(copied: tree::Copied, took: std::time::Duration, wal_pages: Option<usize>) -> Self {
         Self {
             written: copied.written,
             compared: copied.compared,
             kept: copied.kept,
             seconds: took.as_secs_f64(),
+            wal_pages,
         }
     }
 }
@@ -122,7 +126,10 @@ impl CopyPass {
     fn made_exact(&self) -> String {
         use indicatif::HumanBytes;
         format!(
-            "{} compared, {} written, {} unchanged and kept ({:.1} s)",
+            "{}{} compared, {} written, {} unchanged and kept ({:.1} s)",
+            self.wal_pages
+                .map(|n| format!("the WAL named {n} changed pages: "))
+                .unwrap_or_default(),
             HumanBytes(self.compared),
             HumanBytes(self.written),
             HumanBytes(self.kept),
@@ -386,9 +393,13 @@ pub async fn run(args: settings::Upgrade, printer: &Printer) -> Result<Status> {
                 Vec::new()
             },
             settings: live,
-            precopy: plan::precopies(kind, serves, args.no_precopy).then_some(plan::PreCopy {
+            precopy: plan::precopies(kind, serves, args.no_precopy).then(|| plan::PreCopy {
                 rate: args.precopy_rate,
-                since: None,
+                unguided: match &pre.control {
+                    Some(c) => walchanges::fit(&c.wal_level, c.checksums, c.wal_log_hints).err(),
+                    None => Some("pg_controldata said nothing of its settings".into()),
+                },
+                ..plan::PreCopy::default()
             }),
             ..Learned::default()
         },
@@ -422,7 +433,7 @@ pub async fn run(args: settings::Upgrade, printer: &Printer) -> Result<Status> {
         locations: pre.locations.iter().map(Location::label).collect(),
         verify: args.verify,
         checked_live: journal.learned.settings.is_some(),
-        precopy: journal.learned.precopy,
+        precopy: journal.learned.precopy.clone(),
         rebuilds: pre.libraries.as_ref().and_then(|pair| {
             collation::to_rebuild(args.intent.reindex, pair.changed())
                 .any()
@@ -595,7 +606,7 @@ impl<'a> Upgrade<'a> {
                 }
                 Step::Checking => self.check_and_copy().await?,
                 Step::BackingUp => {
-                    self.copy_backup(Arc::default(), false).await?;
+                    self.copy_backup(Arc::default(), false, None).await?;
                     self.write_record()?;
                 }
                 Step::Upgrading => self.pg_upgrade().await?,
@@ -663,13 +674,36 @@ impl<'a> Upgrade<'a> {
             }
             checked
         };
+        let guided = self.release_wal()?;
         let (settings, copied, tools) = if self.journal.backup == BackupKind::None {
             let (settings, tools) = tokio::join!(checks, self.start_tools());
             (settings, Ok(()), tools)
+        } else if let Some(start) = guided {
+            // The WAL is read by the old major's pg_waldump, in the toolbox.
+            let copy = async {
+                let tools = self.start_tools().await;
+                let changes = match &tools {
+                    Ok(tb) => self.wal_changes(tb, start).await,
+                    Err(e) => Err(e.to_string()),
+                };
+                let changes = changes
+                    .inspect_err(|why| {
+                        self.printer.step(format!(
+                            "the WAL cannot guide the second pass ({why}): it compares every changed file"
+                        ))
+                    })
+                    .ok();
+                (
+                    self.copy_backup(cancel.clone(), false, changes).await,
+                    tools,
+                )
+            };
+            let (settings, (copied, tools)) = tokio::join!(checks, copy);
+            (settings, copied, tools)
         } else {
             tokio::join!(
                 checks,
-                self.copy_backup(cancel.clone(), false),
+                self.copy_backup(cancel.clone(), false, None),
                 self.start_tools()
             )
         };
@@ -812,6 +846,7 @@ impl<'a> Upgrade<'a> {
     /// resumed pass (or the one after the stop) knows what it can keep.
     async fn precopy(&mut self) -> Result<()> {
         let root = self.root().to_owned();
+        self.hold_wal().await?;
         let pre = self
             .journal
             .learned
@@ -834,14 +869,132 @@ impl<'a> Upgrade<'a> {
                 self.journal.save(&root)?;
             }
         }
-        self.copy_backup(Arc::default(), true).await
+        self.copy_backup(Arc::default(), true, None).await
+    }
+
+    /// Has the running server keep its WAL from a checkpoint taken now, before the first
+    /// pass (or from the one a resumed pass began after, while the slot still holds it), so
+    /// that the second pass reads the pages it names only. Where it cannot, says why in the
+    /// journal: the second pass then compares.
+    async fn hold_wal(&mut self) -> Result<()> {
+        let Some(pre) = &self.journal.learned.precopy else {
+            return Ok(());
+        };
+        if pre.unguided.is_some() {
+            return Ok(());
+        }
+        let slot = walchanges::slot_name(&self.journal.stamp);
+        let earlier = pre.wal;
+        let superuser = self
+            .journal
+            .learned
+            .settings
+            .as_ref()
+            .map(|s| s.superuser.clone());
+        let held = async {
+            let server = self.live_server().await?;
+            let live = walchanges::connect(
+                &server,
+                self.data(),
+                (self.uid, self.gid),
+                superuser.as_deref(),
+            )
+            .await?;
+            Ok::<_, anyhow::Error>(walchanges::hold(&live.client, &slot, earlier).await?)
+        }
+        .await;
+        let pre = self.journal.learned.precopy.as_mut().expect("checked");
+        match held {
+            Ok(start) => pre.wal = Some(start),
+            Err(e) => {
+                let why = format!("{e:#}");
+                self.printer.step(format!(
+                    "the second pass will compare every changed file, as the WAL cannot guide it: {why}"
+                ));
+                (pre.wal, pre.unguided) = (None, Some(why));
+            }
+        }
+        let root = self.root().to_owned();
+        Ok(self.journal.save(&root)?)
+    }
+
+    /// The container whose server serves the old cluster: the target's, else the one
+    /// running on the data.
+    async fn live_server(&self) -> Result<crate::docker::Container> {
+        let running = &self.journal.running;
+        let name = self
+            .journal
+            .container
+            .as_ref()
+            .filter(|c| running.contains(c))
+            .or(running.first().filter(|_| running.len() == 1))
+            .context("no one container serves the old cluster")?;
+        Ok(self.docker.container(name).await?)
+    }
+
+    /// Once the server is stopped, lets the WAL it kept for the backup go (the slot is
+    /// removed from the stopped cluster, so neither the backup nor the cluster keeps it);
+    /// where that WAL starts, when it guides the second pass.
+    fn release_wal(&self) -> Result<Option<crate::cluster::WalStart>> {
+        let Some(start) = self.journal.learned.precopy.as_ref().and_then(|p| p.wal) else {
+            return Ok(None);
+        };
+        let slot = walchanges::slot_name(&self.journal.stamp);
+        walchanges::release_stopped(self.data(), &slot).with_context(|| {
+            format!("cannot remove replication slot {slot} from the stopped cluster")
+        })?;
+        Ok((self.journal.backup != BackupKind::None).then_some(start))
+    }
+
+    /// The pages the old cluster's WAL names from `start` to its shutdown checkpoint, read by
+    /// the old major's pg_waldump in `tb`; why not, when it cannot tell them all.
+    async fn wal_changes(
+        &self,
+        tb: &Toolbox<'_>,
+        start: crate::cluster::WalStart,
+    ) -> std::result::Result<Changes, String> {
+        let old = self.journal.old_major;
+        let data = tb.at(self.data());
+        let text = tb
+            .run(&pgcmd::controldata(old, &data))
+            .await
+            .map_err(|e| e.to_string())?;
+        let control = ControlData::parse(&text).ok_or("pg_controldata said nothing")?;
+        if !control.shut_down_cleanly() || control.timeline != start.timeline {
+            return Err(format!(
+                "the cluster is {} on timeline {}, not shut down on timeline {}",
+                control.state, control.timeline, start.timeline
+            ));
+        }
+        let out = self.layout.wal_changes();
+        let argv = pgcmd::waldump(
+            old,
+            &format!("{data}/pg_wal"),
+            start,
+            &control.checkpoint,
+            &tb.at(&out),
+        );
+        let dumped = tb.run(&argv).await.map_err(|e| e.to_string());
+        let read = dumped.and_then(|_| {
+            let file = std::fs::File::open(&out).map_err(|e| e.to_string())?;
+            Changes::parse(std::io::BufReader::new(file), control.blocks_per_segment)
+                .map_err(|e| e.to_string())
+        });
+        let _ = std::fs::copy(&out, "/tmp/wal-changes-debug.txt");
+        let _ = std::fs::remove_file(&out);
+        read
     }
 
     /// Copies (or clones) the old cluster into the backup directory, unless a run before this
     /// one did: `live`, the first pass of a pre-copy while the server serves (left
     /// `.partial`); else the copy after the stop, over a pre-copy's when there is one.
     /// `cancel` stops it at the next file.
-    async fn copy_backup(&self, cancel: Arc<AtomicBool>, live: bool) -> Result<()> {
+    async fn copy_backup(
+        &self,
+        cancel: Arc<AtomicBool>,
+        live: bool,
+        changes: Option<Changes>,
+    ) -> Result<()> {
         let name = self
             .journal
             .backup_name
@@ -851,11 +1004,12 @@ impl<'a> Upgrade<'a> {
         if dir.exists() {
             return Ok(()); // renamed into place before the journal moved on
         }
-        let precopy = self.journal.learned.precopy;
+        let precopy = self.journal.learned.precopy.as_ref();
         let over = precopy
             .and_then(|p| p.since)
             .map(std::time::SystemTime::from);
         let rate = precopy.and_then(|p| p.rate).filter(|_| live);
+        let wal_pages = changes.as_ref().map(Changes::page_count);
         self.printer.step(match (live, over.is_some()) {
             (true, _) => format!(
                 "copying the old cluster to {} while the server serves (pass 1 of 2{})",
@@ -864,7 +1018,12 @@ impl<'a> Upgrade<'a> {
                     .unwrap_or_default()
             ),
             (false, true) => format!(
-                "making the backup exact now the server is stopped (pass 2 of 2: what changed, page by page), then {}",
+                "making the backup exact now the server is stopped (pass 2 of 2: {}), then {}",
+                match wal_pages {
+                    Some(n) =>
+                        format!("the {n} pages the WAL names, and the files it does not follow"),
+                    None => "what changed, page by page".into(),
+                },
                 dir.display()
             ),
             (false, false) => format!("backing up the old cluster to {}", dir.display()),
@@ -906,6 +1065,15 @@ impl<'a> Upgrade<'a> {
                 over,
                 live,
                 rate,
+                refresh: &|_| tree::Refresh::Compare,
+            };
+            // Each tree's files as the WAL names them: PGDATA's, a tablespace's (by its oid).
+            let guided = |root: &Path, tablespace: Option<u32>| {
+                let (root, changes) = (root.to_owned(), changes.as_ref());
+                move |rel: &Path| match changes {
+                    Some(c) => c.refresh(rel, tablespace, walchanges::is_unlogged(&root.join(rel))),
+                    None => tree::Refresh::Compare,
+                }
             };
             // PGDATA's last: its backup's rename says the whole backup is there.
             let mut done = tree::Copied::default();
@@ -913,15 +1081,25 @@ impl<'a> Upgrade<'a> {
                 .iter()
                 .filter(|l| !l.layout().backup(&name).exists())
             {
+                let refresh = guided(&l.host, l.tablespace());
+                let options = tree::CopyOptions {
+                    refresh: &refresh,
+                    ..options
+                };
                 done += backup::make_in(l, old, &name, &options)?;
             }
+            let refresh = guided(&data, None);
+            let options = tree::CopyOptions {
+                refresh: &refresh,
+                ..options
+            };
             done += backup::make(&data, &layout, &name, &options)?;
             Ok::<_, backup::BackupError>(done)
         })
         .await?;
         bar.finish_and_clear();
         let copied = made.context("the backup failed")?;
-        let pass = CopyPass::new(copied, began.elapsed());
+        let pass = CopyPass::new(copied, began.elapsed(), wal_pages);
         let mut copies = self.copies.lock().expect("not poisoned");
         if live {
             copies.while_serving = Some(pass);

@@ -310,7 +310,11 @@ async fn cleanup_keep_older_than_and_dry_run() {
 /// Kills pgup at `point`, then: rollback restores the old cluster; killed again there, the
 /// same upgrade command finishes the upgrade. Data compared each time, no strays left.
 async fn crash_at(point: &str) {
-    let mut s = Server::start(ServerSpec::new("pgup/postgres:13")).await;
+    // With data checksums the WAL guides the backup's second pass: a replication slot keeps
+    // it from the first pass on, and no run may leave it behind.
+    let mut spec = ServerSpec::new("pgup/postgres:13");
+    spec.options = vec!["-e".into(), "POSTGRES_INITDB_ARGS=--data-checksums".into()];
+    let mut s = Server::start(spec).await;
     s.seed("postgres").await;
     let before = s.content().await;
 
@@ -345,6 +349,11 @@ async fn crash_at(point: &str) {
         &format!("the rollback after a kill at {point}"),
     )
     .await;
+    assert_eq!(
+        slots(&mut s).await,
+        Vec::<String>::new(),
+        "the rollback after a kill at {point} let the WAL go"
+    );
 
     let killed = run(upgrade_cmd(&s.name).env("PGUP_KILL_AT", point));
     assert_eq!(killed.code, -1, "killed again at {point}");
@@ -362,10 +371,22 @@ async fn crash_at(point: &str) {
         &format!("the resumed upgrade after a kill at {point}"),
     )
     .await;
+    assert_eq!(slots(&mut s).await, Vec::<String>::new());
     assert_eq!(
         pgup_json(&["status", "--container", &s.name])["interrupted"],
         serde_json::Value::Null
     );
+}
+
+/// The replication slots of the server.
+async fn slots(s: &mut Server) -> Vec<String> {
+    let c = s.client("postgres").await;
+    c.query("SELECT slot_name::text FROM pg_replication_slots", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
 }
 
 /// The server runs `major` with the data it had before, and nothing pgup started is left.
@@ -408,31 +429,73 @@ crash_tests! {
     kill_before_recreating_the_container => "Recreating",
 }
 
-/// Writes go on while the backup's first pass copies the running cluster: once the server
-/// has stopped, the second pass makes the backup the stopped cluster exactly (entries, modes,
-/// owners, times, contents), and every committed row reaches the new major.
+/// Writes go on while the backup's first pass copies the running cluster, on a cluster with
+/// data checksums: the WAL names every page changed since, hint bits' changes too (each read
+/// of the table sets some), and the second pass reads those pages only; the unlogged table,
+/// the table re-created and the one truncated each time are compared. The backup is the
+/// stopped cluster exactly (entries, modes, owners, times, contents), the slot that kept the
+/// WAL is in neither, and every committed row reaches the new major.
 #[tokio::test]
-async fn writes_during_the_copy_while_serving_reach_the_backup() {
-    let mut s = Server::start(ServerSpec::new("pgup/postgres:13")).await;
+async fn writes_during_the_copy_while_serving_reach_the_backup_by_the_wal() {
+    let wal_pages = writes_reach_the_backup(
+        true,
+        "INSERT INTO load (v) SELECT md5(g::text) FROM generate_series(1, 200) g;
+         UPDATE load SET v = md5(v) WHERE id % 997 = (extract(epoch FROM now()) * 1000)::bigint % 997;
+         SELECT count(*) FROM load WHERE v LIKE 'a%';
+         INSERT INTO scratch SELECT g FROM generate_series(1, 100) g;
+         TRUNCATE churn; INSERT INTO churn SELECT g FROM generate_series(1, 500) g;
+         DROP TABLE IF EXISTS remade; CREATE TABLE remade AS SELECT g FROM generate_series(1, 500) g;
+         CREATE INDEX ON remade (g)",
+    )
+    .await;
+    assert!(
+        wal_pages.is_some_and(|n| n > 0),
+        "the WAL guided the second pass"
+    );
+}
+
+/// The same without data checksums (nor wal_log_hints): a hint bit's change leaves no WAL, so
+/// the second pass compares every file changed since the first began.
+#[tokio::test]
+async fn writes_during_the_copy_while_serving_reach_the_backup_by_comparing() {
+    let wal_pages = writes_reach_the_backup(
+        false,
+        "INSERT INTO load (v) SELECT md5(g::text) FROM generate_series(1, 200) g;
+         UPDATE load SET v = md5(v) WHERE id % 997 = (extract(epoch FROM now()) * 1000)::bigint % 997",
+    )
+    .await;
+    assert_eq!(wal_pages, None, "compared, not guided by the WAL");
+}
+
+/// Upgrades a 13 server (with data checksums or not) while `load` runs on it in a loop,
+/// inserting 200 rows into table `load` each time; pgup is frozen once the backup is renamed
+/// to compare it with the stopped cluster. The pages the WAL named in the second pass.
+async fn writes_reach_the_backup(checksums: bool, load: &'static str) -> Option<u64> {
+    let mut spec = ServerSpec::new("pgup/postgres:13");
+    if checksums {
+        spec.options = vec!["-e".into(), "POSTGRES_INITDB_ARGS=--data-checksums".into()];
+    }
+    let mut s = Server::start(spec).await;
     s.seed("postgres").await;
     let c = s.client("postgres").await;
     c.batch_execute(
         "CREATE TABLE load (id bigserial PRIMARY KEY, v text);
-         INSERT INTO load (v) SELECT repeat(md5(g::text), 20) FROM generate_series(1, 100000) g",
+         INSERT INTO load (v) SELECT repeat(md5(g::text), 20) FROM generate_series(1, 100000) g;
+         CREATE UNLOGGED TABLE scratch (g int);
+         CREATE TABLE churn (g int)",
     )
     .await
     .unwrap();
     // New rows at the end, and old pages all over the table rewritten.
-    let writer = write_until_stopped(
-        c,
-        "INSERT INTO load (v) SELECT md5(g::text) FROM generate_series(1, 200) g;
-         UPDATE load SET v = md5(v) WHERE id % 997 = (extract(epoch FROM now()) * 1000)::bigint % 997",
-    );
+    let writer = write_until_stopped(c, load);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let root = s.mount_root();
     let mut cmd = upgrade_cmd(&s.name);
     cmd.args(["--precopy-rate", "40M", "--json"]);
-    let child = frozen_at(&mut cmd, "Upgrading");
+    // Waited for off the runtime, where the load runs meanwhile.
+    let child = tokio::task::spawn_blocking(move || frozen_at(&mut cmd, "Upgrading"))
+        .await
+        .unwrap();
     let committed = writer.await.unwrap();
     assert!(committed > 0, "the load ran");
     assert_eq!(
@@ -440,6 +503,10 @@ async fn writes_during_the_copy_while_serving_reach_the_backup() {
         cluster_hash(&root),
         "the backup is the stopped cluster, byte for byte"
     );
+    for dir in [root.clone(), backup_dir(&root)] {
+        let slots = std::fs::read_dir(dir.join("pg_replslot")).unwrap().count();
+        assert_eq!(slots, 0, "no replication slot is left in {}", dir.display());
+    }
     let _ = Command::new("kill")
         .args(["-CONT", &child.id().to_string()])
         .status();
@@ -447,16 +514,23 @@ async fn writes_during_the_copy_while_serving_reach_the_backup() {
     assert_eq!(done.code, 0, "{}", done.stderr);
     let report: serde_json::Value = serde_json::from_str(&done.stdout).unwrap();
     let copy = &report["backup_copy"];
+    let (first, second) = (&copy["while_serving"], &copy["while_stopped"]);
     assert!(
-        copy["while_serving"]["written"].as_u64().unwrap() > 50 << 20
-            && copy["while_stopped"]["written"].as_u64().unwrap() > 0,
+        first["written"].as_u64().unwrap() > 50 << 20 && second["written"].as_u64().unwrap() > 0,
         "what was written while serving was copied again: {report}"
     );
+    if checksums {
+        assert!(
+            second["compared"].as_u64().unwrap() < first["written"].as_u64().unwrap() / 4,
+            "the pages the WAL names are a small part: {report}"
+        );
+    }
     assert_eq!(
         load_rows(&mut s).await,
         100_000 + 200 * committed,
         "every committed insert"
     );
+    second["wal_pages"].as_u64()
 }
 
 /// pgup killed while the new cluster's private server runs (rebuilding the text indexes the
@@ -543,10 +617,16 @@ fn write_until_stopped(
 ) -> tokio::task::JoinHandle<u64> {
     tokio::spawn(async move {
         let mut committed = 0u64;
-        while c.batch_execute(sql).await.is_ok() {
-            committed += 1;
+        loop {
+            match c.batch_execute(sql).await {
+                Ok(()) => committed += 1,
+                Err(e) => {
+                    // What ended it: the stop, as a rule.
+                    eprintln!("the load ended after {committed} rounds: {e:?}");
+                    break committed;
+                }
+            }
         }
-        committed
     })
 }
 
