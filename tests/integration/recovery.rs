@@ -520,9 +520,11 @@ async fn writes_reach_the_backup(checksums: bool, load: &'static str) -> Option<
         "what was written while serving was copied again: {report}"
     );
     if checksums {
+        // The table is about 70 MB, and the load's rows and updates in a few hundred pages
+        // of it; the WAL written meanwhile is compared and copied like any file.
         assert!(
-            second["compared"].as_u64().unwrap() < first["written"].as_u64().unwrap() / 4,
-            "the pages the WAL names are a small part: {report}"
+            second["kept"].as_u64().unwrap() > 40 << 20,
+            "the pages of the table the WAL does not name are kept unread: {report}"
         );
     }
     assert_eq!(
