@@ -587,6 +587,31 @@ mod tests {
     }
 
     #[test]
+    fn the_plan_says_which_way_the_copy_is_made_exact() {
+        let mut plan = plan();
+        plan.steps = upgrade_steps(BackupKind::Copy, true, true);
+        plan.precopy = Some(PreCopy {
+            rate: Some(50 << 20),
+            ..PreCopy::default()
+        });
+        let text = plan.to_string();
+        assert!(text.contains("1. copy the old cluster (1.00 GiB) to /v/_data/upgrade_backup_20261121T101530Z.partial while the server serves, at most 50.00 MiB/s"), "{text}");
+        assert!(
+            text.contains("the pages the WAL names since the first pass began are compared"),
+            "{text}"
+        );
+        plan.precopy = Some(PreCopy {
+            unguided: Some("hint bits leave no WAL".into()),
+            ..PreCopy::default()
+        });
+        let text = plan.to_string();
+        assert!(
+            text.contains("every file changed since it began is compared page by page, as hint bits leave no WAL"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn steps_name_paths_and_sizes() {
         let plan = plan();
         let text = plan.to_string();

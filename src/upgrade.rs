@@ -977,8 +977,14 @@ impl<'a> Upgrade<'a> {
         let dumped = tb.run(&argv).await.map_err(|e| e.to_string());
         let read = dumped.and_then(|_| {
             let file = std::fs::File::open(&out).map_err(|e| e.to_string())?;
-            Changes::parse(std::io::BufReader::new(file), control.blocks_per_segment)
-                .map_err(|e| e.to_string())
+            let file = std::io::BufReader::new(file);
+            Changes::parse(
+                file,
+                start.redo,
+                control.blocks_per_segment,
+                control.wal_segment_bytes,
+            )
+            .map_err(|e| e.to_string())
         });
         let _ = std::fs::copy(&out, "/tmp/wal-changes-debug.txt");
         let _ = std::fs::remove_file(&out);
@@ -1068,10 +1074,10 @@ impl<'a> Upgrade<'a> {
                 refresh: &|_| tree::Refresh::Compare,
             };
             // Each tree's files as the WAL names them: PGDATA's, a tablespace's (by its oid).
-            let guided = |root: &Path, tablespace: Option<u32>| {
+            let guided = |root: &Path, tree: walchanges::Tree| {
                 let (root, changes) = (root.to_owned(), changes.as_ref());
                 move |rel: &Path| match changes {
-                    Some(c) => c.refresh(rel, tablespace, walchanges::is_unlogged(&root.join(rel))),
+                    Some(c) => c.refresh(rel, tree, walchanges::is_unlogged(&root.join(rel))),
                     None => tree::Refresh::Compare,
                 }
             };
@@ -1081,14 +1087,17 @@ impl<'a> Upgrade<'a> {
                 .iter()
                 .filter(|l| !l.layout().backup(&name).exists())
             {
-                let refresh = guided(&l.host, l.tablespace());
+                let tree = l
+                    .tablespace()
+                    .map_or(walchanges::Tree::Wal, walchanges::Tree::Tablespace);
+                let refresh = guided(&l.host, tree);
                 let options = tree::CopyOptions {
                     refresh: &refresh,
                     ..options
                 };
                 done += backup::make_in(l, old, &name, &options)?;
             }
-            let refresh = guided(&data, None);
+            let refresh = guided(&data, walchanges::Tree::Data);
             let options = tree::CopyOptions {
                 refresh: &refresh,
                 ..options

@@ -20,7 +20,7 @@ use std::path::{Component, Path};
 
 use tokio_postgres::Client;
 
-use crate::cluster::WalStart;
+use crate::cluster::{Lsn, WalStart};
 use crate::docker::Container;
 use crate::pgclient::{self, ClientError};
 use crate::relay::Relay;
@@ -214,17 +214,43 @@ pub struct Changes {
     whole: HashSet<Rel>,
     /// Databases created since (tablespace, database): compared as a whole.
     databases: HashSet<(u32, u32)>,
+    /// The WAL segment the redo point is in, and the segments' size: each segment before it
+    /// was whole before the checkpoint, and a segment is never written again under its name.
+    redo_segment: u64,
+    segment_bytes: u64,
+}
+
+/// Which tree a copied file is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tree {
+    Data,
+    /// The directory of the tablespace of this oid.
+    Tablespace(u32),
+    /// A WAL directory outside PGDATA.
+    Wal,
 }
 
 impl Changes {
-    /// Reads pg_waldump's output. `blocks_per_segment`: how many pages one file of a
-    /// relation holds.
-    pub fn parse(out: impl BufRead, blocks_per_segment: u64) -> Result<Self> {
+    /// Reads pg_waldump's output from `redo` on. `blocks_per_segment`: how many pages one file
+    /// of a relation holds; `segment_bytes`, one file of WAL.
+    pub fn parse(
+        out: impl BufRead,
+        redo: Lsn,
+        blocks_per_segment: u64,
+        segment_bytes: u64,
+    ) -> Result<Self> {
         let per_file = u32::try_from(blocks_per_segment)
             .ok()
             .filter(|n| *n > 0)
             .ok_or_else(|| WalError::Unfit(format!("{blocks_per_segment} blocks per segment")))?;
-        let mut changes = Self::default();
+        if segment_bytes == 0 {
+            return Err(WalError::Unfit("WAL segments of 0 bytes".into()));
+        }
+        let mut changes = Self {
+            redo_segment: redo.0 / segment_bytes,
+            segment_bytes,
+            ..Self::default()
+        };
         for line in out.lines() {
             let line = line.map_err(|e| WalError::Unreadable(e.to_string()))?;
             changes.record(&line, per_file)?;
@@ -287,10 +313,25 @@ impl Changes {
         Ok(())
     }
 
-    /// How to make the backup's file at `rel` (below the tree copied: PGDATA, or the
-    /// tablespace `tablespace`'s directory) exact: the pages the WAL names, or a comparison
-    /// where the WAL may not name them all. `unlogged`: whether the relation has an init fork.
-    pub fn refresh(&self, rel: &Path, tablespace: Option<u32>, unlogged: bool) -> Refresh {
+    /// How to make the backup's file at `rel` (below `tree`) exact: the pages the WAL names,
+    /// or a comparison where the WAL may not name them all. `unlogged`: whether the relation
+    /// has an init fork.
+    pub fn refresh(&self, rel: &Path, tree: Tree, unlogged: bool) -> Refresh {
+        let segment = match tree {
+            Tree::Data => rel.strip_prefix("pg_wal").ok(),
+            Tree::Wal => Some(rel),
+            Tree::Tablespace(_) => None,
+        };
+        if let Some(segment) = segment.and_then(|s| s.to_str()) {
+            return match self.wal_segment(segment) {
+                Some(n) if n < self.redo_segment => Refresh::Pages(Vec::new()),
+                _ => Refresh::Compare,
+            };
+        }
+        let tablespace = match tree {
+            Tree::Tablespace(oid) => Some(oid),
+            _ => None,
+        };
         let Some((rel, fork, segment)) = relation_file(rel, tablespace) else {
             return Refresh::Compare;
         };
@@ -312,6 +353,16 @@ impl Changes {
                 .cloned()
                 .unwrap_or_default(),
         )
+    }
+
+    /// The number of the WAL segment file named `name` (timeline, log, segment: 24 hex digits).
+    fn wal_segment(&self, name: &str) -> Option<u64> {
+        if name.len() != 24 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let log = u64::from_str_radix(&name[8..16], 16).ok()?;
+        let seg = u64::from_str_radix(&name[16..], 16).ok()?;
+        Some(log * (0x1_0000_0000 / self.segment_bytes) + seg)
     }
 
     /// Pages named, in all.
@@ -415,19 +466,23 @@ rmgr: Database    len (rec/tot):     42/    42, tx:        503, lsn: 0/0184F300,
 ";
 
     fn changes() -> Changes {
-        Changes::parse(DUMP.as_bytes(), 131072).unwrap()
+        Changes::parse(DUMP.as_bytes(), Lsn(0x1_0181_E448), 131072, 16 << 20).unwrap()
     }
 
     #[test]
     fn pages_are_found_per_file() {
         let c = changes();
-        let pages = |path: &str| c.refresh(Path::new(path), None, false);
+        let pages = |path: &str| c.refresh(Path::new(path), Tree::Data, false);
         assert_eq!(pages("base/5/16400"), Refresh::Pages(vec![7]));
         assert_eq!(pages("base/5/16400.1"), Refresh::Pages(vec![1]));
         assert_eq!(pages("base/5/16401"), Refresh::Pages(vec![]));
         assert_eq!(pages("global/1262"), Refresh::Pages(vec![]));
         assert_eq!(
-            c.refresh(Path::new("PG_13_202007201/5/16390"), Some(16385), false),
+            c.refresh(
+                Path::new("PG_13_202007201/5/16390"),
+                Tree::Tablespace(16385),
+                false
+            ),
             Refresh::Pages(vec![3])
         );
         assert_eq!(
@@ -440,7 +495,7 @@ rmgr: Database    len (rec/tot):     42/    42, tx:        503, lsn: 0/0184F300,
     #[test]
     fn what_the_wal_does_not_follow_page_by_page_is_compared() {
         let c = changes();
-        let pages = |path: &str| c.refresh(Path::new(path), None, false);
+        let pages = |path: &str| c.refresh(Path::new(path), Tree::Data, false);
         for compared in [
             "base/13445/16384", // created since
             "base/13445/16384_fsm",
@@ -459,13 +514,49 @@ rmgr: Database    len (rec/tot):     42/    42, tx:        503, lsn: 0/0184F300,
         }
         // An unlogged relation's forks but its init fork.
         assert_eq!(
-            c.refresh(Path::new("base/5/16400"), None, true),
+            c.refresh(Path::new("base/5/16400"), Tree::Data, true),
             Refresh::Compare
         );
         assert_eq!(
-            c.refresh(Path::new("base/5/16400_init"), None, true),
+            c.refresh(Path::new("base/5/16400_init"), Tree::Data, true),
             Refresh::Pages(vec![])
         );
+    }
+
+    #[test]
+    fn wal_segments_before_the_redo_point_are_kept() {
+        let c = changes();
+        // The redo point 1/181E448 is in segment 1/01 (16 MB segments).
+        let keep = Refresh::Pages(vec![]);
+        assert_eq!(
+            c.refresh(
+                Path::new("pg_wal/000000010000000100000000"),
+                Tree::Data,
+                false
+            ),
+            keep
+        );
+        assert_eq!(
+            c.refresh(Path::new("000000010000000000000FF"), Tree::Wal, false),
+            Refresh::Compare
+        );
+        assert_eq!(
+            c.refresh(Path::new("0000000100000000000000FF"), Tree::Wal, false),
+            keep
+        );
+        for compared in [
+            "pg_wal/000000010000000100000001",
+            "pg_wal/000000010000000100000002",
+            "pg_wal/00000002.history",
+            "pg_wal/archive_status/000000010000000100000000.done",
+            "pg_wal/000000010000000100000000.partial",
+        ] {
+            assert_eq!(
+                c.refresh(Path::new(compared), Tree::Data, false),
+                Refresh::Compare,
+                "{compared}"
+            );
+        }
     }
 
     #[test]
@@ -476,7 +567,8 @@ rmgr: Database    len (rec/tot):     42/    42, tx:        503, lsn: 0/0184F300,
             "rmgr: Heap        len (rec/tot): 42/ 42, tx: 1, lsn: 0/1, prev 0/0, desc: INSERT, blkref #0: rel 1663/5 blk 1",
             "pg_waldump: error: could not find file \"000000010000000000000001\"",
         ] {
-            assert!(Changes::parse(odd.as_bytes(), 131072).is_err(), "{odd}");
+            let parsed = Changes::parse(odd.as_bytes(), Lsn(0), 131072, 16 << 20);
+            assert!(parsed.is_err(), "{odd}");
         }
     }
 
