@@ -199,7 +199,7 @@ down_one() {
 	A)
 		# Frozen once the backup is whole and the old cluster stopped (pg_upgrade not begun):
 		# the two must be the same, byte for byte.
-		local report="$out/down-report-${label//[ ,]/}.json" w=$vols/$name/_data pid f0 backup hashed
+		local report="$out/down-report-A-${label//[ ,]/}.json" w=$vols/$name/_data pid f0 backup hashed
 		PGUP_STOP_AT=Upgrading "$pgup" --json upgrade --container "$name" --to 17 \
 			--new-image pgup/postgres:17 --yes >"$report" &
 		pid=$!
@@ -219,8 +219,9 @@ down_one() {
 		t0=$(awk -v a="$t0" -v h="$hashed" 'BEGIN { printf "%.6f", a + h }')
 		;;
 	C)
-		down=$("$pgup" --json upgrade --container "$name" --to 17 --new-image pgup/postgres:17 --mode link --no-backup --yes |
-			python3 -c 'import json, sys; print(json.load(sys.stdin)["downtime_s"])')
+		local report="$out/down-report-C-${label//[ ,]/}.json"
+		"$pgup" --json upgrade --container "$name" --to 17 --new-image pgup/postgres:17 --mode link --no-backup --yes >"$report"
+		down=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["downtime_s"])' "$report")
 		;;
 	B)
 		docker stop -t 120 "$name" >/dev/null

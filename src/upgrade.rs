@@ -978,15 +978,10 @@ impl<'a> Upgrade<'a> {
         let read = dumped.and_then(|_| {
             let file = std::fs::File::open(&out).map_err(|e| e.to_string())?;
             let file = std::io::BufReader::new(file);
-            Changes::parse(
-                file,
-                start.redo,
-                control.blocks_per_segment,
-                control.wal_segment_bytes,
-            )
-            .map_err(|e| e.to_string())
+            let end = control.checkpoint.parse()?;
+            let (per_file, segment) = (control.blocks_per_segment, control.wal_segment_bytes);
+            Changes::parse(file, (start.redo, end), per_file, segment).map_err(|e| e.to_string())
         });
-        let _ = std::fs::copy(&out, "/tmp/wal-changes-debug.txt");
         let _ = std::fs::remove_file(&out);
         read
     }

@@ -24,7 +24,7 @@ use crate::cluster::{Lsn, WalStart};
 use crate::docker::Container;
 use crate::pgclient::{self, ClientError};
 use crate::relay::Relay;
-use crate::tree::Refresh;
+use crate::tree::{self, Refresh};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WalError {
@@ -84,7 +84,7 @@ pub async fn hold(client: &Client, slot: &str, earlier: Option<WalStart>) -> Res
     if fpw != "on" {
         return Err(WalError::Unfit("full_page_writes is off".into()));
     }
-    if block != crate::tree::PAGE.to_string() {
+    if block != tree::PAGE.to_string() {
         return Err(WalError::Unfit(format!("the block size is {block} bytes")));
     }
     if recovering {
@@ -214,9 +214,10 @@ pub struct Changes {
     whole: HashSet<Rel>,
     /// Databases created since (tablespace, database): compared as a whole.
     databases: HashSet<(u32, u32)>,
-    /// The WAL segment the redo point is in, and the segments' size: each segment before it
-    /// was whole before the checkpoint, and a segment is never written again under its name.
-    redo_segment: u64,
+    /// The WAL segments written from the redo point to the shutdown checkpoint, and the
+    /// segments' size. Each one before was whole before the checkpoint; each one after,
+    /// recycled ahead under its name, is written only once the WAL reaches it: neither moved.
+    written: (u64, u64),
     segment_bytes: u64,
 }
 
@@ -231,11 +232,12 @@ pub enum Tree {
 }
 
 impl Changes {
-    /// Reads pg_waldump's output from `redo` on. `blocks_per_segment`: how many pages one file
-    /// of a relation holds; `segment_bytes`, one file of WAL.
+    /// Reads pg_waldump's output of the WAL from `redo` to `end`, the shutdown checkpoint.
+    /// `blocks_per_segment`: how many pages one file of a relation holds; `segment_bytes`, one
+    /// file of WAL.
     pub fn parse(
         out: impl BufRead,
-        redo: Lsn,
+        (redo, end): (Lsn, Lsn),
         blocks_per_segment: u64,
         segment_bytes: u64,
     ) -> Result<Self> {
@@ -247,7 +249,11 @@ impl Changes {
             return Err(WalError::Unfit("WAL segments of 0 bytes".into()));
         }
         let mut changes = Self {
-            redo_segment: redo.0 / segment_bytes,
+            // The checkpoint record may cross into the next segment.
+            written: (
+                redo.0 / segment_bytes,
+                (end.0 + tree::PAGE as u64) / segment_bytes,
+            ),
             segment_bytes,
             ..Self::default()
         };
@@ -324,7 +330,7 @@ impl Changes {
         };
         if let Some(segment) = segment.and_then(|s| s.to_str()) {
             return match self.wal_segment(segment) {
-                Some(n) if n < self.redo_segment => Refresh::Pages(Vec::new()),
+                Some(n) if n < self.written.0 || n > self.written.1 => Refresh::Pages(Vec::new()),
                 _ => Refresh::Compare,
             };
         }
@@ -466,7 +472,13 @@ rmgr: Database    len (rec/tot):     42/    42, tx:        503, lsn: 0/0184F300,
 ";
 
     fn changes() -> Changes {
-        Changes::parse(DUMP.as_bytes(), Lsn(0x1_0181_E448), 131072, 16 << 20).unwrap()
+        Changes::parse(
+            DUMP.as_bytes(),
+            (Lsn(0x1_0181_E448), Lsn(0x1_02FF_FF80)),
+            131072,
+            16 << 20,
+        )
+        .unwrap()
     }
 
     #[test]
@@ -524,9 +536,10 @@ rmgr: Database    len (rec/tot):     42/    42, tx:        503, lsn: 0/0184F300,
     }
 
     #[test]
-    fn wal_segments_before_the_redo_point_are_kept() {
+    fn wal_segments_not_written_since_the_redo_point_are_kept() {
         let c = changes();
-        // The redo point 1/181E448 is in segment 1/01 (16 MB segments).
+        // The redo point 1/181E448 is in segment 1/01 (16 MB segments), the shutdown
+        // checkpoint's record at 1/2FFFF80 ends in 1/03.
         let keep = Refresh::Pages(vec![]);
         assert_eq!(
             c.refresh(
@@ -544,9 +557,19 @@ rmgr: Database    len (rec/tot):     42/    42, tx:        503, lsn: 0/0184F300,
             c.refresh(Path::new("0000000100000000000000FF"), Tree::Wal, false),
             keep
         );
+        assert_eq!(
+            c.refresh(
+                Path::new("pg_wal/000000010000000100000004"),
+                Tree::Data,
+                false
+            ),
+            keep,
+            "recycled ahead"
+        );
         for compared in [
             "pg_wal/000000010000000100000001",
             "pg_wal/000000010000000100000002",
+            "pg_wal/000000010000000100000003",
             "pg_wal/00000002.history",
             "pg_wal/archive_status/000000010000000100000000.done",
             "pg_wal/000000010000000100000000.partial",
@@ -567,7 +590,7 @@ rmgr: Database    len (rec/tot):     42/    42, tx:        503, lsn: 0/0184F300,
             "rmgr: Heap        len (rec/tot): 42/ 42, tx: 1, lsn: 0/1, prev 0/0, desc: INSERT, blkref #0: rel 1663/5 blk 1",
             "pg_waldump: error: could not find file \"000000010000000000000001\"",
         ] {
-            let parsed = Changes::parse(odd.as_bytes(), Lsn(0), 131072, 16 << 20);
+            let parsed = Changes::parse(odd.as_bytes(), (Lsn(0), Lsn(0)), 131072, 16 << 20);
             assert!(parsed.is_err(), "{odd}");
         }
     }
