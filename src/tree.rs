@@ -1039,6 +1039,14 @@ mod tests {
 
     /// A data directory with one of everything a copy must keep. Times go on last, deepest
     /// first, since writing into a directory moves its mtime.
+    /// A temporary directory holding [`source_tree`] at `src` and room for its copy at `copy`.
+    fn source_and_copy() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let tmp = tempfile::tempdir().unwrap();
+        let (src, dst) = (tmp.path().join("src"), tmp.path().join("copy"));
+        source_tree(&src);
+        (tmp, src, dst)
+    }
+
     fn source_tree(src: &Path) {
         dir(src, 0o700);
         file(&src.join("PG_VERSION"), "17\n", 0o600, None);
@@ -1094,9 +1102,7 @@ mod tests {
 
     #[test]
     fn copies_keep_everything() {
-        let tmp = tempfile::tempdir().unwrap();
-        let (src, dst) = (tmp.path().join("src"), tmp.path().join("copy"));
-        source_tree(&src);
+        let (_tmp, src, dst) = source_and_copy();
         let before = entries(&src, "skipme");
         let reported = AtomicU64::new(0);
         let opts = CopyOptions {
@@ -1197,9 +1203,7 @@ mod tests {
 
     #[test]
     fn reflink_probe_leaves_the_directory_alone() {
-        let tmp = tempfile::tempdir().unwrap();
-        let (src, dst) = (tmp.path().join("src"), tmp.path().join("copy"));
-        source_tree(&src);
+        let (tmp, src, dst) = source_and_copy();
         let sample = src.join("PG_VERSION");
         let mtime = |p: &Path| {
             let m = fs::metadata(p).unwrap();
@@ -1235,9 +1239,7 @@ mod tests {
 
     #[test]
     fn copying_over_an_earlier_copy_writes_only_what_changed() {
-        let tmp = tempfile::tempdir().unwrap();
-        let (src, dst) = (tmp.path().join("src"), tmp.path().join("copy"));
-        source_tree(&src);
+        let (_tmp, src, dst) = source_and_copy();
         let table = src.join("base/1/16384");
         let pages: Vec<u8> = (0..64 * PAGE).map(|i| (i / PAGE) as u8).collect();
         fs::write(&table, &pages).unwrap();
@@ -1323,9 +1325,7 @@ mod tests {
 
     #[test]
     fn pages_named_are_the_only_ones_read_with_the_tail() {
-        let tmp = tempfile::tempdir().unwrap();
-        let (src, dst) = (tmp.path().join("src"), tmp.path().join("copy"));
-        source_tree(&src);
+        let (_tmp, src, dst) = source_and_copy();
         let table = src.join("base/1/16384");
         fs::write(&table, vec![1u8; 16 * PAGE]).unwrap();
         fs::write(src.join("base/1/16385"), vec![2u8; 4 * PAGE]).unwrap();
@@ -1369,9 +1369,7 @@ mod tests {
 
     #[test]
     fn a_recent_file_is_read_back_even_when_its_mtime_is_the_copys() {
-        let tmp = tempfile::tempdir().unwrap();
-        let (src, dst) = (tmp.path().join("src"), tmp.path().join("copy"));
-        source_tree(&src);
+        let (_tmp, src, dst) = source_and_copy();
         fs::write(src.join("base/1/data"), vec![1u8; 3 * PAGE]).unwrap();
         let over = CopyOptions {
             over: Some(SystemTime::now()),
@@ -1389,9 +1387,7 @@ mod tests {
 
     #[test]
     fn a_copy_that_is_not_its_original_is_caught() {
-        let tmp = tempfile::tempdir().unwrap();
-        let (src, dst) = (tmp.path().join("src"), tmp.path().join("copy"));
-        source_tree(&src);
+        let (_tmp, src, dst) = source_and_copy();
         copy_tree(&src, &dst, &CopyOptions::default()).unwrap();
         assert!(same_tree(&src, &dst, &|_| false).is_ok());
         fs::set_permissions(dst.join("PG_VERSION"), fs::Permissions::from_mode(0o644)).unwrap();
