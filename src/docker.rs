@@ -63,6 +63,14 @@ pub struct Container {
     pub cmd: Vec<String>,
 }
 
+impl Container {
+    /// One of pgup's temporary containers (a toolbox, a throwaway view), this run's or a
+    /// killed one's: never a server of the data.
+    pub fn is_pgups(&self) -> bool {
+        self.labels.contains_key(LABEL_ROLE)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MountKind {
     Volume(String),

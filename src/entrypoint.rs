@@ -220,11 +220,11 @@ pub async fn run(server: Vec<String>) -> Result<Status> {
     let found = Found {
         data: &shown,
         major,
-        // A host pgup copying the backup while the server serves stops nothing yet: a
-        // restarted container serves as it did.
+        // A host pgup preparing while the server serves stops nothing yet: a restarted
+        // container serves as it did.
         journal: journal
             .as_ref()
-            .filter(|j| j.step != Step::PreCopying)
+            .filter(|j| j.step >= Step::Stopping)
             .map(|j| (j.operation, j.old_major, j.new_major, j.explain(&flags))),
         failed: failed.as_ref(),
         container: &container,

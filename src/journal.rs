@@ -117,6 +117,13 @@ pub struct Learned {
     /// The backup's first pass while the server serves, when it has one.
     #[serde(default)]
     pub precopy: Option<PreCopy>,
+    /// The new cluster is made while the server serves (the settings came from it).
+    #[serde(default)]
+    pub prepares: bool,
+    /// A new cluster fresh from initdb, made while the server served, waits in the staging
+    /// directory: pg_upgrade's step takes it (and clears this) instead of making its own.
+    #[serde(default)]
+    pub staged: bool,
 }
 
 impl Journal {
@@ -153,7 +160,11 @@ impl Journal {
     /// a new image.
     pub fn upgrade_steps(&self) -> Vec<Step> {
         let recreate = self.container.is_some() && self.new_image.is_some();
-        plan::upgrade_steps(self.backup, recreate, self.learned.precopy.is_some())
+        let serving = plan::WhileServing {
+            prepare: self.learned.prepares,
+            precopy: self.learned.precopy.is_some(),
+        };
+        plan::upgrade_steps(self.backup, recreate, serving)
     }
 
     /// What this upgrade asks for, as the command line that started it did: the checks of a

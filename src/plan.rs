@@ -49,6 +49,7 @@ pub enum Operation {
 #[serde(rename_all = "kebab-case")]
 pub enum Step {
     // upgrade
+    Preparing,
     PreCopying,
     Stopping,
     Checking,
@@ -78,6 +79,7 @@ impl Step {
     /// What the step does, for "interrupted while …".
     pub fn doing(self) -> &'static str {
         match self {
+            Step::Preparing => "making the new cluster while the server serves",
             Step::PreCopying => "copying the backup while the server serves",
             Step::Stopping => "stopping the server",
             Step::Checking => "checking the stopped cluster",
@@ -119,14 +121,25 @@ pub fn precopies(backup: BackupKind, server_runs: bool, no_precopy: bool) -> boo
     backup == BackupKind::Copy && server_runs && !no_precopy
 }
 
+/// What an upgrade does before the stop, while the server still serves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WhileServing {
+    /// initdb of the new cluster, with the settings the live checks read.
+    pub prepare: bool,
+    /// The backup's first pass.
+    pub precopy: bool,
+}
+
 /// The steps an upgrade runs, in order. Keeping no backup skips recording one; the container
 /// is re-created only when there is one and a new image.
-pub fn upgrade_steps(backup: BackupKind, recreate: bool, precopy: bool) -> Vec<Step> {
-    let mut steps = if precopy {
-        vec![Step::PreCopying]
-    } else {
-        Vec::new()
-    };
+pub fn upgrade_steps(backup: BackupKind, recreate: bool, serving: WhileServing) -> Vec<Step> {
+    let mut steps = Vec::new();
+    if serving.prepare {
+        steps.push(Step::Preparing);
+    }
+    if serving.precopy {
+        steps.push(Step::PreCopying);
+    }
     steps.extend([Step::Stopping, Step::Checking]);
     if backup != BackupKind::None {
         steps.push(Step::BackingUp);
@@ -238,6 +251,10 @@ impl Plan {
     pub fn describe(&self, step: Step) -> Option<String> {
         let view = "check the stopped cluster on a throwaway view of the data";
         Some(match step {
+            Step::Preparing => format!(
+                "initdb PostgreSQL {} in pgup's work directory while the server serves, with the old cluster's settings as the running server reports them",
+                self.new_major
+            ),
             Step::PreCopying => format!(
                 "copy the old cluster ({}) to {}.partial while the server serves{}",
                 HumanBytes(self.data_bytes),
@@ -301,14 +318,21 @@ impl Plan {
                 } else {
                     ""
                 };
+                let initdb = if self.steps.contains(&Step::Preparing) {
+                    String::new()
+                } else {
+                    format!(
+                        " and initdb PostgreSQL {} with its settings",
+                        self.new_major
+                    )
+                };
                 let mut line = format!(
-                    "record the old cluster's catalog and relation files{}{recovery} and initdb PostgreSQL {} with its settings, then pg_upgrade --link --jobs {} in image {}",
+                    "record the old cluster's catalog and relation files{}{recovery}{initdb}, then pg_upgrade --link --jobs {} in image {}",
                     if self.verify.counts() {
                         ", count its rows"
                     } else {
                         ""
                     },
-                    self.new_major,
                     self.jobs,
                     self.image
                 );
@@ -494,12 +518,12 @@ mod tests {
     #[test]
     fn step_lists() {
         use Step::*;
-        let full = upgrade_steps(BackupKind::Copy, true, false);
+        let full = upgrade_steps(BackupKind::Copy, true, WhileServing::default());
         // Every upgrade step, once, in the enum's order (the journal compares steps by it).
         assert_eq!(full.len(), 8);
         assert!(full.windows(2).all(|w| w[0] < w[1]), "{full:?}");
         assert_eq!((full[0], full[7]), (Stopping, Recreating));
-        let bare = upgrade_steps(BackupKind::None, false, false);
+        let bare = upgrade_steps(BackupKind::None, false, WhileServing::default());
         assert!(!bare.contains(&BackingUp) && !bare.contains(&Recreating));
         assert_eq!(next_step(&bare, Checking), Some(Upgrading));
         assert_eq!(next_step(&full, Checking), Some(BackingUp));
@@ -510,10 +534,17 @@ mod tests {
             full.is_sorted(),
             "the journal compares steps by their order"
         );
-        let early = upgrade_steps(BackupKind::Copy, false, true);
+        let early = upgrade_steps(
+            BackupKind::Copy,
+            false,
+            WhileServing {
+                prepare: true,
+                precopy: true,
+            },
+        );
         assert_eq!(
-            early[..2],
-            [PreCopying, Stopping],
+            early[..3],
+            [Preparing, PreCopying, Stopping],
             "pre-copied before the stop"
         );
         assert!(early.is_sorted());
@@ -544,7 +575,7 @@ mod tests {
             backup: BackupKind::Copy,
             backup_dir: Some("/v/_data/upgrade_backup_20261121T101530Z".into()),
             image: "pgup/toolbox:13-17-0123456789ab".into(),
-            steps: upgrade_steps(BackupKind::Copy, true, false),
+            steps: upgrade_steps(BackupKind::Copy, true, WhileServing::default()),
             container: Some("db".into()),
             new_image: Some("pgup/postgres:17".into()),
             stop: vec!["db".into()],
@@ -580,7 +611,7 @@ mod tests {
         );
         assert!(!text.contains("count"), "{text}");
         plan.verify = Verify::Counts;
-        plan.steps = upgrade_steps(BackupKind::Copy, false, false);
+        plan.steps = upgrade_steps(BackupKind::Copy, false, WhileServing::default());
         let text = plan.to_string();
         assert!(text.contains("relation files, count its rows"), "{text}");
         assert!(text.contains("the rows counted again), update extensions, gather statistics"));
@@ -589,7 +620,14 @@ mod tests {
     #[test]
     fn the_plan_says_which_way_the_copy_is_made_exact() {
         let mut plan = plan();
-        plan.steps = upgrade_steps(BackupKind::Copy, true, true);
+        plan.steps = upgrade_steps(
+            BackupKind::Copy,
+            true,
+            WhileServing {
+                prepare: false,
+                precopy: true,
+            },
+        );
         plan.precopy = Some(PreCopy {
             rate: Some(50 << 20),
             ..PreCopy::default()
@@ -609,6 +647,27 @@ mod tests {
             text.contains("every file changed since it began is compared page by page, as hint bits leave no WAL"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_new_cluster_made_while_serving_is_not_made_again_after_the_stop() {
+        let mut plan = plan();
+        assert!(plan.to_string().contains("and initdb PostgreSQL 17 with its settings"));
+        plan.steps = upgrade_steps(
+            BackupKind::Copy,
+            true,
+            WhileServing {
+                prepare: true,
+                precopy: false,
+            },
+        );
+        let text = plan.to_string();
+        assert!(
+            text.contains("1. initdb PostgreSQL 17 in pgup's work directory while the server serves"),
+            "{text}"
+        );
+        assert!(text.contains("2. stop container db"), "{text}");
+        assert_eq!(text.matches("initdb").count(), 1, "{text}");
     }
 
     #[test]
@@ -638,7 +697,7 @@ mod tests {
         p.backup = BackupKind::None;
         p.backup_dir = None;
         p.new_image = None;
-        p.steps = upgrade_steps(p.backup, false, false);
+        p.steps = upgrade_steps(p.backup, false, WhileServing::default());
         p.stop.clear();
         let text = p.to_string();
         assert!(text.contains("1. check the stopped cluster"), "{text}");

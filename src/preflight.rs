@@ -166,7 +166,8 @@ pub async fn static_checks(
         .containers_using(&target.data_dir)
         .await?
         .into_iter()
-        .filter(|c| c.running)
+        // This run's toolbox, started before the stop, is no server to stop.
+        .filter(|c| c.running && !c.is_pgups())
         .collect();
     let reflinks = tree::supports_reflink(&target.mount_root, &target.data_dir.join("PG_VERSION"));
     let mut pre = Preflight {

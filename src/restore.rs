@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::backup::{self, Record};
 use crate::compose;
-use crate::docker::{Docker, LABEL_ROLE};
+use crate::docker::Docker;
 use crate::journal::Journal;
 use crate::layout::{self, Layout, WorkEntry};
 use crate::location::Location;
@@ -272,7 +272,7 @@ async fn release_wal(docker: &Docker, printer: &Printer, target: &Target, journa
             .await?
             .into_iter()
             // The server's, not a temporary container of pgup's (a killed run's toolbox).
-            .find(|c| c.running && c.pid.is_some() && !c.labels.contains_key(LABEL_ROLE));
+            .find(|c| c.running && c.pid.is_some() && !c.is_pgups());
         let owner = target::owner(&target.data_dir)?;
         Ok::<_, anyhow::Error>(
             walchanges::release(server.as_ref(), &target.data_dir, owner, &slot).await?,

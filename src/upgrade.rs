@@ -392,6 +392,7 @@ pub async fn run(args: settings::Upgrade, printer: &Printer) -> Result<Status> {
             } else {
                 Vec::new()
             },
+            prepares: live.is_some(),
             settings: live,
             precopy: plan::precopies(kind, serves, args.no_precopy).then(|| plan::PreCopy {
                 rate: args.precopy_rate,
@@ -596,6 +597,7 @@ impl<'a> Upgrade<'a> {
                 _ if !self.steps.contains(&step) => {
                     bail!("the journal holds step {step:?}, which is not this upgrade's")
                 }
+                Step::Preparing => self.prepare().await?,
                 Step::PreCopying => self.precopy().await?,
                 Step::Stopping => {
                     // The downtime starts with the stop: a stopping server takes no new
@@ -654,6 +656,8 @@ impl<'a> Upgrade<'a> {
     /// stop the copy.
     async fn check_and_copy(&mut self) -> Result<()> {
         let preflight = self.preflight.take();
+        // Started while the server served, when the new cluster was made then.
+        let ready = self.tools.take();
         let cancel = Arc::new(AtomicBool::new(false));
         let checked_live = self.journal.learned.settings.is_some();
         if checked_live {
@@ -675,13 +679,19 @@ impl<'a> Upgrade<'a> {
             checked
         };
         let guided = self.release_wal()?;
+        let tools = async {
+            match ready {
+                Some(tb) => Ok(tb),
+                None => self.start_tools().await,
+            }
+        };
         let (settings, copied, tools) = if self.journal.backup == BackupKind::None {
-            let (settings, tools) = tokio::join!(checks, self.start_tools());
+            let (settings, tools) = tokio::join!(checks, tools);
             (settings, Ok(()), tools)
         } else if let Some(start) = guided {
             // The WAL is read by the old major's pg_waldump, in the toolbox.
             let copy = async {
-                let tools = self.start_tools().await;
+                let tools = tools.await;
                 let changes = match &tools {
                     Ok(tb) => self.wal_changes(tb, start).await,
                     Err(e) => Err(e.to_string()),
@@ -704,7 +714,7 @@ impl<'a> Upgrade<'a> {
             tokio::join!(
                 checks,
                 self.copy_backup(cancel.clone(), false, None),
-                self.start_tools()
+                tools
             )
         };
         if let Ok(tb) = tools {
@@ -1155,21 +1165,66 @@ impl<'a> Upgrade<'a> {
         self.tools = Some(tb);
     }
 
-    /// The old cluster's data recorded, initdb and pg_upgrade --link into the staging
-    /// directory, then the old configuration.
-    async fn pg_upgrade(&mut self) -> Result<()> {
+    /// The new cluster made while the server still serves, with the settings the live checks
+    /// read (pg_upgrade compares the stopped cluster with it): the downtime is spared initdb.
+    /// A run killed midway makes it anew.
+    async fn prepare(&mut self) -> Result<()> {
+        self.fresh_staging()?;
+        let settings = self
+            .journal
+            .learned
+            .settings
+            .clone()
+            .context("a preparing step without the running server's settings")?;
+        self.printer.step(format!(
+            "initdb PostgreSQL {} while the server serves",
+            self.journal.new_major
+        ));
+        let tb = self.borrow_tools().await?;
+        let made = tb.run(&self.initdb(&tb, &settings)).await;
+        self.give_back(tb);
+        made?;
+        failpoint::hit("prepared");
+        self.journal.learned.staged = true;
+        let root = self.root().to_owned();
+        Ok(self.journal.save(&root)?)
+    }
+
+    /// Drops what an earlier attempt left of the new cluster and makes the work directories
+    /// initdb writes into (the new WAL goes into the WAL directory's).
+    fn fresh_staging(&self) -> Result<()> {
         restore::undo_pg_upgrade(self.data(), &self.layout.staging(), &self.journal)?;
-        // initdb writes the new cluster's WAL into the WAL directory's work directory.
         for l in &self.journal.locations {
             backup::work_dir(&l.layout(), self.uid, self.gid)
                 .with_context(|| format!("cannot create {}", l.layout().work().display()))?;
         }
+        Ok(())
+    }
+
+    /// initdb of the new cluster into the staging directory, as `tb` runs it.
+    fn initdb(&self, tb: &Toolbox<'_>, settings: &InitSettings) -> Vec<String> {
         let waldir = self
             .journal
             .locations
             .iter()
             .find(|l| l.is_wal())
             .map(|l| l.staging_path().display().to_string());
+        let staging = tb.at(&self.layout.staging());
+        pgcmd::initdb(self.journal.new_major, &staging, settings, waldir.as_deref())
+    }
+
+    /// The old cluster's data recorded, initdb (unless made while the server served) and
+    /// pg_upgrade --link into the staging directory, then the old configuration.
+    async fn pg_upgrade(&mut self) -> Result<()> {
+        let staged = self.journal.learned.staged && self.layout.staging().exists();
+        if staged {
+            // From here on pg_upgrade may write into it: a resumed run makes it anew.
+            self.journal.learned.staged = false;
+            let root = self.root().to_owned();
+            self.journal.save(&root)?;
+        } else {
+            self.fresh_staging()?;
+        }
         let running = self.docker.running_using(self.data()).await?;
         if !running.is_empty() {
             bail!(
@@ -1199,18 +1254,26 @@ impl<'a> Upgrade<'a> {
         let (old_in, new_in) = (tb.at(self.data()), tb.at(&self.layout.staging()));
         let result = async {
             self.printer.step(format!(
-                "recording the old cluster's catalog{}; initdb PostgreSQL {new} with its settings",
+                "recording the old cluster's catalog{}{}",
                 if self.journal.learned.verify.counts() {
                     " and counting its rows"
                 } else {
                     ""
+                },
+                if staged {
+                    format!(" (PostgreSQL {new}'s new cluster was made while the server served)")
+                } else {
+                    format!("; initdb PostgreSQL {new} with its settings")
                 }
             ));
-            let initdb = pgcmd::initdb(new, &new_in, &settings, waldir.as_deref());
-            let (recorded, made) = tokio::join!(
-                self.record_before(&tb, &settings.superuser),
-                tb.run(&initdb)
-            );
+            let initdb = async {
+                if !staged {
+                    tb.run(&self.initdb(&tb, &settings)).await?;
+                }
+                anyhow::Ok(())
+            };
+            let (recorded, made) =
+                tokio::join!(self.record_before(&tb, &settings.superuser), initdb);
             recorded?;
             made?;
             failpoint::hit("recorded");

@@ -412,6 +412,8 @@ macro_rules! crash_tests {
 }
 
 crash_tests! {
+    kill_before_making_the_new_cluster_while_serving => "Preparing",
+    kill_after_making_the_new_cluster_while_serving => "prepared",
     kill_before_the_copy_while_serving => "PreCopying",
     kill_in_the_middle_of_the_copy_while_serving => "precopy-midway",
     kill_after_recording_the_stop => "Stopping",
