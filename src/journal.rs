@@ -278,7 +278,23 @@ impl Journal {
             }
             (step, _) => step.doing(),
         };
-        format!("{what} interrupted while {doing}; {how}")
+        // A slot left on a server that serves on keeps every WAL segment from then on.
+        let slot = self
+            .held_slot()
+            .map(|s| format!(" (until then replication slot {s} keeps the old server's WAL)"))
+            .unwrap_or_default();
+        format!("{what} interrupted while {doing}; {how}{slot}")
+    }
+
+    /// The replication slot that keeps the old server's WAL for the backup's second pass,
+    /// until the checks after the stop remove it.
+    pub fn held_slot(&self) -> Option<String> {
+        let held = self
+            .learned
+            .precopy
+            .as_ref()
+            .is_some_and(|p| p.wal.is_some());
+        (held && self.step < Step::Checking).then(|| crate::walchanges::slot_name(&self.stamp))
     }
 }
 
@@ -377,6 +393,28 @@ mod tests {
         );
         Journal::finish(root.path()).unwrap();
         assert!(Journal::read(root.path()).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_slot_keeping_the_wal_is_named_until_the_checks_remove_it() {
+        let mut j = journal();
+        j.step = Step::PreCopying;
+        j.learned.precopy = Some(crate::plan::PreCopy::default());
+        assert!(!j.explain("--container db").contains("slot"), "none held");
+        j.learned.precopy.as_mut().unwrap().wal = Some(crate::cluster::WalStart {
+            redo: "0/3000028".parse().unwrap(),
+            timeline: 1,
+        });
+        let slot = crate::walchanges::slot_name(&j.stamp);
+        assert!(
+            j.explain("--container db").ends_with(&format!(
+                "(until then replication slot {slot} keeps the old server's WAL)"
+            )),
+            "{}",
+            j.explain("--container db")
+        );
+        j.step = Step::Checking;
+        assert_eq!(j.held_slot(), None, "removed from the stopped cluster");
     }
 
     #[test]

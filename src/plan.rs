@@ -652,7 +652,10 @@ mod tests {
     #[test]
     fn a_new_cluster_made_while_serving_is_not_made_again_after_the_stop() {
         let mut plan = plan();
-        assert!(plan.to_string().contains("and initdb PostgreSQL 17 with its settings"));
+        assert!(
+            plan.to_string()
+                .contains("and initdb PostgreSQL 17 with its settings")
+        );
         plan.steps = upgrade_steps(
             BackupKind::Copy,
             true,
@@ -663,7 +666,9 @@ mod tests {
         );
         let text = plan.to_string();
         assert!(
-            text.contains("1. initdb PostgreSQL 17 in pgup's work directory while the server serves"),
+            text.contains(
+                "1. initdb PostgreSQL 17 in pgup's work directory while the server serves"
+            ),
             "{text}"
         );
         assert!(text.contains("2. stop container db"), "{text}");

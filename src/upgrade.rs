@@ -711,11 +711,7 @@ impl<'a> Upgrade<'a> {
             let (settings, (copied, tools)) = tokio::join!(checks, copy);
             (settings, copied, tools)
         } else {
-            tokio::join!(
-                checks,
-                self.copy_backup(cancel.clone(), false, None),
-                tools
-            )
+            tokio::join!(checks, self.copy_backup(cancel.clone(), false, None), tools)
         };
         if let Ok(tb) = tools {
             self.tools = Some(tb);
@@ -1210,7 +1206,12 @@ impl<'a> Upgrade<'a> {
             .find(|l| l.is_wal())
             .map(|l| l.staging_path().display().to_string());
         let staging = tb.at(&self.layout.staging());
-        pgcmd::initdb(self.journal.new_major, &staging, settings, waldir.as_deref())
+        pgcmd::initdb(
+            self.journal.new_major,
+            &staging,
+            settings,
+            waldir.as_deref(),
+        )
     }
 
     /// The old cluster's data recorded, initdb (unless made while the server served) and

@@ -332,6 +332,12 @@ async fn crash_at(point: &str) {
         line.contains("upgrade to 17 interrupted while") && line.contains("pgup rollback"),
         "{line}"
     );
+    if point == "precopy-midway" {
+        assert!(
+            line.contains("replication slot pgup_") && line.contains("keeps the old server's WAL"),
+            "a slot held on the serving server is named: {line}"
+        );
+    }
 
     let r = pgup(&["rollback", "--container", &s.name, "--yes"]);
     assert_eq!(r.code, 0, "rollback after a kill at {point}: {}", r.stderr);
