@@ -69,6 +69,11 @@ impl Container {
     pub fn is_pgups(&self) -> bool {
         self.labels.contains_key(LABEL_ROLE)
     }
+
+    /// One of this process's temporary containers.
+    pub fn is_mine(&self) -> bool {
+        self.labels.get(LABEL_PID) == Some(&std::process::id().to_string())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -316,10 +321,9 @@ impl Docker {
     /// but this pgup's own temporary containers.
     pub async fn running_using(&self, path: &Path) -> Result<Vec<String>> {
         let all = self.containers_using(path).await?;
-        let me = std::process::id().to_string();
         Ok(all
             .into_iter()
-            .filter(|c| c.running && c.labels.get(LABEL_PID) != Some(&me))
+            .filter(|c| c.running && !c.is_mine())
             .map(|c| c.name)
             .collect())
     }

@@ -166,8 +166,9 @@ pub async fn static_checks(
         .containers_using(&target.data_dir)
         .await?
         .into_iter()
-        // This run's toolbox, started before the stop, is no server to stop.
-        .filter(|c| c.running && !c.is_pgups())
+        // This run's toolbox (a resumed run checks again beside its start) is no server
+        // to stop.
+        .filter(|c| c.running && !c.is_mine())
         .collect();
     let reflinks = tree::supports_reflink(&target.mount_root, &target.data_dir.join("PG_VERSION"));
     let mut pre = Preflight {

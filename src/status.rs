@@ -116,9 +116,7 @@ impl Status {
             Err(e) => return Err(e.into()),
         };
         let (uid, gid) = target::owner(&target.data_dir)?;
-        let mut users = docker.containers_using(&target.data_dir).await?;
-        // A running pgup's toolbox (or a killed one's) serves nothing.
-        users.retain(|c| !c.is_pgups());
+        let users = docker.containers_using(&target.data_dir).await?;
         let image = match (&target.container, users.as_slice()) {
             (Some(c), _) => Some(c.image.clone()),
             (None, [only]) => Some(only.image.clone()),

@@ -128,6 +128,15 @@ impl<'a> Toolbox<'a> {
         })
     }
 
+    /// Whether it can still run commands (its container may have gone with a restarted
+    /// daemon).
+    pub async fn alive(&self) -> bool {
+        match &self.runner {
+            Runner::Container { docker, id } => docker.container(id).await.is_ok_and(|c| c.running),
+            Runner::Local { .. } => true,
+        }
+    }
+
     /// The run directory on the host: servers started here have their socket in it.
     pub fn socket_dir(&self) -> &Path {
         self.run_dir.path()

@@ -346,6 +346,10 @@ pub async fn run(args: settings::Upgrade, printer: &Printer) -> Result<Status> {
             }
         }
     }
+    // A killed pgup's temporary containers (a `check`'s) would count as servers using the data.
+    docker
+        .remove_strays(&target.data_dir, toolbox::pgup_alive)
+        .await?;
     let mut pre = preflight::static_checks(&docker, target, &args.intent, printer).await?;
     if pre.failed() {
         return Err(Refusal(format!("the upgrade cannot start: {}", pre.failures())).into());
@@ -656,6 +660,7 @@ impl<'a> Upgrade<'a> {
     /// stop the copy.
     async fn check_and_copy(&mut self) -> Result<()> {
         let preflight = self.preflight.take();
+        let guided = self.release_wal()?;
         // Started while the server served, when the new cluster was made then.
         let ready = self.tools.take();
         let cancel = Arc::new(AtomicBool::new(false));
@@ -678,11 +683,16 @@ impl<'a> Upgrade<'a> {
             }
             checked
         };
-        let guided = self.release_wal()?;
         let tools = async {
             match ready {
-                Some(tb) => Ok(tb),
-                None => self.start_tools().await,
+                Some(tb) if tb.alive().await => Ok(tb),
+                // Gone since (a restarted daemon): another one.
+                stale => {
+                    if let Some(tb) = stale {
+                        tb.close().await;
+                    }
+                    self.start_tools().await
+                }
             }
         };
         let (settings, copied, tools) = if self.journal.backup == BackupKind::None {
@@ -1177,7 +1187,16 @@ impl<'a> Upgrade<'a> {
             self.journal.new_major
         ));
         let tb = self.borrow_tools().await?;
-        let made = tb.run(&self.initdb(&tb, &settings)).await;
+        // The journal will say it is ready for as long as the first pass takes: on disk,
+        // not in the page cache only (initdb --no-sync, as after the stop pg_upgrade syncs).
+        let staging = tb.at(&self.layout.staging());
+        let made = match tb.run(&self.initdb(&tb, &settings)).await {
+            Ok(_) => {
+                tb.run(&pgcmd::sync_cluster(self.journal.new_major, &staging))
+                    .await
+            }
+            failed => failed,
+        };
         self.give_back(tb);
         made?;
         failpoint::hit("prepared");
