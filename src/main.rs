@@ -22,6 +22,7 @@ mod journal;
 mod layout;
 mod location;
 mod options;
+mod pagedigests;
 mod pg_upgrade_output;
 mod pgclient;
 mod pgcmd;

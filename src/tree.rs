@@ -21,6 +21,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use rustix::fs::{AtFlags, CWD, Gid, Mode, OFlags, Timespec, Timestamps, Uid};
+
+use crate::pagedigests::{self, PageDigests};
 use rustix::io::Errno;
 use walkdir::WalkDir;
 
@@ -78,6 +80,9 @@ pub struct CopyOptions<'a> {
     /// Over an earlier copy: how to make each file it holds exact again, asked with the
     /// file's path below `src`.
     pub refresh: &'a dyn Fn(&Path) -> Refresh,
+    /// Where the pages written are recorded as digests (while `live`), and where a copy over
+    /// an earlier one finds those of the files it compares, reading only their source.
+    pub digests: Option<&'a PageDigests>,
 }
 
 /// How a copy over an earlier one makes a file the earlier copy holds exact again.
@@ -102,6 +107,7 @@ impl Default for CopyOptions<'static> {
             live: false,
             rate: None,
             refresh: &|_| Refresh::Compare,
+            digests: None,
         }
     }
 }
@@ -129,7 +135,8 @@ impl std::ops::AddAssign for Copied {
 pub struct Copied {
     /// Bytes of file data written (cloned bytes count as written).
     pub written: u64,
-    /// Bytes of file data compared with an earlier copy (read on both sides).
+    /// Bytes of file data compared with an earlier copy (read on both sides, or the source
+    /// against the digests of what the earlier copy wrote).
     pub compared: u64,
     /// Bytes of file data kept from an earlier copy unread: unchanged since.
     pub kept: u64,
@@ -263,6 +270,11 @@ pub fn copy_tree(src: &Path, dst: &Path, opts: &CopyOptions) -> Result<Copied, T
     // What the copying threads use (`skip` is the walk's, and need not be Sync).
     let (method, progress, interrupted, live) =
         (opts.method, opts.progress, opts.interrupted, opts.live);
+    // Recorded by a live pass, used by the pass after it.
+    let digests = Digests {
+        record: opts.digests.filter(|_| live),
+        known: opts.digests.filter(|_| !live),
+    };
     let streams = if pace.is_some() { 1 } else { copy_streams() };
     let (jobs, queue) = std::sync::mpsc::sync_channel::<FileJob>(64);
     let queue = Mutex::new(queue);
@@ -289,9 +301,9 @@ pub fn copy_tree(src: &Path, dst: &Path, opts: &CopyOptions) -> Result<Copied, T
                         root: dst,
                     };
                     let filled = match &job.fill {
-                        Fill::Whole => fill_file(&job, method, &pacing)
+                        Fill::Whole => fill_file(&job, method, &pacing, digests.record)
                             .map(|n| done.written.fetch_add(n, Ordering::Relaxed)),
-                        Fill::Compare => refresh_file(&job, &pacing, &done),
+                        Fill::Compare => refresh_file(&job, &pacing, &done, digests),
                         Fill::Pages(pages) => patch_file(&job, pages, &pacing, &done),
                     };
                     match filled {
@@ -323,6 +335,13 @@ pub fn copy_tree(src: &Path, dst: &Path, opts: &CopyOptions) -> Result<Copied, T
         compared: done.compared.into_inner(),
         kept: done.kept.into_inner(),
     })
+}
+
+/// The page digests a copy records, or compares with.
+#[derive(Clone, Copy)]
+struct Digests<'a> {
+    record: Option<&'a PageDigests>,
+    known: Option<&'a PageDigests>,
 }
 
 /// What the copying threads need besides the job.
@@ -616,31 +635,42 @@ fn unchanged(copy: &Metadata, now: &Metadata, began: SystemTime) -> bool {
 
 /// Fills in a file that [`create_entry`] made: its contents, then its metadata. Returns the
 /// bytes of file data copied.
-fn fill_file(job: &FileJob, method: CopyMethod, pacing: &Pacing) -> Result<u64, TreeError> {
+fn fill_file(
+    job: &FileJob,
+    method: CopyMethod,
+    pacing: &Pacing,
+    record: Option<&PageDigests>,
+) -> Result<u64, TreeError> {
     let fail = |err| job.failed(err);
     let (mut input, meta) = open_source(job)?;
     let mut output = OpenOptions::new().write(true).open(&job.to).map_err(fail)?;
-    let bytes = match (method, pacing.pace) {
-        (CopyMethod::Copy, None) => {
+    let mut digests = Vec::new();
+    let bytes = match (method, pacing.pace, record) {
+        (CopyMethod::Copy, None, None) => {
             // In the kernel (copy_file_range) where it can.
             let bytes = io::copy(&mut input, &mut output).map_err(fail)?;
             (pacing.progress)(bytes);
             bytes
         }
-        (CopyMethod::Copy, Some(_)) => {
-            let mut buf = vec![0u8; 1 << 20];
+        (CopyMethod::Copy, _, _) => {
+            use std::os::unix::fs::FileExt;
+            // Whole pages at a time, so that each page's digest is of the page.
+            let mut buf = vec![0u8; 128 * PAGE];
             let mut bytes = 0;
             loop {
-                let n = io::Read::read(&mut input, &mut buf).map_err(fail)?;
+                let n = read_full(&input, &mut buf, bytes).map_err(fail)?;
                 if n == 0 {
                     break bytes;
                 }
-                io::Write::write_all(&mut output, &buf[..n]).map_err(fail)?;
+                output.write_all_at(&buf[..n], bytes).map_err(fail)?;
+                if record.is_some() {
+                    digests.extend(buf[..n].chunks(PAGE).map(pagedigests::digest));
+                }
                 pacing.handled(n as u64)?;
                 bytes += n as u64;
             }
         }
-        (CopyMethod::Clone, _) => {
+        (CopyMethod::Clone, _, _) => {
             match rustix::fs::ioctl_ficlone(&output, &input) {
                 Ok(()) => {}
                 // What filesystems without reflinks (or across two filesystems) answer.
@@ -659,6 +689,9 @@ fn fill_file(job: &FileJob, method: CopyMethod, pacing: &Pacing) -> Result<u64, 
         }
     };
     set_metadata(&job.to, &meta).map_err(fail)?;
+    if let Some(set) = record {
+        set.record(&job.to, &digests).map_err(fail)?;
+    }
     Ok(bytes)
 }
 
@@ -671,29 +704,54 @@ fn open_source(job: &FileJob) -> Result<(File, Metadata), TreeError> {
     Ok((input, meta))
 }
 
-/// Makes an earlier copy of a file its original again: reads both a chunk at a time and
-/// writes only the pages that differ, then the length and metadata. Counts into `done`.
-fn refresh_file(job: &FileJob, pacing: &Pacing, done: &Done) -> Result<u64, TreeError> {
+/// Makes an earlier copy of a file its original again: reads the original a chunk at a time
+/// and writes only the pages that differ, then the length and metadata. The copy is read
+/// beside it, unless `digests` knows its pages. Counts into `done`.
+fn refresh_file(
+    job: &FileJob,
+    pacing: &Pacing,
+    done: &Done,
+    digests: Digests,
+) -> Result<u64, TreeError> {
     use std::os::unix::fs::FileExt;
     let fail = |err| job.failed(err);
     let (input, meta) = open_source(job)?;
     let output = open_copy(job)?;
+    let known = match digests.known {
+        Some(set) => set.of(&job.to).map_err(fail)?,
+        None => None,
+    };
+    let copy_len = output.metadata().map_err(fail)?.len();
     const CHUNK: usize = 128 * PAGE;
     let (mut new, mut old) = (vec![0u8; CHUNK], vec![0u8; CHUNK]);
+    let mut recorded = Vec::new();
     let mut at = 0u64;
     loop {
         let n = read_full(&input, &mut new, at).map_err(fail)?;
         if n == 0 {
             break;
         }
-        let had = read_full(&output, &mut old[..n], at).map_err(fail)?;
+        let had = match &known {
+            Some(_) => usize::try_from(copy_len.saturating_sub(at)).map_or(n, |left| left.min(n)),
+            None => read_full(&output, &mut old[..n], at).map_err(fail)?,
+        };
         let mut written = 0;
         for (i, page) in new[..n].chunks(PAGE).enumerate() {
             let start = i * PAGE;
             let end = start + page.len();
-            if end > had || old[start..end] != *page {
+            let same = match &known {
+                // Its digest is of the copy's bytes of that page, however many there were.
+                Some(pages) => pages
+                    .get(at as usize / PAGE + i)
+                    .is_some_and(|d| *d == pagedigests::digest(page)),
+                None => end <= had && old[start..end] == *page,
+            };
+            if !same {
                 output.write_all_at(page, at + start as u64).map_err(fail)?;
                 written += page.len() as u64;
+            }
+            if digests.record.is_some() {
+                recorded.push(pagedigests::digest(page));
             }
         }
         done.compared.fetch_add(had as u64, Ordering::Relaxed);
@@ -703,6 +761,9 @@ fn refresh_file(job: &FileJob, pacing: &Pacing, done: &Done) -> Result<u64, Tree
     }
     output.set_len(at).map_err(fail)?;
     set_metadata(&job.to, &meta).map_err(fail)?;
+    if let Some(set) = digests.record {
+        set.record(&job.to, &recorded).map_err(fail)?;
+    }
     Ok(at)
 }
 
@@ -1365,6 +1426,55 @@ mod tests {
             "the rest is kept unread"
         );
         assert!(second.compared < 3 * page + 6 + 100, "{second:?}");
+    }
+
+    #[test]
+    fn after_a_first_pass_with_digests_only_the_originals_are_read() {
+        let (tmp, src, dst) = source_and_copy();
+        let table = src.join("base/1/16384");
+        let pages: Vec<u8> = (0..64 * PAGE).map(|i| (i / PAGE) as u8).collect();
+        fs::write(&table, &pages).unwrap();
+        let short = src.join("base/1/16385");
+        fs::write(&short, vec![7u8; 4 * PAGE + 100]).unwrap();
+        let set = PageDigests::new_in(tmp.path()).unwrap();
+        let began = SystemTime::now();
+        let first = CopyOptions {
+            over: Some(began),
+            live: true,
+            digests: Some(&set),
+            ..CopyOptions::default()
+        };
+        copy_tree(&src, &dst, &first).unwrap();
+        let page = PAGE as u64;
+        write_at(&table, 5 * page, &[0xAA; PAGE]);
+        write_at(&table, 64 * page, &[0xBB; PAGE / 2]); // extended by half a page
+        write_at(&short, 4 * page, &[7u8; 200]); // its last, short page longer
+        let after = CopyOptions {
+            over: Some(began),
+            digests: Some(&set),
+            ..CopyOptions::default()
+        };
+        let second = copy_tree(&src, &dst, &after).unwrap();
+        assert_eq!(second.written, page + page / 2 + 200, "{second:?}");
+        for file in [&table, &short] {
+            let copy = dst.join(file.strip_prefix(&src).unwrap());
+            assert_eq!(fs::read(copy).unwrap(), fs::read(file).unwrap());
+        }
+        same_tree(&src, &dst, &|_| false).unwrap();
+
+        // The digests, not the copy, decide: recorded as if the copy held other pages, every
+        // page is written though the copy is already its original.
+        let copy = dst.join("base/1/16384");
+        let other = vec![pagedigests::digest(&[0x55; PAGE]); 65];
+        set.record(&copy, &other).unwrap();
+        // Past the clock's coarse tick, so that the writes below move the copy's ctime.
+        std::thread::sleep(Duration::from_millis(20));
+        let third = copy_tree(&src, &dst, &after).unwrap();
+        assert!(third.written >= 64 * page + page / 2, "{third:?}");
+        assert_eq!(fs::read(&copy).unwrap(), fs::read(&table).unwrap());
+        // Written since, the copy's digests are not trusted: it is read back, and equal.
+        let fourth = copy_tree(&src, &dst, &after).unwrap();
+        assert!(fourth.written < page, "{fourth:?}");
     }
 
     #[test]

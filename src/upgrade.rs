@@ -26,6 +26,7 @@ use crate::journal::{self, Journal, Learned, Lock};
 use crate::layout::{self, Layout};
 use crate::location::{self, Location};
 use crate::options;
+use crate::pagedigests::PageDigests;
 use crate::pg_upgrade_output;
 use crate::pgcmd::{self, PgUpgrade, Transfer};
 use crate::plan::{self, BackupKind, Operation, Plan, Step};
@@ -505,6 +506,8 @@ pub struct Upgrade<'a> {
     statistics: Option<StatisticsReport>,
     /// What this run's copies of the backup did (set by steps running beside others).
     copies: std::sync::Mutex<BackupCopies>,
+    /// The digests of the pages this run's first pass wrote, for its second pass.
+    digests: Option<Arc<PageDigests>>,
 }
 
 impl<'a> Upgrade<'a> {
@@ -534,6 +537,7 @@ impl<'a> Upgrade<'a> {
             tools: None,
             statistics: None,
             copies: std::sync::Mutex::default(),
+            digests: None,
         })
     }
 
@@ -885,6 +889,11 @@ impl<'a> Upgrade<'a> {
                 self.journal.save(&root)?;
             }
         }
+        // The second pass reads only the originals of what this first pass wrote: with a
+        // full first pass it need not read the copy back.
+        let digests = PageDigests::new_in(&self.layout.work())
+            .with_context(|| format!("cannot create a file in {}", self.layout.work().display()))?;
+        self.digests = Some(Arc::new(digests));
         self.copy_backup(Arc::default(), true, None).await
     }
 
@@ -1060,6 +1069,7 @@ impl<'a> Upgrade<'a> {
         };
         let progress = bar.clone();
         let layout = self.layout.clone();
+        let digests = self.digests.clone();
         let began = std::time::Instant::now();
         let made = tokio::task::spawn_blocking(move || {
             let copied = std::sync::atomic::AtomicU64::new(0);
@@ -1083,6 +1093,7 @@ impl<'a> Upgrade<'a> {
                 live,
                 rate,
                 refresh: &|_| tree::Refresh::Compare,
+                digests: digests.as_deref(),
             };
             // Each tree's files as the WAL names them: PGDATA's, a tablespace's (by its oid).
             let guided = |root: &Path, tree: walchanges::Tree| {
