@@ -5,12 +5,13 @@
 //!
 //! They live in an unlinked temporary file of pgup's work directory, gone with the process
 //! (killed or not); in memory only an index, a few dozen bytes a file. A digest is 128 bits
-//! of XXH3: two different pages share one with a chance of 2^-128, far below any disk's
-//! undetected error rate.
+//! of XXH3 seeded at random for each run (so that no page can be made to share another's):
+//! two different pages share one with a chance of 2^-128, far below any disk's undetected
+//! error rate.
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io;
+use std::io::{self, Read};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -18,14 +19,10 @@ use std::sync::Mutex;
 /// A page's digest.
 pub type Digest = u128;
 
-/// The digest of one page (or of a file's last, shorter part).
-pub fn digest(page: &[u8]) -> Digest {
-    xxhash_rust::xxh3::xxh3_128(page)
-}
-
 /// Digests of copies, each valid while its copy is untouched since.
 pub struct PageDigests {
     file: File,
+    seed: u64,
     index: Mutex<Index>,
 }
 
@@ -69,14 +66,28 @@ const DIGEST_BYTES: usize = std::mem::size_of::<Digest>();
 impl PageDigests {
     /// An empty set, its file in `dir` (unlinked at once).
     pub fn new_in(dir: &Path) -> io::Result<Self> {
+        let mut seed = [0u8; 8];
+        File::open("/dev/urandom")?.read_exact(&mut seed)?;
         Ok(Self {
             file: tempfile::tempfile_in(dir)?,
+            seed: u64::from_le_bytes(seed),
             index: Mutex::default(),
         })
     }
 
-    /// Records `digests` as those of `copy`'s pages as it is now, its metadata set.
-    pub fn record(&self, copy: &Path, digests: &[Digest]) -> io::Result<()> {
+    /// The digest of one page (or of a file's last, shorter part).
+    pub fn digest(&self, page: &[u8]) -> Digest {
+        xxhash_rust::xxh3::xxh3_128_with_seed(page, self.seed)
+    }
+
+    /// Records `digests` as those of `copy`'s pages as it is now, its metadata set; None
+    /// forgets what was recorded of it (its pages could not be told apart).
+    pub fn record(&self, copy: &Path, digests: Option<&[Digest]>) -> io::Result<()> {
+        let Some(digests) = digests else {
+            let mut index = self.index.lock().expect("not poisoned");
+            index.records.remove(copy);
+            return Ok(());
+        };
         let of = Identity::of(copy)?;
         let bytes: Vec<u8> = digests.iter().flat_map(|d| d.to_le_bytes()).collect();
         let at = {
@@ -134,12 +145,19 @@ mod tests {
         std::fs::write(&a, [1u8; 16384]).unwrap();
         std::fs::write(&b, [2u8; 100]).unwrap();
         assert_eq!(set.of(&a).unwrap(), None, "nothing recorded yet");
+        let digest = |page: &[u8]| set.digest(page);
         let da = vec![digest(&[1u8; 8192]); 2];
-        set.record(&a, &da).unwrap();
-        set.record(&b, &[digest(&[2u8; 100])]).unwrap();
+        set.record(&a, Some(&da)).unwrap();
+        set.record(&b, Some(&[digest(&[2u8; 100])])).unwrap();
         assert_eq!(set.of(&a).unwrap(), Some(da.clone()));
         assert_eq!(set.of(&b).unwrap(), Some(vec![digest(&[2u8; 100])]));
         assert_ne!(digest(&[2u8; 100]), digest(&[2u8; 101]), "lengths count");
+        let other = PageDigests::new_in(dir.path()).unwrap();
+        assert_ne!(
+            other.digest(&[2u8; 100]),
+            digest(&[2u8; 100]),
+            "each set has its own seed"
+        );
         // Any write moves the ctime (past the clock's coarse tick, here by a sleep).
         std::thread::sleep(std::time::Duration::from_millis(20));
         File::options()
@@ -149,10 +167,12 @@ mod tests {
             .write_all_at(&[1u8], 0)
             .unwrap();
         assert_eq!(set.of(&a).unwrap(), None, "written since: not trusted");
-        // Recorded anew, the latest counts.
+        // Recorded anew, the latest counts; forgotten, none.
         let again = vec![digest(&[3u8; 8192])];
-        set.record(&a, &again).unwrap();
+        set.record(&a, Some(&again)).unwrap();
         assert_eq!(set.of(&a).unwrap(), Some(again));
         assert_eq!(set.of(&b).unwrap(), Some(vec![digest(&[2u8; 100])]));
+        set.record(&b, None).unwrap();
+        assert_eq!(set.of(&b).unwrap(), None);
     }
 }
