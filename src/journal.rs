@@ -288,7 +288,7 @@ impl Journal {
 
     /// The replication slot that keeps the old server's WAL for the backup's second pass,
     /// until the checks after the stop remove it.
-    pub fn held_slot(&self) -> Option<String> {
+    fn held_slot(&self) -> Option<String> {
         let held = self
             .learned
             .precopy

@@ -90,20 +90,14 @@ impl PageDigests {
         };
         let of = Identity::of(copy)?;
         let bytes: Vec<u8> = digests.iter().flat_map(|d| d.to_le_bytes()).collect();
-        let at = {
-            let mut index = self.index.lock().expect("not poisoned");
-            let at = index.end;
-            index.end += bytes.len() as u64;
-            at
-        };
-        self.file.write_all_at(&bytes, at)?;
-        let record = Record {
-            at,
-            pages: digests.len(),
-            of,
-        };
         let mut index = self.index.lock().expect("not poisoned");
-        index.records.insert(copy.to_owned(), record);
+        let at = index.end;
+        self.file.write_all_at(&bytes, at)?;
+        index.end += bytes.len() as u64;
+        let pages = digests.len();
+        index
+            .records
+            .insert(copy.to_owned(), Record { at, pages, of });
         Ok(())
     }
 

@@ -71,9 +71,6 @@ pub fn describe_config(major: u32) -> Vec<String> {
     vec![program(major, "postgres"), "--describe-config".into()]
 }
 
-/// initdb with the old cluster's settings, so pg_upgrade finds the two compatible. Without
-/// its flush to disk: pg_upgrade (15 and later, the only new majors) flushes the whole new
-/// cluster when it ends. The WAL in `waldir` when given (the old cluster keeps its own apart).
 /// Flushes a cluster's files (its WAL directory's through the `pg_wal` link) to disk.
 pub fn sync_cluster(major: u32, datadir: &str) -> Vec<String> {
     vec![
@@ -83,6 +80,9 @@ pub fn sync_cluster(major: u32, datadir: &str) -> Vec<String> {
     ]
 }
 
+/// initdb with the old cluster's settings, so pg_upgrade finds the two compatible. Without
+/// its flush to disk: pg_upgrade (15 and later, the only new majors) flushes the whole new
+/// cluster when it ends. The WAL in `waldir` when given (the old cluster keeps its own apart).
 pub fn initdb(major: u32, datadir: &str, s: &InitSettings, waldir: Option<&str>) -> Vec<String> {
     let mut argv = vec![
         program(major, "initdb"),

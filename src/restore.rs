@@ -256,15 +256,10 @@ pub async fn undo_before_swap(
 /// slot): dropped by the server if it still runs, else removed from the stopped cluster.
 /// A failure is reported with what to do, not fatal: the old cluster is whole either way.
 async fn release_wal(docker: &Docker, printer: &Printer, target: &Target, journal: &Journal) {
-    // Never asked for, asked for and refused (the slot then dropped at once), or not yet.
-    let asked = journal.step >= Step::PreCopying;
-    if !asked
-        || journal
-            .learned
-            .precopy
-            .as_ref()
-            .is_none_or(|p| p.unguided.is_some())
-    {
+    // Not yet asked for, never asked for, or asked for and refused (the slot then dropped
+    // at once).
+    let refused = |p: &crate::plan::PreCopy| p.unguided.is_some();
+    if journal.step < Step::PreCopying || journal.learned.precopy.as_ref().is_none_or(refused) {
         return;
     }
     let slot = walchanges::slot_name(&journal.stamp);

@@ -21,10 +21,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use rustix::fs::{AtFlags, CWD, Gid, Mode, OFlags, Timespec, Timestamps, Uid};
-
-use crate::pagedigests::PageDigests;
 use rustix::io::Errno;
 use walkdir::WalkDir;
+
+use crate::pagedigests::PageDigests;
 
 /// How file contents reach the copy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1312,12 +1312,18 @@ mod tests {
         f.write_all_at(bytes, at).unwrap();
     }
 
+    /// A 64-page table in the source, each page filled with its number.
+    fn numbered_table(src: &Path) -> PathBuf {
+        let table = src.join("base/1/16384");
+        let pages: Vec<u8> = (0..64 * PAGE).map(|i| (i / PAGE) as u8).collect();
+        fs::write(&table, pages).unwrap();
+        table
+    }
+
     #[test]
     fn copying_over_an_earlier_copy_writes_only_what_changed() {
         let (_tmp, src, dst) = source_and_copy();
-        let table = src.join("base/1/16384");
-        let pages: Vec<u8> = (0..64 * PAGE).map(|i| (i / PAGE) as u8).collect();
-        fs::write(&table, &pages).unwrap();
+        let table = numbered_table(&src);
         fs::write(src.join("base/1/16385"), vec![7u8; 4 * PAGE]).unwrap();
         fs::write(src.join("base/1/gone"), b"dropped").unwrap();
         dir(&src.join("base/2"), 0o700);
@@ -1445,9 +1451,7 @@ mod tests {
     #[test]
     fn after_a_first_pass_with_digests_only_the_originals_are_read() {
         let (tmp, src, dst) = source_and_copy();
-        let table = src.join("base/1/16384");
-        let pages: Vec<u8> = (0..64 * PAGE).map(|i| (i / PAGE) as u8).collect();
-        fs::write(&table, &pages).unwrap();
+        let table = numbered_table(&src);
         let short = src.join("base/1/16385");
         fs::write(&short, vec![7u8; 4 * PAGE + 100]).unwrap();
         let set = PageDigests::new_in(tmp.path()).unwrap();
