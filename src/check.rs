@@ -53,7 +53,7 @@ pub async fn run(spec: TargetSpec, intent: Intent, printer: &Printer) -> Result<
     let docker = Docker::connect_for(spec.is_data_dir()).await?;
     let target = Target::resolve(&spec, &docker).await?;
     let mut pre = preflight::static_checks(&docker, target, &intent, printer).await?;
-    if !pre.failed() {
+    if !pre.blocked() {
         match preflight::live_server(&pre) {
             // No throwaway view without an engine: the server-side checks would start the
             // cluster in place.

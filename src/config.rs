@@ -66,14 +66,16 @@ const REMOVED: &[Removed] = &[
     removed("db_user_namespace", 17, Successor::Nothing),
     removed("old_snapshot_threshold", 17, Successor::Nothing),
     removed("trace_recovery_messages", 17, Successor::Nothing),
+    // PostgreSQL 19 has standard strings only, so nothing left to warn about.
+    removed("escape_string_warning", 19, Successor::Nothing),
 ];
 
 /// Settings a server accepts in its configuration files although `postgres --describe-config`
 /// does not list them: that output leaves out every setting flagged `GUC_NOT_IN_SAMPLE`
 /// (developer options, `application_name`, `debug_parallel_query`, ...), and old names kept as
 /// aliases (`sort_mem`, `vacuum_mem`, and `ssl_ecdh_curve` since 18, now `ssl_groups`).
-/// Collected by diffing `pg_settings` against `--describe-config` on PostgreSQL 13, 15, 17 and
-/// 18. Those removed by a major in [`REMOVED`] stop counting from that major on.
+/// Collected by diffing `pg_settings` against `--describe-config` on PostgreSQL 13, 15, 17,
+/// 18 and 19. Those removed by a major in [`REMOVED`] stop counting from that major on.
 const NOT_IN_DESCRIBE_CONFIG: &[&str] = &[
     "allow_in_place_tablespaces",
     "allow_system_table_mods",
@@ -86,6 +88,7 @@ const NOT_IN_DESCRIBE_CONFIG: &[&str] = &[
     "hba_file",
     "ident_file",
     "debug_discard_caches",
+    "debug_exec_backend",
     "debug_io_direct",
     "debug_logical_replication_streaming",
     "debug_parallel_query",
@@ -106,6 +109,8 @@ const NOT_IN_DESCRIBE_CONFIG: &[&str] = &[
     "send_abort_for_kill",
     "sort_mem",
     "ssl_ecdh_curve",
+    // 19 keeps it, but only `on`, and describes it no more.
+    "standard_conforming_strings",
     "trace_connection_negotiation",
     "trace_notify",
     "trace_recovery_messages",
@@ -191,31 +196,18 @@ pub fn adjust_command(
     if !server {
         return adjusted;
     }
-    // Each setting: (index of its first argument, how many, prefix, name, value).
-    let mut settings = Vec::new();
-    let mut i = 0;
-    while i < cmd.len() {
-        let arg = &cmd[i];
-        let (taken, prefix, setting) = if arg == "-c" && i + 1 < cmd.len() {
-            (2, "-c ", cmd[i + 1].as_str())
-        } else if let Some(rest) = arg.strip_prefix("-c").filter(|r| !r.is_empty()) {
-            (1, "-c", rest)
-        } else if let Some(rest) = arg.strip_prefix("--").filter(|r| r.contains('=')) {
-            (1, "--", rest)
-        } else {
-            i += 1;
-            continue;
-        };
-        if let Some((name, value)) = setting.split_once('=') {
-            let name = name.replace('-', "_").to_ascii_lowercase();
-            settings.push((i, taken, prefix, name, value.to_owned()));
-        }
-        i += taken;
-    }
-    let set_here: BTreeSet<String> = settings.iter().map(|s| s.3.clone()).collect();
+    let settings = command_settings(cmd);
+    let set_here: BTreeSet<String> = settings.iter().map(|s| s.name.clone()).collect();
     let mut command = Vec::with_capacity(cmd.len());
     let mut next = 0;
-    for (at, taken, prefix, name, value) in settings {
+    for CommandSetting {
+        at,
+        taken,
+        prefix,
+        name,
+        value,
+    } in settings
+    {
         command.extend_from_slice(&cmd[next..at]);
         next = at + taken;
         let old = cmd[at..next].join(" ");
@@ -252,6 +244,65 @@ pub fn adjust_command(
     command.extend_from_slice(&cmd[next..]);
     adjusted.command = command;
     adjusted
+}
+
+/// A setting given in a server's command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandSetting {
+    /// The index of its first argument.
+    pub at: usize,
+    /// How many arguments it takes (`-c name=value`: 2).
+    taken: usize,
+    prefix: &'static str,
+    /// Lowercased, `-` read as `_` as postgres does.
+    pub name: String,
+    /// As given.
+    pub value: String,
+}
+
+/// The settings in a server's command: `-c name=value`, `-cname=value`, `--name=value`.
+pub fn command_settings(cmd: &[String]) -> Vec<CommandSetting> {
+    let mut settings = Vec::new();
+    let mut i = 0;
+    while i < cmd.len() {
+        let arg = &cmd[i];
+        let (taken, prefix, setting) = if arg == "-c" && i + 1 < cmd.len() {
+            (2, "-c ", cmd[i + 1].as_str())
+        } else if let Some(rest) = arg.strip_prefix("-c").filter(|r| !r.is_empty()) {
+            (1, "-c", rest)
+        } else if let Some(rest) = arg.strip_prefix("--").filter(|r| r.contains('=')) {
+            (1, "--", rest)
+        } else {
+            i += 1;
+            continue;
+        };
+        if let Some((name, value)) = setting.split_once('=') {
+            settings.push(CommandSetting {
+                at: i,
+                taken,
+                prefix,
+                name: name.replace('-', "_").to_ascii_lowercase(),
+                value: value.to_owned(),
+            });
+        }
+        i += taken;
+    }
+    settings
+}
+
+/// The settings of a configuration file's text: (1-based line, lowercased name, value as
+/// written), include directives left out.
+pub fn file_settings(text: &str) -> Vec<(usize, String, String)> {
+    text.split_inclusive('\n')
+        .map(|line| split_eol(line).0)
+        .enumerate()
+        .filter_map(|(i, content)| {
+            let setting = parse_line(content)?;
+            let name = setting.name.to_ascii_lowercase();
+            (!INCLUDE_DIRECTIVES.contains(&name.as_str()))
+                .then(|| (i + 1, name, setting.value.to_owned()))
+        })
+        .collect()
 }
 
 /// A configuration file's text adjusted for the new major.
@@ -364,7 +415,7 @@ pub fn adjust(
 }
 
 /// Whether the new server takes `name` (lowercased) in a configuration file.
-fn accepts(name: &str, accepted: &BTreeSet<String>, new_major: u32) -> bool {
+pub fn accepts(name: &str, accepted: &BTreeSet<String>, new_major: u32) -> bool {
     if name.contains('.') || accepted.contains(name) {
         return true;
     }

@@ -30,6 +30,7 @@ mod plan;
 mod preflight;
 mod recreate;
 mod relay;
+mod removals;
 mod restore;
 mod rollback;
 mod rules;

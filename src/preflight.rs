@@ -24,6 +24,7 @@ use crate::pg_upgrade_output;
 use crate::pgclient;
 use crate::pgcmd::{self, PgUpgrade, Transfer};
 use crate::relay;
+use crate::removals;
 use crate::rules::{self, Found, Room};
 pub use crate::rules::{Item, Outcome};
 use crate::settings::{Intent, Reindex};
@@ -86,6 +87,14 @@ impl Preflight {
 
     pub fn failed(&self) -> bool {
         self.items.iter().any(|i| i.outcome == Outcome::Fail)
+    }
+
+    /// Whether a failure keeps the server-side checks from running: any but the uses of
+    /// what the new major removed, which the operator fixes all at once, the catalogs' too.
+    pub fn blocked(&self) -> bool {
+        self.items
+            .iter()
+            .any(|i| i.outcome == Outcome::Fail && i.check != rules::REMOVED)
     }
 
     /// The failures, one per line, for an error message.
@@ -358,21 +367,34 @@ pub async fn static_checks(
     pre.items.push(item);
 
     // Settings the new major no longer accepts.
+    // And what it removed, which the operator changes: in pg_hba.conf and the settings.
     let mut includes = Vec::new();
+    let mut removed = Vec::new();
+    if let Ok(text) = std::fs::read_to_string(pre.target.data_dir.join("pg_hba.conf")) {
+        removed.extend(removals::in_hba(&text, old, new));
+    }
     for file in ["postgresql.conf", "postgresql.auto.conf"] {
         let path = pre.target.data_dir.join(file);
         let Ok(text) = std::fs::read_to_string(&path) else {
             continue;
         };
+        removed.extend(removals::in_file(
+            file,
+            &config::file_settings(&text),
+            old,
+            new,
+        ));
         let adjusted = config::adjust(file, &text, &pre.accepted, new, control.wal_segment_bytes);
         includes.extend(adjusted.includes.into_iter().map(|include| (file, include)));
         pre.config_changes.extend(adjusted.changes);
     }
     if let Some(c) = &pre.target.container {
+        removed.extend(removals::in_command(&c.cmd, old, new));
         let adjusted =
             config::adjust_command(&c.cmd, &pre.accepted, new, control.wal_segment_bytes);
         pre.config_changes.extend(adjusted.changes);
     }
+    pre.items.extend(rules::removed(&removed, None));
     let recreated = pre.target.container.is_some() && intent.new_image.is_some();
     pre.items.extend(rules::settings(
         new,
@@ -610,7 +632,14 @@ async fn on_cluster(
 
     let read = tb
         .with_server(old, &data, async || {
-            read_old(tb.socket_dir(), &superuser, old).await
+            read_old(
+                tb.socket_dir(),
+                &superuser,
+                old,
+                pre.new_major,
+                &pre.accepted,
+            )
+            .await
         })
         .await?;
     judge(tb, pre, superuser, read, for_upgrade, may_strip).await
@@ -688,7 +717,8 @@ pub async fn live_checks(
     );
     let tb = Toolbox::start(docker, pre.toolbox("check", mounts)).await?;
     let result = async {
-        let read = read_old(relay.dir(), &superuser, pre.old_major).await?;
+        let (old, new) = (pre.old_major, pre.new_major);
+        let read = read_old(relay.dir(), &superuser, old, new, &pre.accepted).await?;
         judge(&tb, pre, superuser, read, false, may_strip).await
     }
     .await;
@@ -708,20 +738,35 @@ pub fn live_server(pre: &Preflight) -> Option<Container> {
 }
 
 /// What the checks read from the old server: its facts, stored catalog options, extensions,
-/// indexes on text.
-type OldFacts = (
-    verify::ServerFacts,
-    Vec<options::Stored>,
-    extension::Installed,
-    Vec<collation::TextIndex>,
-);
+/// indexes on text; or, first, the uses of what the new major removed, when there are any
+/// (nothing more is read then: a database in a removed encoding takes no connection).
+type OldFacts = std::result::Result<
+    (
+        verify::ServerFacts,
+        Vec<options::Stored>,
+        extension::Installed,
+        Vec<collation::TextIndex>,
+    ),
+    Vec<removals::Use>,
+>;
 
-async fn read_old(socket_dir: &std::path::Path, superuser: &str, old: u32) -> Result<OldFacts> {
+async fn read_old(
+    socket_dir: &std::path::Path,
+    superuser: &str,
+    old: u32,
+    new: u32,
+    accepted: &BTreeSet<String>,
+) -> Result<OldFacts> {
+    let catalogs = removals::gather(socket_dir, superuser, old, new).await?;
+    let removed = removals::in_catalogs(&catalogs, old, new, accepted);
+    if !removed.is_empty() {
+        return Ok(Err(removed));
+    }
     let facts = verify::server_facts(socket_dir, superuser, old).await?;
     let stored = options::gather(socket_dir, superuser).await?;
     let installed = extension::installed(socket_dir, superuser).await?;
     let indexes = collation::dependent(socket_dir, superuser, old).await?;
-    Ok((facts, stored, installed, indexes))
+    Ok(Ok((facts, stored, installed, indexes)))
 }
 
 /// The checks on what was read from the old server, in `tb` (which has the old cluster at
@@ -730,11 +775,24 @@ async fn judge(
     tb: &Toolbox<'_>,
     pre: &mut Preflight,
     superuser: String,
-    (facts, stored, installed, indexes): OldFacts,
+    read: OldFacts,
     for_upgrade: bool,
     may_strip: bool,
 ) -> Result<Option<InitSettings>> {
     let (old, new) = (pre.old_major, pre.new_major);
+    let none_before = !pre.items.iter().any(|i| i.check == rules::REMOVED);
+    let (facts, stored, installed, indexes) = match read {
+        Ok(read) => read,
+        Err(removed) => {
+            pre.items.extend(rules::removed(&removed, None));
+            return Ok(None);
+        }
+    };
+    pre.items
+        .extend(rules::removed(&[], none_before.then_some(new)));
+    if pre.failed() {
+        return Ok(None);
+    }
     let control = pre
         .control
         .clone()

@@ -17,6 +17,7 @@ use crate::location::{Location, Unplaced};
 use crate::options::{self, Stored, Verdict};
 use crate::pgcmd;
 use crate::plan::{self, BackupKind, ModeError};
+use crate::removals::Use;
 use crate::settings::{Mode, Reindex};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -476,6 +477,27 @@ pub fn settings(
         };
         Item::new("settings", Outcome::Warn, format!("{change} ({what})"))
     }));
+    items
+}
+
+/// The check of what the new major removed.
+pub const REMOVED: &str = "removed";
+
+/// The "removed" items: a failure for each use of something the new major removed; with
+/// `all_read_for` (the new major) when these are the last uses to find, an item saying there
+/// are none.
+pub fn removed(uses: &[Use], all_read_for: Option<u32>) -> Vec<Item> {
+    let mut items: Vec<Item> = uses
+        .iter()
+        .map(|u| Item::new(REMOVED, Outcome::Fail, u.to_string()))
+        .collect();
+    if let (true, Some(new)) = (items.is_empty(), all_read_for) {
+        items.push(Item::new(
+            REMOVED,
+            Outcome::Ok,
+            format!("nothing that PostgreSQL {new} removed is in use"),
+        ));
+    }
     items
 }
 

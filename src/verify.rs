@@ -172,7 +172,10 @@ pub async fn take(socket_dir: &Path, superuser: &str, count: bool) -> Result<Sna
 }
 
 /// The relations of user schemas, keyed as [`Database::relations`] says. Invalid indexes (a
-/// failed CREATE INDEX CONCURRENTLY) are left out: pg_upgrade does not carry them over. Joins,
+/// failed CREATE INDEX CONCURRENTLY) are left out: pg_upgrade does not carry them over. An
+/// index is described column by column with every operator class named, not by
+/// `pg_get_indexdef`, which leaves out a class that is the default: 19 made `inet_ops` the
+/// default for inet in GiST, so its text differs from 18's for the very same index. Joins,
 /// not a subquery per TOAST relation: a catalog of 10,000 tables must not cost a square.
 const RELATIONS: &str = "\
 WITH owner AS ( \
@@ -190,8 +193,15 @@ SELECT key, kind, definition, file FROM ( \
        FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), \
       (SELECT string_agg(format('%I %s', k.conname, pg_get_constraintdef(k.oid)), '; ' \
          ORDER BY k.conname) FROM pg_constraint k WHERE k.conrelid = c.oid AND k.contype <> 'n'), \
-      CASE WHEN c.relkind IN ('i', 'I') AND n.nspname <> 'pg_toast' \
-        THEN pg_get_indexdef(c.oid) END) AS definition, \
+      CASE WHEN c.relkind IN ('i', 'I') AND n.nspname <> 'pg_toast' THEN concat_ws(' ', \
+        (SELECT amname FROM pg_am WHERE oid = c.relam), CASE WHEN x.indisunique THEN 'unique' END, \
+        x.indoption::text, \
+        (SELECT string_agg(concat_ws(' ', pg_get_indexdef(c.oid, k, false), o.opcname, l.collname), \
+           ', ' ORDER BY k) FROM generate_series(1, x.indnatts) k \
+         LEFT JOIN pg_opclass o ON o.oid = x.indclass[k - 1] \
+         LEFT JOIN pg_collation l ON l.oid = x.indcollation[k - 1]), \
+        'where ' || pg_get_expr(x.indpred, x.indrelid), 'with ' || c.reloptions::text) END \
+    ) AS definition, \
     CASE WHEN c.relkind IN ('r', 'm', 't', 'i') THEN pg_relation_filepath(c.oid) END AS file \
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
   LEFT JOIN owner t ON t.toast = c.oid \

@@ -11,5 +11,6 @@ mod in_container;
 mod layouts;
 mod options;
 mod recovery;
+mod removals;
 mod status;
 mod upgrade;

@@ -40,17 +40,34 @@ fn backup_dir(root: &Path) -> std::path::PathBuf {
 
 #[tokio::test]
 async fn rollback_after_writes_restores_the_exact_old_cluster() {
-    let mut s = Server::start(ServerSpec::new("pgup/postgres:13")).await;
+    rollback_after_writes("pgup/postgres:13", "17").await;
+}
+
+#[tokio::test]
+async fn rollback_from_19_restores_the_exact_18_cluster() {
+    rollback_after_writes("pgup/postgres:18", "19").await;
+}
+
+/// A server of `image` upgraded to `to`, written to, then rolled back: the old cluster byte
+/// for byte, the old data, and a second rollback that does nothing.
+async fn rollback_after_writes(image: &'static str, to: &str) {
+    let mut s = Server::start(ServerSpec::new(image)).await;
     s.seed("postgres").await;
     let before = s.content().await;
     let root = s.mount_root();
-    upgrade(&s.name);
+    // PGDATA: the mount root up to 17, a directory below it from 18 on.
+    let status = pgup_json(&["status", "--container", &s.name]);
+    let data = std::path::PathBuf::from(status["data_dir"].as_str().unwrap());
+    let new_image = format!("pgup/postgres:{to}");
+    pgup_json(&upgrade_on(&s.name, to, &new_image));
     s.refresh_port();
     // Writes on the new server, then it stops: its checkpoint moves.
     let c = s.client("postgres").await;
-    c.batch_execute("INSERT INTO items (name) VALUES ('written on 17')")
-        .await
-        .unwrap();
+    c.batch_execute(&format!(
+        "INSERT INTO items (name) VALUES ('written on {to}')"
+    ))
+    .await
+    .unwrap();
     s.stop();
     let backup = backup_dir(&root);
     let backup_hash = cluster_hash(&backup);
@@ -66,26 +83,27 @@ async fn rollback_after_writes_restores_the_exact_old_cluster() {
         r.stderr
     );
     let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-    assert_eq!(report["to"], 13);
-    assert_eq!(report["image"], "pgup/postgres:13");
+    let old = &image["pgup/postgres:".len()..];
+    assert_eq!(report["to"], old.parse::<u32>().unwrap());
+    assert_eq!(report["image"], image);
     assert_eq!(
-        cluster_hash(&root),
+        cluster_hash(&data),
         backup_hash,
         "the restored cluster is the backup, byte for byte"
     );
     assert_eq!(
-        root_stat(&root),
+        root_stat(&data),
         backup_root,
         "PGDATA itself has the backed-up mode, owner and times"
     );
 
     docker(&["start", &s.name]);
     s.refresh_port();
-    assert_eq!(&s.setting("server_version_num").await[..2], "13");
+    assert_eq!(&s.setting("server_version_num").await[..2], old);
     assert_eq!(
         s.content().await,
         before,
-        "the old data, without what was written on 17"
+        "the old data, without what was written on the new major"
     );
     let status = pgup_json(&["status", "--container", &s.name]);
     assert_eq!(
@@ -126,16 +144,7 @@ fn docker_free_stat(p: &Path) -> String {
 }
 
 fn upgrade(container: &str) -> serde_json::Value {
-    pgup_json(&[
-        "upgrade",
-        "--container",
-        container,
-        "--to",
-        "17",
-        "--new-image",
-        NEW_IMAGE,
-        "--yes",
-    ])
+    pgup_json(&upgrade_on(container, "17", NEW_IMAGE))
 }
 
 #[tokio::test]

@@ -209,6 +209,17 @@ async fn upgrade_13_to_18() {
     path_with_new_image("pgup/postgres:13", 18, "postgres").await;
 }
 
+/// 19 is a release candidate from Debian experimental, on sid like 18.
+#[tokio::test]
+async fn upgrade_13_to_19() {
+    path_with_new_image("pgup/postgres:13", 19, "postgres").await;
+}
+
+#[tokio::test]
+async fn upgrade_18_to_19() {
+    path_with_new_image("pgup/postgres:18", 19, "app").await;
+}
+
 /// Without --new-image: the container stays stopped, and a server of the new major started
 /// on the volume by hand finds the same data.
 #[tokio::test]
