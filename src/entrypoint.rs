@@ -457,15 +457,43 @@ fn majors_here(dir: &Path) -> BTreeSet<u32> {
 }
 
 /// PGDATA when it holds a cluster, else the layout before 18's (a volume at
-/// /var/lib/postgresql/data) when that does; else PGDATA, where the server makes one.
+/// /var/lib/postgresql/data) when that does, else an older major's directory in 18's layout
+/// ([`older_major_beside`]); else PGDATA, where the server makes one.
 fn find_data(pgdata: Option<&Path>) -> Option<PathBuf> {
     let legacy = Path::new("/var/lib/postgresql/data");
-    let holds = |p: &Path| p.join("PG_VERSION").is_file();
     match pgdata {
-        Some(p) if holds(p) => Some(p.to_owned()),
-        _ if holds(legacy) => Some(legacy.to_owned()),
-        p => p.map(Path::to_owned),
+        Some(p) if holds_cluster(p) => Some(p.to_owned()),
+        _ if holds_cluster(legacy) => Some(legacy.to_owned()),
+        Some(p) => Some(older_major_beside(p).unwrap_or_else(|| p.to_owned())),
+        None => None,
     }
+}
+
+fn holds_cluster(dir: &Path) -> bool {
+    dir.join("PG_VERSION").is_file()
+}
+
+/// From 18 on, the images keep PGDATA at `<volume>/<major>/docker`, so a 19 image on an 18
+/// volume finds `18/docker` beside its own empty `19/docker`: the one older major's cluster
+/// there (none when there are several: the operator names PGDATA).
+fn older_major_beside(pgdata: &Path) -> Option<PathBuf> {
+    let leaf = pgdata.file_name()?;
+    let major_dir = pgdata.parent()?;
+    let major: u32 = major_dir.file_name()?.to_str()?.parse().ok()?;
+    let volume = major_dir.parent()?;
+    let mut found = std::fs::read_dir(volume)
+        .ok()?
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+                .is_some_and(|m| m < major)
+        })
+        .map(|e| e.path().join(leaf))
+        .filter(|d| holds_cluster(d));
+    let one = found.next()?;
+    found.next().is_none().then_some(one)
 }
 
 /// This container's mount points (`/proc/self/mountinfo`'s fifth field, unescaped).
@@ -530,6 +558,37 @@ fn container_id(mountinfo: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_older_majors_cluster_beside_pgdata_in_18s_layout() {
+        let volume = tempfile::tempdir().unwrap();
+        let cluster = |major: &str| {
+            let dir = volume.path().join(major).join("docker");
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("PG_VERSION"), format!("{major}\n")).unwrap();
+            dir
+        };
+        let pgdata = volume.path().join("19/docker");
+        assert_eq!(older_major_beside(&pgdata), None, "nothing there");
+        let old = cluster("18");
+        std::fs::create_dir_all(volume.path().join("17/docker")).unwrap();
+        assert_eq!(older_major_beside(&pgdata), Some(old.clone()));
+        assert_eq!(find_data(Some(&pgdata)), Some(old));
+        assert_eq!(
+            older_major_beside(&volume.path().join("18/docker")),
+            None,
+            "not a newer one"
+        );
+        cluster("17");
+        assert_eq!(older_major_beside(&pgdata), None, "two: PGDATA must say");
+        let own = cluster("19");
+        assert_eq!(
+            find_data(Some(&own)),
+            Some(own.clone()),
+            "PGDATA's own first"
+        );
+        assert_eq!(older_major_beside(&volume.path().join("data")), None);
+    }
 
     fn settings(upgrade: bool, to: Option<u32>) -> Settings {
         Settings {

@@ -253,14 +253,43 @@ async fn killed_at_each_step_then_up_finishes_the_upgrade() {
 /// was killed: pgup, which cannot see other containers, refuses until told none runs.
 #[tokio::test]
 async fn an_assembled_toolbox_upgrades_17_to_18_in_a_one_shot_container() {
-    let made = assemble("pgup/postgres:17", "pgup/postgres:18", &["--json"]);
+    one_shot(
+        17,
+        18,
+        "/var/lib/postgresql/data",
+        "/var/lib/postgresql/data",
+    )
+    .await;
+}
+
+/// 18 to 19 in 18's layout: the 19 toolbox finds `18/docker` beside its own empty PGDATA.
+#[tokio::test]
+async fn an_assembled_toolbox_upgrades_18_to_19_in_a_one_shot_container() {
+    one_shot(
+        18,
+        19,
+        "/var/lib/postgresql",
+        "/var/lib/postgresql/18/docker",
+    )
+    .await;
+}
+
+/// A server of `old` on a volume at `mount`, killed, then upgraded to `new` by a toolbox
+/// assembled from the two images in a one-shot container; `new`'s image then serves the
+/// data where it is, at `pgdata`.
+async fn one_shot(old: u32, new: u32, mount: &str, pgdata: &str) {
+    let (old_image, new_image) = (
+        format!("pgup/postgres:{old}"),
+        format!("pgup/postgres:{new}"),
+    );
+    let made = assemble(&old_image, &new_image, &["--json"]);
     assert_eq!(made.code, 0, "{}", made.stderr);
     let toolbox: serde_json::Value = serde_json::from_str(&made.stdout).unwrap();
     let toolbox = toolbox["image"].as_str().unwrap().to_owned();
-    let (name, volume) = (unique("ic17"), unique("ic17-data"));
+    let (name, volume) = (unique("ic"), unique("ic-data"));
     let _gone = Cleanup(vec![name.clone()], Some(volume.clone()));
-    let mount = format!("{volume}:/var/lib/postgresql/data");
-    run_db(&name, &mount, "pgup/postgres:17", &[]);
+    let mount = format!("{volume}:{mount}");
+    run_db(&name, &mount, &old_image, &[]);
     wait_ready(&name);
     psql(
         &name,
@@ -296,8 +325,9 @@ async fn an_assembled_toolbox_upgrades_17_to_18_in_a_one_shot_container() {
         "{log}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let volume_root = mount.split_once(':').unwrap().1;
     assert!(
-        log.contains("PostgreSQL upgraded from 17 to 18; the old cluster is kept in /var/lib/postgresql/data/upgrade_backup_")
+        log.contains(&format!("PostgreSQL upgraded from {old} to {new}; the old cluster is kept in {volume_root}/upgrade_backup_"))
             && !log.contains("remove PGUP_UPGRADE"),
         "{log}"
     );
@@ -305,10 +335,10 @@ async fn an_assembled_toolbox_upgrades_17_to_18_in_a_one_shot_container() {
     run_db(
         &name,
         &mount,
-        "pgup/postgres:18",
-        &["-e", "PGDATA=/var/lib/postgresql/data"],
+        &new_image,
+        &["-e", &format!("PGDATA={pgdata}")],
     );
     wait_ready(&name);
-    assert_eq!(rows(&name), "1234 18");
+    assert_eq!(rows(&name), format!("1234 {new}"));
     assert_eq!(content(&name), before);
 }
