@@ -55,6 +55,21 @@ pub struct Gathered {
     pub analyzed: usize,
 }
 
+/// The rule `stages` follow, as the vacuumdb commands that do the same.
+pub fn rule(stages: &[Stage]) -> &'static str {
+    let missing = stages.first().is_some_and(|s| s.scope == Scope::Missing);
+    match (stages.len() > 1, missing) {
+        (true, true) => {
+            "kept what pg_upgrade carried; vacuumdb --all --analyze-in-stages --missing-stats-only, then --analyze-only"
+        }
+        (true, false) => "vacuumdb --all --analyze-in-stages",
+        (false, true) => {
+            "kept what pg_upgrade carried; vacuumdb --all --analyze-only --missing-stats-only"
+        }
+        (false, false) => "vacuumdb --all --analyze-only",
+    }
+}
+
 /// Statistics still being gathered on a container that serves the new cluster: written before
 /// the hand-over, removed once they are complete, so that `status` can tell and a later
 /// `pgup upgrade` finish them.
@@ -188,5 +203,14 @@ mod tests {
             }]
         );
         assert_eq!(stages(15, false).len(), 1);
+        assert_eq!(
+            rule(&stages(19, true)),
+            "kept what pg_upgrade carried; vacuumdb --all --analyze-in-stages --missing-stats-only, then --analyze-only"
+        );
+        assert_eq!(
+            rule(&stages(17, true)),
+            "vacuumdb --all --analyze-in-stages"
+        );
+        assert_eq!(rule(&stages(17, false)), "vacuumdb --all --analyze-only");
     }
 }

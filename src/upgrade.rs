@@ -1649,7 +1649,7 @@ impl<'a> Upgrade<'a> {
         let began = std::time::Instant::now();
         let gathered =
             gather_statistics(self.printer, socket, superuser, stages, self.journal.jobs).await?;
-        self.statistics = Some(StatisticsReport::complete(false, &gathered, began));
+        self.statistics = Some(StatisticsReport::complete(false, stages, &gathered, began));
         Ok(())
     }
 
@@ -1885,17 +1885,25 @@ pub struct StatisticsReport {
     pub complete: bool,
     /// ANALYZE commands run, over all stages.
     pub analyzed: usize,
+    /// The rule for the new major, as the vacuumdb commands that do the same.
+    pub rule: &'static str,
     pub seconds: f64,
     /// Why they are incomplete.
     pub error: Option<String>,
 }
 
 impl StatisticsReport {
-    fn complete(after_hand_over: bool, gathered: &Gathered, began: std::time::Instant) -> Self {
+    fn complete(
+        after_hand_over: bool,
+        stages: &[statistics::Stage],
+        gathered: &Gathered,
+        began: std::time::Instant,
+    ) -> Self {
         Self {
             after_hand_over,
             complete: true,
             analyzed: gathered.analyzed,
+            rule: statistics::rule(stages),
             seconds: began.elapsed().as_secs_f64(),
             error: None,
         }
@@ -1907,14 +1915,15 @@ impl std::fmt::Display for StatisticsReport {
         match &self.error {
             None => write!(
                 f,
-                "Statistics gathered in {:.1} s {} ({} ANALYZE).",
+                "Statistics gathered in {:.1} s {} ({} ANALYZE; {}).",
                 self.seconds,
                 if self.after_hand_over {
                     "after the hand-over, while the server served"
                 } else {
                     "before the end"
                 },
-                self.analyzed
+                self.analyzed,
+                self.rule
             ),
             Some(e) => write!(
                 f,
@@ -1957,6 +1966,7 @@ async fn finish_statistics(
     let path = layout.statistics_pending();
     let pending = statistics::Pending::read(&path)?;
     let began = std::time::Instant::now();
+    let stages = statistics::stages(pending.major, true);
     let result = async {
         let socket = crate::recreate::served_socket(docker, &pending.container).await?;
         printer.step(format!(
@@ -1964,7 +1974,6 @@ async fn finish_statistics(
             pending.container
         ));
         failpoint::hit("statistics");
-        let stages = statistics::stages(pending.major, true);
         let gathered =
             gather_statistics(printer, &socket, &pending.superuser, &stages, pending.jobs).await?;
         std::fs::remove_file(&path)?;
@@ -1972,11 +1981,12 @@ async fn finish_statistics(
     }
     .await;
     Some(match result {
-        Ok(gathered) => StatisticsReport::complete(true, &gathered, began),
+        Ok(gathered) => StatisticsReport::complete(true, &stages, &gathered, began),
         Err(e) => StatisticsReport {
             after_hand_over: true,
             complete: false,
             analyzed: 0,
+            rule: statistics::rule(&stages),
             seconds: began.elapsed().as_secs_f64(),
             error: Some(format!("{e:#}")),
         },
