@@ -135,6 +135,27 @@ pub enum ModeArg {
     Link,
 }
 
+/// How pg_upgrade puts the old relation files into the new cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TransferArg {
+    /// swap where it is faster and a backup is kept, else link
+    Auto,
+    /// hard-link every file (pg_upgrade --link)
+    Link,
+    /// move the directories (pg_upgrade --swap; new major 18 or later, with a backup)
+    Swap,
+}
+
+impl From<TransferArg> for settings::Transfer {
+    fn from(t: TransferArg) -> Self {
+        match t {
+            TransferArg::Auto => Self::Auto,
+            TransferArg::Link => Self::Link,
+            TransferArg::Swap => Self::Swap,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct UpgradePlanArgs {
     /// The major to upgrade to, e.g. 17.
@@ -263,6 +284,12 @@ pub struct UpgradeArgs {
     /// (e.g. 50M, 1G; K, M and G count 1024s; default: as fast as the disk goes).
     #[arg(long, value_name = "RATE", value_parser = parse_rate, conflicts_with = "no_precopy")]
     pub precopy_rate: Option<u64>,
+
+    /// How pg_upgrade puts the old relation files into the new cluster: swap moves whole
+    /// directories (faster with many relations; it uses up the old cluster, so only with a
+    /// backup, and only into 18 or later), link hard-links every file.
+    #[arg(long, value_enum, default_value_t = TransferArg::Auto)]
+    pub transfer: TransferArg,
 
     /// Do not ask for confirmation.
     #[arg(long, short = 'y')]
@@ -501,6 +528,7 @@ impl UpgradeArgs {
             verify: self.verify.into(),
             no_precopy: self.no_precopy,
             precopy_rate: self.precopy_rate,
+            transfer: self.transfer.into(),
             yes: self.yes,
         })
     }

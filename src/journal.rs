@@ -124,6 +124,13 @@ pub struct Learned {
     /// directory: pg_upgrade's step takes it (and clears this) instead of making its own.
     #[serde(default)]
     pub staged: bool,
+    /// pg_upgrade's transfer, as planned.
+    #[serde(default)]
+    pub transfer: crate::pgcmd::Transfer,
+    /// pg_upgrade --swap began: the cluster in place may be used up, and only the backup
+    /// holds the old cluster whole.
+    #[serde(default)]
+    pub swapping: bool,
 }
 
 impl Journal {

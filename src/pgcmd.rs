@@ -122,10 +122,25 @@ pub fn initdb(major: u32, datadir: &str, s: &InitSettings, waldir: Option<&str>)
 }
 
 /// How pg_upgrade moves relation files into the new cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Transfer {
     Copy,
+    #[default]
     Link,
+    /// Moves the old cluster's directories (18 and later): the old cluster is used up.
+    Swap,
+}
+
+impl Transfer {
+    /// pg_upgrade's flag for it.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Transfer::Copy => "--copy",
+            Transfer::Link => "--link",
+            Transfer::Swap => "--swap",
+        }
+    }
 }
 
 pub struct PgUpgrade<'a> {
@@ -156,10 +171,14 @@ impl PgUpgrade<'_> {
             format!("--new-options={options}"),
         ];
         match self.transfer {
-            Transfer::Link => argv.push("--link".into()),
             // Copying is the default; the flag itself only exists from 16 on.
-            Transfer::Copy if self.new_major >= 16 => argv.push("--copy".into()),
-            Transfer::Copy => {}
+            Transfer::Copy if self.new_major < 16 => {}
+            t => argv.push(t.flag().into()),
+        }
+        if self.transfer == Transfer::Swap {
+            // As pg_upgrade's documentation advises for --swap: syncfs would also write out
+            // the many files swap leaves behind in the old cluster.
+            argv.push("--sync-method=fsync".into());
         }
         if self.check_only {
             argv.push("--check".into());

@@ -10,7 +10,8 @@ use std::time::Duration;
 use indicatif::HumanBytes;
 use serde::{Deserialize, Serialize};
 
-use crate::settings::{Mode, Verify};
+use crate::pgcmd::Transfer;
+use crate::settings::{self, Mode, Verify};
 
 /// How the old cluster is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,6 +174,39 @@ pub enum ModeError {
         .0.display()
     )]
     NoReflinks(PathBuf),
+    #[error(
+        "--transfer swap uses up the old cluster, so it needs a backup; drop --no-backup, or use --transfer link"
+    )]
+    SwapNeedsBackup,
+    #[error(
+        "--transfer swap needs pg_upgrade 18 or later, and this upgrade is to {0}; use --transfer link or auto"
+    )]
+    SwapNeeds18(u32),
+}
+
+/// pg_upgrade's transfer. `--swap` moves the old cluster's directories into the new cluster
+/// instead of hard-linking each file, and leaves the old cluster unusable: pgup takes it only
+/// into 18 or later (where pg_upgrade has it) and with a backup, which is then the old
+/// cluster. Asked for nothing in particular, the faster where both are possible.
+pub fn transfer(
+    requested: settings::Transfer,
+    new_major: u32,
+    backup: BackupKind,
+) -> Result<Transfer, ModeError> {
+    let possible = match (new_major >= 18, backup != BackupKind::None) {
+        (true, true) => Ok(()),
+        (false, _) => Err(ModeError::SwapNeeds18(new_major)),
+        (true, false) => Err(ModeError::SwapNeedsBackup),
+    };
+    match requested {
+        settings::Transfer::Link => Ok(Transfer::Link),
+        settings::Transfer::Swap => possible.map(|()| Transfer::Swap),
+        settings::Transfer::Auto => Ok(if possible.is_ok() {
+            Transfer::Swap
+        } else {
+            Transfer::Link
+        }),
+    }
 }
 
 /// Decides how the backup is made. pg_upgrade itself always links: the live files are
@@ -226,6 +260,8 @@ pub struct Plan {
     /// Running containers that will be stopped first.
     pub stop: Vec<String>,
     pub jobs: u32,
+    /// pg_upgrade's transfer ([`transfer`]).
+    pub transfer: Transfer,
     /// Settings in the old configuration that will be changed, as one line each.
     pub config_changes: Vec<String>,
     /// The old cluster was not shut down cleanly: its first private start recovers it.
@@ -327,14 +363,20 @@ impl Plan {
                     )
                 };
                 let mut line = format!(
-                    "record the old cluster's catalog and relation files{}{recovery}{initdb}, then pg_upgrade --link --jobs {} in image {}",
+                    "record the old cluster's catalog and relation files{}{recovery}{initdb}, then pg_upgrade {} --jobs {} in image {}{}",
                     if self.verify.counts() {
                         ", count its rows"
                     } else {
                         ""
                     },
+                    self.transfer.flag(),
                     self.jobs,
-                    self.image
+                    self.image,
+                    if self.transfer == Transfer::Swap {
+                        " (moving the old cluster's directories, which uses it up: the backup is the old cluster from then on)"
+                    } else {
+                        ""
+                    }
                 );
                 if !self.config_changes.is_empty() {
                     line.push_str(&format!(
@@ -580,6 +622,7 @@ mod tests {
             new_image: Some("pgup/postgres:17".into()),
             stop: vec!["db".into()],
             jobs: 2,
+            transfer: Transfer::Link,
             config_changes: vec![],
             recovers: false,
             locations: vec![],

@@ -50,6 +50,15 @@ impl TargetSpec {
     }
 }
 
+/// How the operator asked pg_upgrade to put the old relation files into the new cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transfer {
+    /// The faster for the pair, where it is safe ([`crate::plan::transfer`]).
+    Auto,
+    Link,
+    Swap,
+}
+
 /// How the operator asked the old cluster to be kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -129,6 +138,7 @@ pub struct Upgrade {
     pub no_precopy: bool,
     /// --precopy-rate: bytes a second the copy while the server serves may read.
     pub precopy_rate: Option<u64>,
+    pub transfer: Transfer,
     pub yes: bool,
 }
 

@@ -304,14 +304,24 @@ pub async fn run(args: settings::Upgrade, printer: &Printer) -> Result<Status> {
         }
         let (uid, gid) = crate::target::owner(&target.data_dir)?;
         let lock = Lock::take(&root, uid, gid)?;
-        printer.step(format!("resuming: {}", journal.explain(&flags)));
         docker
             .remove_strays(&target.data_dir, toolbox::pgup_alive)
             .await?;
-        interrupt::journal_at(root, flags);
-        return Upgrade::new(&docker, printer, target, journal, lock)?
-            .drive()
-            .await;
+        if journal.step == Step::Upgrading && journal.learned.swapping {
+            // Nothing to resume: the old cluster in place may be half moved into the new one.
+            printer.step(format!(
+                "{}: pg_upgrade --swap had begun, which uses up the cluster in place; putting the old cluster back from the backup and starting again",
+                journal.explain(&flags)
+            ));
+            restore::undo_before_swap(&docker, printer, &target, &journal).await?;
+            drop(lock);
+        } else {
+            printer.step(format!("resuming: {}", journal.explain(&flags)));
+            interrupt::journal_at(root, flags);
+            return Upgrade::new(&docker, printer, target, journal, lock)?
+                .drive()
+                .await;
+        }
     }
 
     // A re-run of an upgrade that finished (automation, an unsure operator) does nothing.
@@ -357,6 +367,7 @@ pub async fn run(args: settings::Upgrade, printer: &Printer) -> Result<Status> {
     }
     let no_backup = args.intent.no_backup.unwrap_or(false);
     let kind = plan::backup_kind(args.intent.mode, no_backup, pre.reflinks, &root)?;
+    let transfer = plan::transfer(args.transfer, pre.new_major, kind)?;
     // The server-side checks, pg_upgrade's own included, ask the running server before
     // anything stops: what they find is refused while it still serves, and after the stop
     // only pg_upgrade checks the stopped cluster again.
@@ -399,6 +410,7 @@ pub async fn run(args: settings::Upgrade, printer: &Printer) -> Result<Status> {
             },
             prepares: live.is_some(),
             settings: live,
+            transfer,
             precopy: plan::precopies(kind, serves, args.no_precopy).then(|| plan::PreCopy {
                 rate: args.precopy_rate,
                 unguided: match &pre.control {
@@ -434,6 +446,7 @@ pub async fn run(args: settings::Upgrade, printer: &Printer) -> Result<Status> {
         new_image: journal.new_image.clone(),
         stop: journal.running.clone(),
         jobs: journal.jobs,
+        transfer,
         config_changes: pre.config_changes.iter().map(ToString::to_string).collect(),
         recovers: pre.control.as_ref().is_some_and(|c| !c.shut_down_cleanly()),
         locations: pre.locations.iter().map(Location::label).collect(),
@@ -1307,8 +1320,17 @@ impl<'a> Upgrade<'a> {
             recorded?;
             made?;
             failpoint::hit("recorded");
-            self.printer
-                .step(format!("pg_upgrade --link --jobs {}", self.journal.jobs));
+            let transfer = self.journal.learned.transfer;
+            self.printer.step(format!(
+                "pg_upgrade {} --jobs {}",
+                transfer.flag(),
+                self.journal.jobs
+            ));
+            if transfer == Transfer::Swap {
+                self.journal.learned.swapping = true;
+                let root = self.root().to_owned();
+                self.journal.save(&root)?;
+            }
             let up = PgUpgrade {
                 old_major: old,
                 new_major: new,
@@ -1316,7 +1338,7 @@ impl<'a> Upgrade<'a> {
                 new_datadir: &new_in,
                 superuser: &settings.superuser,
                 run_dir: &tb.run_dir(),
-                transfer: Transfer::Link,
+                transfer,
                 jobs: self.journal.jobs,
                 check_only: false,
             };

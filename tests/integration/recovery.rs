@@ -316,16 +316,48 @@ async fn cleanup_keep_older_than_and_dry_run() {
     assert_eq!(s.content().await, content, "the live cluster is untouched");
 }
 
-/// Kills pgup at `point`, then: rollback restores the old cluster; killed again there, the
-/// same upgrade command finishes the upgrade. Data compared each time, no strays left.
+/// An upgrade the crash tests kill: from a server of `image` to `to`, with `more` arguments.
+struct Route {
+    image: &'static str,
+    to: &'static str,
+    more: &'static [&'static str],
+}
+
+const TO_17: Route = Route {
+    image: "pgup/postgres:13",
+    to: "17",
+    more: &[],
+};
+
+/// pg_upgrade --swap uses up the cluster in place: only the backup holds it then.
+const SWAP_TO_19: Route = Route {
+    image: "pgup/postgres:18",
+    to: "19",
+    more: &["--transfer", "swap"],
+};
+
 async fn crash_at(point: &str) {
+    crash_on(&TO_17, point).await;
+}
+
+/// Kills pgup at `point` of `path`, then: rollback restores the old cluster; killed again
+/// there, the same upgrade command finishes the upgrade. Data compared each time, no strays.
+async fn crash_on(path: &Route, point: &str) {
     // With data checksums the WAL guides the backup's second pass: a replication slot keeps
     // it from the first pass on, and no run may leave it behind.
-    let mut spec = ServerSpec::new("pgup/postgres:13");
+    let mut spec = ServerSpec::new(path.image);
     spec.options = vec!["-e".into(), "POSTGRES_INITDB_ARGS=--data-checksums".into()];
     let mut s = Server::start(spec).await;
     s.seed("postgres").await;
     let before = s.content().await;
+    let old = &path.image["pgup/postgres:".len()..];
+    let new_image = format!("pgup/postgres:{}", path.to);
+    let upgrade_cmd = |name: &str| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgup"));
+        cmd.args(upgrade_on(name, path.to, &new_image))
+            .args(path.more);
+        cmd
+    };
 
     let killed = run(upgrade_cmd(&s.name).env("PGUP_KILL_AT", point));
     assert_eq!(
@@ -338,7 +370,8 @@ async fn crash_at(point: &str) {
         .as_str()
         .unwrap_or_else(|| panic!("status explains the interruption at {point}: {status}"));
     assert!(
-        line.contains("upgrade to 17 interrupted while") && line.contains("pgup rollback"),
+        line.contains(&format!("upgrade to {} interrupted while", path.to))
+            && line.contains("pgup rollback"),
         "{line}"
     );
     if point == "precopy-midway" {
@@ -355,11 +388,11 @@ async fn crash_at(point: &str) {
     }
     assert_eq!(
         docker(&["inspect", "--format", "{{.Config.Image}}", &s.name]),
-        "pgup/postgres:13"
+        path.image
     );
     runs_with(
         &mut s,
-        "13",
+        old,
         &before,
         &format!("the rollback after a kill at {point}"),
     )
@@ -378,10 +411,16 @@ async fn crash_at(point: &str) {
         "re-running the upgrade after a kill at {point}: {}",
         finished.stderr
     );
-    assert!(finished.stderr.contains("resuming"), "{}", finished.stderr);
+    let swapped = path.more.contains(&"swap") && point == "pg_upgrade-done";
+    let resumed = if swapped {
+        "pg_upgrade --swap had begun, which uses up the cluster in place; putting the old cluster back from the backup and starting again"
+    } else {
+        "resuming"
+    };
+    assert!(finished.stderr.contains(resumed), "{}", finished.stderr);
     runs_with(
         &mut s,
-        "17",
+        path.to,
         &before,
         &format!("the resumed upgrade after a kill at {point}"),
     )
@@ -444,6 +483,18 @@ crash_tests! {
     kill_halfway_through_the_swap => "SwappingIn",
     kill_before_verification => "Verifying",
     kill_before_recreating_the_container => "Recreating",
+}
+
+/// Killed once pg_upgrade --swap has moved the old cluster's directories into the new one:
+/// rollback puts the backup back, and the same command starts again from the backup.
+#[tokio::test]
+async fn kill_after_pg_upgrade_swap() {
+    crash_on(&SWAP_TO_19, "pg_upgrade-done").await;
+}
+
+#[tokio::test]
+async fn kill_before_pg_upgrade_swap() {
+    crash_on(&SWAP_TO_19, "recorded").await;
 }
 
 /// Writes go on while the backup's first pass copies the running cluster, on a cluster with
