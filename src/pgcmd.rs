@@ -341,20 +341,28 @@ mod tests {
     }
 
     #[test]
-    fn copy_flag_only_from_16() {
-        let up = |new_major| PgUpgrade {
-            old_major: 13,
-            new_major,
-            old_datadir: "/o",
-            new_datadir: "/n",
-            superuser: "postgres",
-            run_dir: "/r",
-            transfer: Transfer::Copy,
-            jobs: 1,
-            check_only: true,
+    fn transfer_flags() {
+        let up = |new_major, transfer| {
+            PgUpgrade {
+                old_major: 13,
+                new_major,
+                old_datadir: "/o",
+                new_datadir: "/n",
+                superuser: "postgres",
+                run_dir: "/r",
+                transfer,
+                jobs: 1,
+                check_only: true,
+            }
+            .argv()
         };
-        assert!(!up(15).argv().contains(&"--copy".to_owned()));
-        assert!(up(17).argv().contains(&"--copy".to_owned()));
+        let has = |argv: Vec<String>, flag: &str| argv.iter().any(|a| a == flag);
+        // --copy only from 16 on.
+        assert!(!has(up(15, Transfer::Copy), "--copy"));
+        assert!(has(up(17, Transfer::Copy), "--copy"));
+        let swap = up(19, Transfer::Swap);
+        assert!(has(swap.clone(), "--swap") && has(swap, "--sync-method=fsync"));
+        assert!(!has(up(19, Transfer::Link), "--sync-method=fsync"));
     }
 
     #[test]

@@ -550,6 +550,37 @@ mod tests {
     }
 
     #[test]
+    fn transfers() {
+        use settings::Transfer as Asked;
+        let (copy, none) = (BackupKind::Copy, BackupKind::None);
+        assert_eq!(transfer(Asked::Auto, 19, copy), Ok(Transfer::Swap));
+        assert_eq!(
+            transfer(Asked::Auto, 18, BackupKind::Clone),
+            Ok(Transfer::Swap)
+        );
+        assert_eq!(
+            transfer(Asked::Auto, 17, copy),
+            Ok(Transfer::Link),
+            "no --swap before 18"
+        );
+        assert_eq!(
+            transfer(Asked::Auto, 19, none),
+            Ok(Transfer::Link),
+            "nothing else keeps the old cluster"
+        );
+        assert_eq!(transfer(Asked::Link, 19, copy), Ok(Transfer::Link));
+        assert_eq!(transfer(Asked::Swap, 18, copy), Ok(Transfer::Swap));
+        assert_eq!(
+            transfer(Asked::Swap, 17, copy),
+            Err(ModeError::SwapNeeds18(17))
+        );
+        assert_eq!(
+            transfer(Asked::Swap, 19, none),
+            Err(ModeError::SwapNeedsBackup)
+        );
+    }
+
+    #[test]
     fn space() {
         assert_eq!(need_bytes(BackupKind::Copy, 10 * GIB), 10 * GIB + GIB / 2);
         assert_eq!(need_bytes(BackupKind::Clone, 10 * GIB), GIB / 2);
