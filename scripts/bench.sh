@@ -26,6 +26,14 @@
 #   B  by hand: docker stop, cp -a, initdb, pg_upgrade --link, a new 17 container
 #   PGUP_BENCH_DOWNTIME overrides the contenders ("" skips them), PGUP_BENCH_DOWN_SIZES the
 #   sizes, PGUP_BENCH_CHECKSUMS the variants ("no yes").
+# To 19 (18 → 19, the 18 images' layout, a stopped cluster; --full: 1 GB and 10,000 tables;
+# PGUP_BENCH_19_SIZES, PGUP_BENCH_19_TABLES override them, "" skips):
+#   s  pgup upgrade, default safe mode (backup kept; pg_upgrade --swap, --transfer auto)
+#   l  the same with --transfer link
+#   h  by hand: cp -a safety copy, initdb 19 in 19/docker, pg_upgrade --link --jobs 2, start,
+#      vacuumdb --all --analyze-only --missing-stats-only (what pgup gathers on a private
+#      start), stop
+#   each with pg_upgrade's own time (pgup's "upgrading" step; the command alone by hand).
 # Output: tables on stdout (also written to target/bench/results.md) and pgup's peak RSS.
 set -euo pipefail
 # A failure inside $(...) (making a template, say) stops the run instead of timing nothing.
@@ -34,8 +42,8 @@ cd "$(dirname "$0")/.."
 
 mode=${1:---quick}
 case $mode in
---quick) sizes=(0.5) tables=() reps=1 down_sizes=(0.5) checksums=(no) downs=(A C) ;;
---full) sizes=(0 0.5 1 2 4) tables=(1000 10000) reps=3 down_sizes=(1 4 8) checksums=(no yes) downs=(A B C) ;;
+--quick) sizes=(0.5) tables=() reps=1 down_sizes=(0.5) checksums=(no) downs=(A C) sizes19=() tables19=() ;;
+--full) sizes=(0 0.5 1 2 4) tables=(1000 10000) reps=3 down_sizes=(1 4 8) checksums=(no yes) downs=(A B C) sizes19=(1) tables19=(10000) ;;
 *) echo "usage: scripts/bench.sh [--quick|--full]" >&2 && exit 2 ;;
 esac
 # A part of a run: PGUP_BENCH_SIZES="1 2" PGUP_BENCH_TABLES="" PGUP_BENCH_REPS=1.
@@ -44,6 +52,8 @@ read -ra tables <<<"${PGUP_BENCH_TABLES-${tables[*]:-}}"
 read -ra down_sizes <<<"${PGUP_BENCH_DOWN_SIZES-${down_sizes[*]}}"
 read -ra checksums <<<"${PGUP_BENCH_CHECKSUMS-${checksums[*]}}"
 read -ra downs <<<"${PGUP_BENCH_DOWNTIME-${downs[*]}}"
+read -ra sizes19 <<<"${PGUP_BENCH_19_SIZES-${sizes19[*]:-}}"
+read -ra tables19 <<<"${PGUP_BENCH_19_TABLES-${tables19[*]:-}}"
 reps=${PGUP_BENCH_REPS:-$reps}
 
 # The release build compiles while setup builds the images (mostly waiting on the mirror).
@@ -56,13 +66,18 @@ rm -f "$release_log"
 pgup=$PWD/target/release/pgup
 # The toolbox pgup assembles from the two server images: made before any clock starts, and
 # the image the by-hand job runs in.
-toolbox=$("$pgup" image assemble --old pgup/postgres:13 --new pgup/postgres:17 --json |
-	python3 -c 'import json, sys; print(json.load(sys.stdin)["image"])')
+assembled() {
+	"$pgup" image assemble --old "pgup/postgres:$1" --new "pgup/postgres:$2" --json |
+		python3 -c 'import json, sys; print(json.load(sys.stdin)["image"])'
+}
+toolbox=$(assembled 13 17)
+toolbox19=$(assembled 18 19)
 out=target/bench
 mkdir -p "$out"
-results=$out/results.tsv downtimes=$out/downtime.tsv
+results=$out/results.tsv downtimes=$out/downtime.tsv to19=$out/to19.tsv
 : >"$results"
 : >"$downtimes"
+: >"$to19"
 export POSTGRES_PASSWORD=bench-$RANDOM$RANDOM
 prefix=pgup-bench-$$
 vols=/var/lib/docker/volumes
@@ -99,13 +114,17 @@ peak_rss() {
 	echo "$peak_kb"
 }
 
-# A stopped PostgreSQL 13 cluster of about SIZE GB (pgbench) or with N tables, in volume $1;
-# $4 = yes: with data checksums.
+# Where the images of major $1 mount their volume: PGDATA itself up to 17, its parent (PGDATA
+# in <major>/docker) from 18 on.
+mount_of() { if [ "$1" -ge 18 ]; then echo /var/lib/postgresql; else echo /var/lib/postgresql/data; fi; }
+
+# A stopped PostgreSQL cluster of major $5 (default 13) of about SIZE GB (pgbench) or with N
+# tables, in volume $1; $4 = yes: with data checksums (18's images make them by default).
 make_template() {
-	local vol=$1 kind=$2 amount=$3 sums=${4:-no} c=$prefix-make initdb=()
+	local vol=$1 kind=$2 amount=$3 sums=${4:-no} major=${5:-13} c=$prefix-make initdb=()
 	[ "$sums" = yes ] && initdb=(-e POSTGRES_INITDB_ARGS=--data-checksums)
 	docker volume create "$vol" >/dev/null
-	docker run -d --name "$c" -e POSTGRES_PASSWORD "${initdb[@]}" -v "$vol:/var/lib/postgresql/data" pgup/postgres:13 >/dev/null
+	docker run -d --name "$c" -e POSTGRES_PASSWORD "${initdb[@]}" -v "$vol:$(mount_of "$major")" "pgup/postgres:$major" >/dev/null
 	until docker exec "$c" pg_isready -q -h 127.0.0.1 2>/dev/null; do sleep 0.5; done
 	if [ "$kind" = gb ]; then
 		# pgbench scale 1 is about 15 MB on disk.
@@ -129,16 +148,17 @@ make_template() {
 	du -sb "$vols/$vol/_data" | cut -f1
 }
 
-# A fresh copy of the template in a new volume, with a stopped 13 container on it.
+# A fresh copy of the template in a new volume, with a stopped container of major $3
+# (default 13) on it.
 fresh() {
-	local template=$1 name=$2
+	local template=$1 name=$2 major=${3:-13}
 	docker volume create "$name" >/dev/null
 	rmdir "$vols/$name/_data"
 	cp -a "$vols/$template/_data" "$vols/$name/_data"
 	# On disk before the clock starts, as a stopped cluster's data is: no contender pays for
 	# flushing the copy.
 	sync
-	docker create --name "$name" -e POSTGRES_PASSWORD -v "$name:/var/lib/postgresql/data" pgup/postgres:13 >/dev/null
+	docker create --name "$name" -e POSTGRES_PASSWORD -v "$name:$(mount_of "$major")" "pgup/postgres:$major" >/dev/null
 }
 
 drop() {
@@ -169,6 +189,73 @@ by_hand() {
 }
 
 ready() { until docker exec "$1" pg_isready -q -h 127.0.0.1 2>/dev/null; do sleep 0.1; done; }
+
+# By hand, 18 to 19 in the 18 images' layout (the volume holds 18/docker; the new cluster goes
+# to 19/docker, where the 19 image looks): prints pg_upgrade's own seconds.
+by_hand19() {
+	local v=$vols/$1/_data
+	cp -a "$v/18/docker" "$v/backup"
+	install -d -o 999 -g 999 -m 700 "$v/19" "$v/19/docker"
+	docker run --rm --network none -u 999:999 -v "$v:/v" --tmpfs /tmp:uid=999 -w /tmp "$toolbox19" bash -ec '
+		sums=$(/usr/lib/postgresql/18/bin/pg_controldata /v/18/docker | awk -F: "/checksum version/ { print \$2 + 0 }")
+		k=(--no-data-checksums); [ "$sums" = 0 ] || k=(--data-checksums)
+		/usr/lib/postgresql/19/bin/initdb -D /v/19/docker -U postgres -A trust --encoding=UTF8 --lc-collate=en_US.utf8 --lc-ctype=en_US.utf8 "${k[@]}" >/dev/null
+		s=$(date +%s%N)
+		/usr/lib/postgresql/19/bin/pg_upgrade -b /usr/lib/postgresql/18/bin -B /usr/lib/postgresql/19/bin \
+			-d /v/18/docker -D /v/19/docker -U postgres --link --jobs 2 -s /tmp >/dev/null
+		e=$(date +%s%N)
+		cp /v/18/docker/pg_hba.conf /v/18/docker/postgresql.conf /v/19/docker/
+		/usr/lib/postgresql/19/bin/pg_ctl -D /v/19/docker -o "-c listen_addresses= -c unix_socket_directories=/tmp" -w start >/dev/null
+		/usr/lib/postgresql/19/bin/vacuumdb --all --analyze-only --missing-stats-only -h /tmp -U postgres >/dev/null
+		/usr/lib/postgresql/19/bin/pg_ctl -D /v/19/docker -m fast -w stop >/dev/null
+		awk -v n=$((e - s)) "BEGIN { printf \"%.2f\", n / 1e9 }"'
+}
+
+# One timed 18 → 19 run of contender $1 (s, l, h) on a fresh copy of template $2; appends the
+# total and pg_upgrade's own time to the results to 19.
+run19_one() {
+	local who=$1 template=$2 label=$3 name=$prefix-run19 t0 t1 step report=$out/to19-report.json
+	fresh "$template" "$name" 18
+	t0=$(now)
+	case $who in
+	s | l)
+		local transfer=auto
+		[ "$who" = l ] && transfer=link
+		"$pgup" --json upgrade --container "$name" --to 19 --transfer "$transfer" --yes >"$report"
+		;;
+	h) step=$(by_hand19 "$name") ;;
+	esac
+	t1=$(now)
+	if [ "$who" != h ]; then
+		step=$(python3 -c 'import json, sys
+r = json.load(open(sys.argv[1]))
+want = "swap" if sys.argv[2] == "s" else "link"
+assert r["transfer"] == want, r["transfer"]
+print([s["seconds"] for s in r["steps"] if s["step"] == "upgrading"][0])' "$report" "$who")
+	fi
+	local pgdata=18/docker
+	[ "$who" = h ] && pgdata=19/docker
+	[ "$(cat "$vols/$name/_data/$pgdata/PG_VERSION")" = 19 ] || { log "$who did not upgrade $label to 19"; exit 1; }
+	printf '%s\t%s\t%s\t%s\n' "$label" "$who" "$(elapsed "$t0" "$t1")" "$step" >>"$to19"
+	drop "$name"
+}
+
+# The sets to 19: contenders alternating on the same 18 template, repeated.
+to19_set() {
+	local label=$1 kind=$2 amount=$3 template=$prefix-template19-$RANDOM bytes order
+	log "$label: making the 18 template"
+	bytes=$(make_template "$template" "$kind" "$amount" no 18)
+	log "$label: $(numfmt --to=iec "$bytes") of data"
+	for ((r = 0; r < reps; r++)); do
+		order=(s l h)
+		((r % 2 == 0)) || order=(h l s)
+		for who in "${order[@]}"; do
+			log "$label: run $((r + 1))/$reps of $who to 19"
+			run19_one "$who" "$template" "$label"
+		done
+	done
+	drop "$template"
+}
 
 # The tree (names, types, modes, owners, sizes, mtimes, link targets) and contents of a
 # cluster, leaving out pgup's entries: one hash.
@@ -331,8 +418,10 @@ for sums in "${checksums[@]}"; do
 		down_set "${g} GB, checksums $sums" "$g" "$sums"
 	done
 done
+for g in "${sizes19[@]}"; do to19_set "${g} GB" gb "$g"; done
+for n in "${tables19[@]}"; do to19_set "$n tables" tables "$n"; done
 
-python3 - "$results" "$mode" "$downtimes" <<'PY' | tee "$out/results.md"
+python3 - "$results" "$mode" "$downtimes" "$to19" <<'PY' | tee "$out/results.md"
 import statistics, sys, collections
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 times, rss = collections.defaultdict(list), collections.defaultdict(list)
@@ -376,4 +465,19 @@ if downs:
         if len(mine) > 1:
             lo, hi = mine[0], mine[-1]
             print(f"\nChecksums {sums}: A at {hi.split(',')[0]} / A at {lo.split(',')[0]}: {ratio(m(down, (hi, 'A')), m(down, (lo, 'A')))}")
+to19 = [l.rstrip("\n").split("\t") for l in open(sys.argv[4]) if l.strip()]
+if to19:
+    total, step, order = collections.defaultdict(list), collections.defaultdict(list), []
+    for label, who, secs, s in to19:
+        if label not in order: order.append(label)
+        total[(label, who)].append(float(secs))
+        step[(label, who)].append(float(s))
+    m = lambda t, k: statistics.median(t[k]) if t.get(k) else None
+    print("\nTo 19 (18 → 19, a stopped cluster): medians in seconds of the whole job (the downtime: no server runs); in brackets pgup's upgrading step (pg_upgrade, with the old cluster's record beside it) and by hand pg_upgrade alone.\n")
+    print("| data | s pgup safe (swap) | l pgup safe, link | h by hand (cp -a, link) | s/h | s/l | pg_upgrade swap/link |")
+    print("|---|---|---|---|---|---|---|")
+    for label in order:
+        cell = lambda w: "-" if m(total, (label, w)) is None else f"{m(total, (label, w)):.1f} ({m(step, (label, w)):.1f})"
+        s, l, h = (m(total, (label, w)) for w in ("s", "l", "h"))
+        print(f"| {label} | {cell('s')} | {cell('l')} | {cell('h')} | {ratio(s, h)} | {ratio(s, l)} | {ratio(m(step, (label, 's')), m(step, (label, 'l')))} |")
 PY

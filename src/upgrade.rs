@@ -53,6 +53,8 @@ pub struct UpgradeReport {
     pub from: u32,
     pub to: u32,
     pub backup: Option<PathBuf>,
+    /// How pg_upgrade put the old relation files into the new cluster.
+    pub transfer: Transfer,
     pub settings_changed: Vec<String>,
     /// Catalog options the new major does not know, removed from the old cluster before
     /// pg_upgrade (the backup keeps them).
@@ -284,7 +286,12 @@ impl std::fmt::Display for UpgradeReport {
                 .iter()
                 .map(|t| format!("{} {:.1} s", t.step.name(), t.seconds))
                 .collect();
-            writeln!(f, "Steps: {}.", steps.join(", "))?;
+            writeln!(
+                f,
+                "Steps: {} (pg_upgrade {}).",
+                steps.join(", "),
+                self.transfer.flag()
+            )?;
         }
         if let Some(next) = &self.next {
             writeln!(f, "{next}")?;
@@ -1814,6 +1821,7 @@ impl<'a> Upgrade<'a> {
             from: self.journal.old_major,
             to: self.journal.new_major,
             backup: self.backup_dir(),
+            transfer: self.journal.learned.transfer,
             settings_changed: self.journal.learned.config_changes.clone(),
             options_removed: self.options_removed.iter().flat_map(|m| m.values()).sum(),
             options_removed_by_database: self.options_removed.clone().unwrap_or_default(),

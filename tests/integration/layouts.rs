@@ -117,7 +117,22 @@ fn sql(container: &str, sql: &str) -> String {
 /// cluster (PGDATA, WAL directory and tablespace hashed), cleanup of every part.
 #[tokio::test]
 async fn tablespace_and_wal_directory_13_to_17_and_back() {
-    let mut sp = Spread::start("pgup/postgres:13").await;
+    spread_and_back("pgup/postgres:13", "17", "/var/lib/postgresql/data").await;
+}
+
+/// The same from 18 to 19, where pg_upgrade moves the directories (`--swap`), the
+/// tablespace's included.
+#[tokio::test]
+async fn tablespace_and_wal_directory_18_to_19_swapped_and_back() {
+    spread_and_back("pgup/postgres:18", "19", "/var/lib/postgresql/18/docker").await;
+}
+
+/// A cluster of `image` spread over a tablespace and a WAL directory (PGDATA at `pgdata` in
+/// its container), upgraded to `to`, written to, rolled back, cleaned up.
+async fn spread_and_back(image: &'static str, to: &str, pgdata: &str) {
+    let old = &image["pgup/postgres:".len()..];
+    let new_image = format!("pgup/postgres:{to}");
+    let mut sp = Spread::start(image).await;
     let before = sp.s.content().await;
     sp.s.stop();
     let hashes = sp.hashes();
@@ -128,14 +143,16 @@ async fn tablespace_and_wal_directory_13_to_17_and_back() {
         outside.contains("pg_wal (/pgwal/wal) on ") && outside.contains("(/tblspc/ts) on "),
         "{status}"
     );
-    let check = pgup_json(&["check", "--container", &sp.s.name, "--to", "17"]);
+    let check = pgup_json(&["check", "--container", &sp.s.name, "--to", to]);
     let layout = items(&check, "layout", "ok");
     assert_eq!(layout.len(), 2, "{check}");
     assert_mentioned(&layout, "pg_wal (/pgwal/wal) on ");
     assert_mentioned(&layout, "(/tblspc/ts) on ");
 
-    let up = pgup_json(&upgrade_on(&sp.s.name, "17", "pgup/postgres:17"));
-    assert_eq!(up["to"], 17, "{up}");
+    let up = pgup_json(&upgrade_on(&sp.s.name, to, &new_image));
+    assert_eq!(up["to"].to_string(), to, "{up}");
+    let transfer = if to == "19" { "--swap" } else { "--link" };
+    assert_eq!(up["transfer"], transfer[2..], "{up}");
     let backup = up["backup"]
         .as_str()
         .unwrap()
@@ -148,26 +165,24 @@ async fn tablespace_and_wal_directory_13_to_17_and_back() {
     assert!(
         names_in(&sp.ts_dir().join(&backup))
             .iter()
-            .all(|n| n.starts_with("PG_13_")),
+            .all(|n| n.starts_with(&format!("PG_{old}_"))),
         "only the old version directory is backed up"
     );
     let in_ts = names_in(&sp.ts_dir());
-    assert!(in_ts.iter().any(|n| n.starts_with("PG_17_")), "{in_ts:?}");
     assert!(
-        !in_ts.iter().any(|n| n.starts_with("PG_13_")),
+        in_ts.iter().any(|n| n.starts_with(&format!("PG_{to}_"))),
+        "{in_ts:?}"
+    );
+    assert!(
+        !in_ts.iter().any(|n| n.starts_with(&format!("PG_{old}_"))),
         "the old cluster's link-shared directory is gone from the tablespace: {in_ts:?}"
     );
 
     sp.s.refresh_port();
-    assert_eq!(&sp.s.setting("server_version_num").await[..2], "17");
+    assert_eq!(&sp.s.setting("server_version_num").await[..2], to);
     assert_eq!(sp.s.content().await, before);
     assert_eq!(
-        docker(&[
-            "exec",
-            &sp.s.name,
-            "readlink",
-            "/var/lib/postgresql/data/pg_wal"
-        ]),
+        docker(&["exec", &sp.s.name, "readlink", &format!("{pgdata}/pg_wal")]),
         "/pgwal/wal",
         "the new cluster's WAL stays in the WAL directory"
     );
@@ -178,10 +193,11 @@ async fn tablespace_and_wal_directory_13_to_17_and_back() {
         ),
         "/tblspc/ts"
     );
-    // Writes on 17 reach files pg_upgrade linked: the backup must not share them.
+    // Writes on the new major reach files pg_upgrade linked or moved: the backup must not
+    // share them.
     sql(
         &sp.s.name,
-        "UPDATE spaced SET v = 'on 17' WHERE id % 3 = 0; INSERT INTO spaced SELECT g, 'new' FROM generate_series(3001, 4000) g; CHECKPOINT",
+        "UPDATE spaced SET v = 'on the new major' WHERE id % 3 = 0; INSERT INTO spaced SELECT g, 'new' FROM generate_series(3001, 4000) g; CHECKPOINT",
     );
 
     // Stopped first, so that the rollback leaves it stopped and the files can be compared.
@@ -190,7 +206,7 @@ async fn tablespace_and_wal_directory_13_to_17_and_back() {
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert_eq!(
         docker(&["inspect", "--format", "{{.Config.Image}}", &sp.s.name]),
-        "pgup/postgres:13"
+        image
     );
     assert_eq!(
         sp.hashes(),
@@ -200,7 +216,7 @@ async fn tablespace_and_wal_directory_13_to_17_and_back() {
     docker(&["start", &sp.s.name]);
     wait_ready(&sp.s.name);
     sp.s.refresh_port();
-    assert_eq!(&sp.s.setting("server_version_num").await[..2], "13");
+    assert_eq!(&sp.s.setting("server_version_num").await[..2], old);
     assert_eq!(sp.s.content().await, before);
 
     let cleaned = pgup_json(&["cleanup", "--container", &sp.s.name, "--yes"]);
