@@ -433,6 +433,9 @@ for label, who, secs, peak in rows:
 med = lambda k: statistics.median(times[k]) if times.get(k) else None
 fmt = lambda v: "-" if v is None else f"{v:.1f}"
 ratio = lambda x, y: "-" if x is None or y is None or y == 0 else f"{x / y:.2f}"
+m = lambda t, k: statistics.median(t[k]) if t.get(k) else None
+# A median, with a second one in brackets.
+cell = lambda main, extra, k: "-" if m(main, k) is None else f"{m(main, k):.1f} ({m(extra, k):.1f})"
 print(f"Mode {sys.argv[2]}; medians in seconds, ratios from the same run.\n")
 print("| data | a pgup | b by hand | a/b | a−b | c pgup link | c0 by hand | c/c0 | d dump/restore | d/a | e clone | pgup peak RSS |")
 print("|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -450,15 +453,14 @@ if downs:
         total[(label, who)].append(float(secs))
         down[(label, who)].append(float(d))
         if peak and peak[0]: peaks[label].append(int(peak[0]))
-    m = lambda t, k: statistics.median(t[k]) if t.get(k) else None
     print("\nDowntime under write load (pgbench -R 50 -c 2 until the stop), from the stop to the new major's first answer; medians in seconds, total in brackets.\n")
     print("| data | A pgup safe | C pgup link, no backup | B by hand (cp -a) | A/C | A/B | A peak RSS |")
     print("|---|---|---|---|---|---|---|")
     for label in order:
-        cell = lambda w: "-" if m(down, (label, w)) is None else f"{m(down, (label, w)):.1f} ({m(total, (label, w)):.1f})"
         dA, dB, dC = (m(down, (label, w)) for w in ("A", "B", "C"))
         peak = f"{max(peaks[label]) / 1024:.1f} MB" if peaks[label] else "-"
-        print(f"| {label} | {cell('A')} | {cell('C')} | {cell('B')} | {ratio(dA, dC)} | {ratio(dA, dB)} | {peak} |")
+        A, B, C = (cell(down, total, (label, w)) for w in ("A", "B", "C"))
+        print(f"| {label} | {A} | {C} | {B} | {ratio(dA, dC)} | {ratio(dA, dB)} | {peak} |")
     # Downtime independent of size: the largest size's against the smallest's, per variant.
     for sums in ("no", "yes"):
         mine = [l for l in order if l.endswith(f"checksums {sums}")]
@@ -472,12 +474,11 @@ if to19:
         if label not in order: order.append(label)
         total[(label, who)].append(float(secs))
         step[(label, who)].append(float(s))
-    m = lambda t, k: statistics.median(t[k]) if t.get(k) else None
     print("\nTo 19 (18 → 19, a stopped cluster): medians in seconds of the whole job (the downtime: no server runs); in brackets pgup's upgrading step (pg_upgrade, with the old cluster's record beside it) and by hand pg_upgrade alone.\n")
     print("| data | s pgup safe (swap) | l pgup safe, link | h by hand (cp -a, link) | s/h | s/l | pg_upgrade swap/link |")
     print("|---|---|---|---|---|---|---|")
     for label in order:
-        cell = lambda w: "-" if m(total, (label, w)) is None else f"{m(total, (label, w)):.1f} ({m(step, (label, w)):.1f})"
         s, l, h = (m(total, (label, w)) for w in ("s", "l", "h"))
-        print(f"| {label} | {cell('s')} | {cell('l')} | {cell('h')} | {ratio(s, h)} | {ratio(s, l)} | {ratio(m(step, (label, 's')), m(step, (label, 'l')))} |")
+        S, L, H = (cell(total, step, (label, w)) for w in ("s", "l", "h"))
+        print(f"| {label} | {S} | {L} | {H} | {ratio(s, h)} | {ratio(s, l)} | {ratio(m(step, (label, 's')), m(step, (label, 'l')))} |")
 PY
