@@ -138,7 +138,7 @@ pub enum ModeArg {
 /// How pg_upgrade puts the old relation files into the new cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum TransferArg {
-    /// swap where it is faster and a backup is kept, else link
+    /// swap where pgup may (into 18 or later, with a backup), else link
     Auto,
     /// hard-link every file (pg_upgrade --link)
     Link,

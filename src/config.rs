@@ -414,8 +414,17 @@ pub fn adjust(
     }
 }
 
+/// The major that removed the setting `name` (lowercased), when it is after `old` and not
+/// after `new`.
+pub fn removed_between(name: &str, old: u32, new: u32) -> Option<u32> {
+    REMOVED
+        .iter()
+        .find(|r| r.name == name && old < r.removed_in && r.removed_in <= new)
+        .map(|r| r.removed_in)
+}
+
 /// Whether the new server takes `name` (lowercased) in a configuration file.
-pub fn accepts(name: &str, accepted: &BTreeSet<String>, new_major: u32) -> bool {
+fn accepts(name: &str, accepted: &BTreeSet<String>, new_major: u32) -> bool {
     if name.contains('.') || accepted.contains(name) {
         return true;
     }

@@ -195,7 +195,7 @@ pub async fn run(server: Vec<String>) -> Result<Status> {
     let held = majors_here(Path::new("/usr/lib/postgresql"));
     // Read once: where the volume is, and which container this is.
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let data = find_data(settings.pgdata.as_deref());
+    let data = find_data(settings.pgdata.as_deref()).map_err(Refusal)?;
     let (root, subdir) = match &data {
         Some(d) => mount_root(d, &mounts(&mountinfo)),
         None => (PathBuf::new(), None),
@@ -458,15 +458,27 @@ fn majors_here(dir: &Path) -> BTreeSet<u32> {
 
 /// PGDATA when it holds a cluster, else the layout before 18's (a volume at
 /// /var/lib/postgresql/data) when that does, else an older major's directory in 18's layout
-/// ([`older_major_beside`]); else PGDATA, where the server makes one.
-fn find_data(pgdata: Option<&Path>) -> Option<PathBuf> {
+/// ([`older_majors_beside`]); else PGDATA, where the server makes one. Several older majors
+/// there: refused (the server would make an empty cluster beside them), naming them.
+fn find_data(pgdata: Option<&Path>) -> Result<Option<PathBuf>, String> {
     let legacy = Path::new("/var/lib/postgresql/data");
-    match pgdata {
+    Ok(match pgdata {
         Some(p) if holds_cluster(p) => Some(p.to_owned()),
         _ if holds_cluster(legacy) => Some(legacy.to_owned()),
-        Some(p) => Some(older_major_beside(p).unwrap_or_else(|| p.to_owned())),
+        Some(p) => match older_majors_beside(p).as_slice() {
+            [] => Some(p.to_owned()),
+            [one] => Some(one.clone()),
+            several => {
+                let names: Vec<String> = several.iter().map(|d| d.display().to_string()).collect();
+                return Err(format!(
+                    "PGDATA {} holds no cluster, and beside it are clusters of several older majors ({}): set PGDATA to the one to upgrade; nothing was changed",
+                    p.display(),
+                    names.join(", ")
+                ));
+            }
+        },
         None => None,
-    }
+    })
 }
 
 fn holds_cluster(dir: &Path) -> bool {
@@ -474,26 +486,29 @@ fn holds_cluster(dir: &Path) -> bool {
 }
 
 /// From 18 on, the images keep PGDATA at `<volume>/<major>/docker`, so a 19 image on an 18
-/// volume finds `18/docker` beside its own empty `19/docker`: the one older major's cluster
-/// there (none when there are several: the operator names PGDATA).
-fn older_major_beside(pgdata: &Path) -> Option<PathBuf> {
-    let leaf = pgdata.file_name()?;
-    let major_dir = pgdata.parent()?;
-    let major: u32 = major_dir.file_name()?.to_str()?.parse().ok()?;
-    let volume = major_dir.parent()?;
-    let mut found = std::fs::read_dir(volume)
-        .ok()?
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_str()
-                .and_then(|n| n.parse::<u32>().ok())
-                .is_some_and(|m| m < major)
-        })
-        .map(|e| e.path().join(leaf))
-        .filter(|d| holds_cluster(d));
-    let one = found.next()?;
-    found.next().is_none().then_some(one)
+/// volume finds `18/docker` beside its own empty `19/docker`: the older majors' clusters
+/// there, in order.
+fn older_majors_beside(pgdata: &Path) -> Vec<PathBuf> {
+    let found = || -> Option<Vec<PathBuf>> {
+        let leaf = pgdata.file_name()?;
+        let major_dir = pgdata.parent()?;
+        let major: u32 = major_dir.file_name()?.to_str()?.parse().ok()?;
+        let mut found: Vec<PathBuf> = std::fs::read_dir(major_dir.parent()?)
+            .ok()?
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_str()
+                    .and_then(|n| n.parse::<u32>().ok())
+                    .is_some_and(|m| m < major)
+            })
+            .map(|e| e.path().join(leaf))
+            .filter(|d| holds_cluster(d))
+            .collect();
+        found.sort();
+        Some(found)
+    };
+    found().unwrap_or_default()
 }
 
 /// This container's mount points (`/proc/self/mountinfo`'s fifth field, unescaped).
@@ -569,25 +584,31 @@ mod tests {
             dir
         };
         let pgdata = volume.path().join("19/docker");
-        assert_eq!(older_major_beside(&pgdata), None, "nothing there");
+        assert_eq!(
+            find_data(Some(&pgdata)),
+            Ok(Some(pgdata.clone())),
+            "nothing there"
+        );
         let old = cluster("18");
         std::fs::create_dir_all(volume.path().join("17/docker")).unwrap();
-        assert_eq!(older_major_beside(&pgdata), Some(old.clone()));
-        assert_eq!(find_data(Some(&pgdata)), Some(old));
-        assert_eq!(
-            older_major_beside(&volume.path().join("18/docker")),
-            None,
+        assert_eq!(find_data(Some(&pgdata)), Ok(Some(old.clone())));
+        assert!(
+            older_majors_beside(&volume.path().join("18/docker")).is_empty(),
             "not a newer one"
         );
         cluster("17");
-        assert_eq!(older_major_beside(&pgdata), None, "two: PGDATA must say");
+        let refused = find_data(Some(&pgdata)).unwrap_err();
+        assert!(
+            refused.contains("several older majors") && refused.contains("17/docker, "),
+            "{refused}"
+        );
         let own = cluster("19");
         assert_eq!(
             find_data(Some(&own)),
-            Some(own.clone()),
+            Ok(Some(own.clone())),
             "PGDATA's own first"
         );
-        assert_eq!(older_major_beside(&volume.path().join("data")), None);
+        assert!(older_majors_beside(&volume.path().join("data")).is_empty());
     }
 
     fn settings(upgrade: bool, to: Option<u32>) -> Settings {

@@ -632,14 +632,7 @@ async fn on_cluster(
 
     let read = tb
         .with_server(old, &data, async || {
-            read_old(
-                tb.socket_dir(),
-                &superuser,
-                old,
-                pre.new_major,
-                &pre.accepted,
-            )
-            .await
+            read_old(tb.socket_dir(), &superuser, old, pre.new_major).await
         })
         .await?;
     judge(tb, pre, superuser, read, for_upgrade, may_strip).await
@@ -717,8 +710,7 @@ pub async fn live_checks(
     );
     let tb = Toolbox::start(docker, pre.toolbox("check", mounts)).await?;
     let result = async {
-        let (old, new) = (pre.old_major, pre.new_major);
-        let read = read_old(relay.dir(), &superuser, old, new, &pre.accepted).await?;
+        let read = read_old(relay.dir(), &superuser, pre.old_major, pre.new_major).await?;
         judge(&tb, pre, superuser, read, false, may_strip).await
     }
     .await;
@@ -755,10 +747,9 @@ async fn read_old(
     superuser: &str,
     old: u32,
     new: u32,
-    accepted: &BTreeSet<String>,
 ) -> Result<OldFacts> {
     let catalogs = removals::gather(socket_dir, superuser, old, new).await?;
-    let removed = removals::in_catalogs(&catalogs, old, new, accepted);
+    let removed = removals::in_catalogs(&catalogs, old, new);
     if !removed.is_empty() {
         return Ok(Err(removed));
     }

@@ -5,8 +5,10 @@
 //! first major without it, so that a new major's removals are new rows; the finders here are
 //! pure (the old cluster's files and catalogs come in as text and rows), and [`gather`] reads
 //! the catalogs. Settings removed by name are [`config`]'s (a file's line is commented out);
-//! here they count only where a catalog holds them (`ALTER DATABASE/ROLE … SET`), which
-//! pg_upgrade's restore refuses.
+//! here they count only where a catalog holds them (`ALTER DATABASE/ROLE … SET`, a function's
+//! `SET`), which pg_upgrade's restore refuses. Only those: a catalog also holds settings no
+//! configuration file may (`role`, `transaction_isolation`, ...), which `--describe-config`
+//! does not list.
 
 use std::fmt;
 use std::path::Path;
@@ -164,28 +166,33 @@ fn strip_comment(line: &str) -> &str {
     line
 }
 
-/// A record's whitespace-separated fields, double quotes kept.
+/// A record's whitespace-separated fields, double quotes kept; a list's items stay one field
+/// across blanks after a comma (`db1, db2`), as PostgreSQL reads them.
 fn hba_fields(record: &str) -> Vec<String> {
-    let mut fields = Vec::new();
+    let mut fields: Vec<String> = Vec::new();
     let mut field = String::new();
     let mut quoted = false;
+    let end = |field: &mut String, fields: &mut Vec<String>| {
+        if field.is_empty() {
+            return;
+        }
+        match fields.last_mut() {
+            Some(last) if last.ends_with(',') => last.push_str(field),
+            _ => fields.push(field.clone()),
+        }
+        field.clear();
+    };
     for c in record.chars() {
         match c {
             '"' => {
                 quoted = !quoted;
                 field.push(c);
             }
-            c if c.is_whitespace() && !quoted => {
-                if !field.is_empty() {
-                    fields.push(std::mem::take(&mut field));
-                }
-            }
+            c if c.is_whitespace() && !quoted => end(&mut field, &mut fields),
             c => field.push(c),
         }
     }
-    if !field.is_empty() {
-        fields.push(field);
-    }
+    end(&mut field, &mut fields);
     fields
 }
 
@@ -308,14 +315,8 @@ pub struct Catalogs {
     pub line_breaks: Vec<(&'static str, String)>,
 }
 
-/// The uses in the old cluster's catalogs of what `new` removed, and of settings `new` does
-/// not know (`accepted` as for [`config::accepts`]).
-pub fn in_catalogs(
-    catalogs: &Catalogs,
-    old: u32,
-    new: u32,
-    accepted: &std::collections::BTreeSet<String>,
-) -> Vec<Use> {
+/// The uses in the old cluster's catalogs of what `new` removed, settings included.
+pub fn in_catalogs(catalogs: &Catalogs, old: u32, new: u32) -> Vec<Use> {
     let mut uses = Vec::new();
     for (holder, name, value) in &catalogs.settings {
         let (alter, database) = holder.alter();
@@ -324,11 +325,11 @@ pub fn in_catalogs(
             Some(d) => format!("run {alter} RESET {name} in database {}", quote(d)),
             None => format!("run {alter} RESET {name}"),
         };
-        if !config::accepts(name, accepted, new) {
+        if let Some(major) = config::removed_between(name, old, new) {
             uses.push(Use {
                 place,
                 what: format!(
-                    "PostgreSQL {new} has no setting {name}, so pg_upgrade could not restore it"
+                    "PostgreSQL {major} removed the setting {name}, so pg_upgrade could not restore it"
                 ),
                 fix: reset,
             });
@@ -560,6 +561,8 @@ mod tests {
                    host all all 192.168.1.1 255.255.255.255 radius radiusservers=a radiussecrets=x\n\
                    host all all db.example.com radius radiusservers=a radiussecrets=x # a comment\n\
                    host all \"radius\" 10.0.0.0/8 md5\n\
+                   local app, radius all md5\n\
+                   host app, web all 10.0.0.0/8 radius radiusservers=a radiussecrets=x\n\
                    host all all \\\n    10.1.0.0/16 radius radiusservers=a radiussecrets=x\n\
                    # host all all 0.0.0.0/0 radius\n\
                    hostssl all all ::1/128 scram-sha-256\n\
@@ -571,7 +574,8 @@ mod tests {
                 "pg_hba.conf line 3",
                 "pg_hba.conf line 4",
                 "pg_hba.conf line 5",
-                "pg_hba.conf line 7"
+                "pg_hba.conf line 8",
+                "pg_hba.conf line 9"
             ]
         );
         assert!(
@@ -620,9 +624,6 @@ mod tests {
 
     #[test]
     fn catalogs_name_the_object_and_the_fix() {
-        let accepted = ["work_mem", "standard_conforming_strings"]
-            .map(String::from)
-            .into();
         let catalogs = Catalogs {
             encodings: vec![
                 ("app".into(), "UTF8".into()),
@@ -642,6 +643,12 @@ mod tests {
                     "work_mem=64MB".into(),
                 ),
                 (Holder::Role("web".into()), "myext.level=3".into()),
+                // Kept in catalogs only, and not described by --describe-config.
+                (Holder::Role("web".into()), "role=app_owner".into()),
+                (
+                    Holder::Database("app".into()),
+                    "default_transaction_isolation=serializable".into(),
+                ),
                 (
                     Holder::Function("app".into(), "legacy(text)".into()),
                     "standard_conforming_strings=false".into(),
@@ -666,14 +673,14 @@ mod tests {
             ],
             line_breaks: vec![("role", "a\nb".into())],
         };
-        let lines: Vec<String> = in_catalogs(&catalogs, 18, 19, &accepted)
+        let lines: Vec<String> = in_catalogs(&catalogs, 18, 19)
             .iter()
             .map(ToString::to_string)
             .collect();
         assert_eq!(
             lines,
             [
-                "ALTER DATABASE app SET escape_string_warning: PostgreSQL 19 has no setting escape_string_warning, so pg_upgrade could not restore it; run ALTER DATABASE app RESET escape_string_warning",
+                "ALTER DATABASE app SET escape_string_warning: PostgreSQL 19 removed the setting escape_string_warning, so pg_upgrade could not restore it; run ALTER DATABASE app RESET escape_string_warning",
                 "ALTER ROLE web SET standard_conforming_strings: standard_conforming_strings = off, which PostgreSQL 19 no longer takes; make the application write backslash escapes as E'…' strings, then remove the setting: run ALTER ROLE web RESET standard_conforming_strings",
                 "ALTER FUNCTION legacy(text) SET standard_conforming_strings: standard_conforming_strings = false, which PostgreSQL 19 no longer takes; make the application write backslash escapes as E'…' strings, then remove the setting: run ALTER FUNCTION legacy(text) RESET standard_conforming_strings in database app",
                 "database \"Legacy\": encoding MULE_INTERNAL, which PostgreSQL 19 removed; dump the database and restore it into one of another encoding (UTF8) before upgrading",
@@ -681,12 +688,20 @@ mod tests {
                 "role \"a\\nb\": a line break in its name, which pg_upgrade 19 refuses; rename it without the line break (ALTER ROLE … RENAME TO …)",
             ]
         );
-        // Up to 18 only the setting 18 does not know counts.
-        let to18 = in_catalogs(&catalogs, 17, 18, &accepted);
+        // Up to 18 nothing counts; from 15, a setting 16 removed.
+        assert!(in_catalogs(&catalogs, 17, 18).is_empty());
+        let old = Catalogs {
+            settings: vec![setting(
+                Holder::Role("web".into()),
+                "force_parallel_mode=on".into(),
+            )],
+            ..Catalogs::default()
+        };
         assert_eq!(
-            places(&to18),
-            ["ALTER DATABASE app SET escape_string_warning"]
+            places(&in_catalogs(&old, 15, 17)),
+            ["ALTER ROLE web SET force_parallel_mode"]
         );
+        assert!(in_catalogs(&old, 16, 17).is_empty());
     }
 
     #[test]

@@ -227,6 +227,14 @@ pub async fn undo_before_swap(
         .backup_name
         .as_ref()
         .filter(|name| journal.step == Step::Upgrading && layout.backup(name).exists());
+    if journal.learned.swapping && whole_backup.is_none() {
+        // The staging directory may hold the old cluster's files, moved: remove nothing.
+        bail!(
+            "pg_upgrade --swap began on {}, but its backup {} is not there: nothing was removed; look for the backup before anything else",
+            target.data_dir.display(),
+            journal.backup_name.as_deref().unwrap_or("(none)")
+        );
+    }
     if let Some(name) = whole_backup {
         undo_pg_upgrade(&target.data_dir, &layout.staging(), journal)?;
         printer.step(format!(
@@ -376,7 +384,8 @@ pub fn undo_pg_upgrade(data: &Path, staging: &Path, journal: &Journal) -> Result
         data.join("global/pg_control"),
         data.join("global/pg_control.old"),
     );
-    if renamed.exists() && !control.exists() {
+    // After --swap the old cluster is used up: it must not look startable again.
+    if renamed.exists() && !control.exists() && !journal.learned.swapping {
         std::fs::rename(&renamed, &control)
             .with_context(|| format!("cannot rename {} back", renamed.display()))?;
     }

@@ -320,6 +320,8 @@ pub async fn run(args: settings::Upgrade, printer: &Printer) -> Result<Status> {
                 "{}: pg_upgrade --swap had begun, which uses up the cluster in place; putting the old cluster back from the backup and starting again",
                 journal.explain(&flags)
             ));
+            // An interruption meanwhile leaves a rollback's journal: say so, not "nothing changed".
+            interrupt::journal_at(root.clone(), flags.clone());
             restore::undo_before_swap(&docker, printer, &target, &journal).await?;
             drop(lock);
         } else {

@@ -194,7 +194,8 @@ SELECT key, kind, definition, file FROM ( \
       (SELECT string_agg(format('%I %s', k.conname, pg_get_constraintdef(k.oid)), '; ' \
          ORDER BY k.conname) FROM pg_constraint k WHERE k.conrelid = c.oid AND k.contype <> 'n'), \
       CASE WHEN c.relkind IN ('i', 'I') AND n.nspname <> 'pg_toast' THEN concat_ws(' ', \
-        (SELECT amname FROM pg_am WHERE oid = c.relam), CASE WHEN x.indisunique THEN 'unique' END, \
+        'on ' || x.indrelid::regclass::text, (SELECT amname FROM pg_am WHERE oid = c.relam), \
+        CASE WHEN x.indisunique THEN 'unique' END, \
         x.indoption::text, \
         (SELECT string_agg(concat_ws(' ', pg_get_indexdef(c.oid, k, false), o.opcname, l.collname), \
            ', ' ORDER BY k) FROM generate_series(1, x.indnatts) k \

@@ -50,6 +50,9 @@ async fn uses_of_what_19_removed_are_refused_and_change_nothing() {
         "ALTER DATABASE postgres SET escape_string_warning = off;
          CREATE ROLE legacy LOGIN;
          ALTER ROLE legacy SET standard_conforming_strings = false;
+         CREATE ROLE owner_role;
+         -- Only a catalog holds this one: no refusal.
+         ALTER ROLE legacy SET role = 'owner_role';
          CREATE FUNCTION old_style() RETURNS text LANGUAGE sql
            SET standard_conforming_strings = off AS $$ SELECT 'x' $$;
          CREATE EXTENSION btree_gist;
@@ -71,7 +74,7 @@ async fn uses_of_what_19_removed_are_refused_and_change_nothing() {
     let name = s.name.clone();
     let container = ["--container", name.as_str()];
     let catalogs = [
-        "ALTER DATABASE postgres SET escape_string_warning: PostgreSQL 19 has no setting escape_string_warning",
+        "ALTER DATABASE postgres SET escape_string_warning: PostgreSQL 19 removed the setting escape_string_warning",
         "ALTER ROLE legacy SET standard_conforming_strings: standard_conforming_strings = false, which PostgreSQL 19 no longer takes",
         "ALTER FUNCTION old_style() SET standard_conforming_strings: standard_conforming_strings = off, which PostgreSQL 19 no longer takes",
         "database mule: encoding MULE_INTERNAL, which PostgreSQL 19 removed",
