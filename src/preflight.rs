@@ -366,8 +366,8 @@ pub async fn static_checks(
     (pre.reflinks, pre.location_bytes) = (reflinks, location_bytes);
     pre.items.push(item);
 
-    // Settings the new major no longer accepts.
-    // And what it removed, which the operator changes: in pg_hba.conf and the settings.
+    // Settings the new major no longer accepts (adjusted), and what it removed (refused: the
+    // operator changes it), in pg_hba.conf, the settings files and the container's command.
     let mut includes = Vec::new();
     let mut removed = Vec::new();
     if let Ok(text) = std::fs::read_to_string(pre.target.data_dir.join("pg_hba.conf")) {

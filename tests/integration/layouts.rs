@@ -4,7 +4,7 @@
 //! location), cleaned up; killed at the steps that touch them; refused, changing nothing,
 //! where pgup cannot keep them.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use crate::common::*;
@@ -94,16 +94,6 @@ impl Drop for Spread {
 
 fn volume_dir(name: &str) -> PathBuf {
     docker(&["volume", "inspect", "--format", "{{.Mountpoint}}", name]).into()
-}
-
-fn names_in(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
 }
 
 fn sql(container: &str, sql: &str) -> String {

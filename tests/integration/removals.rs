@@ -6,15 +6,6 @@ use std::path::Path;
 
 use crate::common::*;
 
-/// The names in a directory.
-fn names_in(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect()
-}
-
 const TO_19: [&str; 4] = ["--to", "19", "--new-image", "pgup/postgres:19"];
 
 /// Appends `line` to the file `name` in `data`, keeping its owner; returns its line number.

@@ -520,6 +520,17 @@ pub fn assert_mentioned(lines: &[String], text: &str) {
     );
 }
 
+/// The names in a directory, sorted.
+pub fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 /// A hash of a file tree: every entry's path, type, mode, owner, size, mtime and link target,
 /// and every file's content, as `find` and `sha256sum` see them.
 pub fn tree_hash(root: &Path) -> String {
