@@ -6,7 +6,7 @@
 //! downloaded), labelled with both majors and both source image ids so that later runs reuse
 //! it, and smoke tested before use: a toolbox that does not work is removed again.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -221,19 +221,20 @@ pub async fn toolbox(
     let mut majors: BTreeSet<u32> = new.held.iter().copied().collect();
     majors.extend([old.major, new.major]);
     let majors: Vec<String> = majors.iter().map(ToString::to_string).collect();
-    let labels = HashMap::from([
-        (MAJORS_LABEL.to_owned(), majors.join(",")),
-        (FROM_LABEL.to_owned(), from),
-        (BINARY_LABEL.to_owned(), digest),
-        ("org.pgup.old-image".to_owned(), old.name.clone()),
-        ("org.pgup.new-image".to_owned(), new.name.clone()),
+    let labels = label_line(&[
+        (MAJORS_LABEL, &majors.join(",")),
+        (FROM_LABEL, &from),
+        (BINARY_LABEL, &digest),
+        ("org.pgup.old-image", &old.name),
+        ("org.pgup.new-image", &new.name),
     ]);
-    let context =
-        dockerfile_context(&format!("FROM {tag}\n")).map_err(|err| AssembleError::Repack {
+    let context = dockerfile_context(&format!("FROM {tag}\n{labels}")).map_err(|err| {
+        AssembleError::Repack {
             image: tag.clone(),
             err,
-        })?;
-    docker.build(context, &tag, labels).await?;
+        }
+    })?;
+    docker.build(context, &tag).await?;
     Ok(Assembled {
         image: tag,
         old,
@@ -363,10 +364,7 @@ async fn build(
             err,
         }
     })?;
-    // Unlabelled until it works; and not taken for the toolbox it is built on, whose labels it
-    // would inherit.
-    let cleared = [MAJORS_LABEL, FROM_LABEL, BINARY_LABEL].map(|l| (l.to_owned(), String::new()));
-    docker.build(context, tag, HashMap::from(cleared)).await?;
+    docker.build(context, tag).await?;
     Ok(lacking.into_iter().map(|(soname, _)| soname).collect())
 }
 
@@ -626,7 +624,26 @@ fn dockerfile(new: &Source, old_major: u32, with_libs: bool) -> String {
         serde_json::to_string(&entrypoint).expect("strings serialize"),
         serde_json::to_string(&new.cmd).expect("strings serialize")
     ));
+    // Unlabelled until it works; and not taken for the toolbox it is built on, whose labels it
+    // would inherit.
+    text.push_str(&label_line(&[
+        (MAJORS_LABEL, ""),
+        (FROM_LABEL, ""),
+        (BINARY_LABEL, ""),
+    ]));
     text
+}
+
+/// One `LABEL` instruction for all of `labels`: the engine makes a layer per instruction,
+/// each a second or two on a slow storage driver, and per label when they come as build
+/// options.
+fn label_line(labels: &[(&str, &str)]) -> String {
+    let quote = |s: &str| serde_json::to_string(s).expect("strings serialize");
+    let pairs: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{}={}", quote(k), quote(v)))
+        .collect();
+    format!("LABEL {}\n", pairs.join(" "))
 }
 
 /// Copies the entries of archive `tar` into `out`, their first path component replaced by
@@ -829,7 +846,8 @@ mod tests {
             entrypoint: vec!["docker-entrypoint.sh".into()],
             cmd: vec!["postgres".into()],
         };
-        let tail = "ENTRYPOINT [\"/usr/local/bin/pgup\",\"entrypoint\",\"--\",\"docker-entrypoint.sh\"]\nCMD [\"postgres\"]\n";
+        let tail = "ENTRYPOINT [\"/usr/local/bin/pgup\",\"entrypoint\",\"--\",\"docker-entrypoint.sh\"]\nCMD [\"postgres\"]\n\
+                    LABEL \"org.pgup.majors\"=\"\" \"org.pgup.assembled-from\"=\"\" \"org.pgup.binary\"=\"\"\n";
         assert_eq!(
             dockerfile(&new, 13, false),
             format!("FROM sha256:abc\nCOPY pgup-old/ /\n{tail}")

@@ -425,19 +425,13 @@ impl Docker {
         Ok(tar)
     }
 
-    /// Builds image `tag` from a context tarball, with no network and `labels`; returns its id.
-    pub async fn build(
-        &self,
-        context: std::fs::File,
-        tag: &str,
-        labels: HashMap<String, String>,
-    ) -> Result<String> {
+    /// Builds image `tag` from a context tarball with no network; returns its id.
+    pub async fn build(&self, context: std::fs::File, tag: &str) -> Result<String> {
         let options = BuildImageOptionsBuilder::default()
             .t(tag)
             .rm(true)
             .forcerm(true)
             .networkmode("none")
-            .labels(&labels)
             .build();
         let failed = |message: String| DockerError::Build {
             tag: tag.to_owned(),

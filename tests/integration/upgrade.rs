@@ -51,25 +51,81 @@ fn upgrade(args: &[&str]) -> serde_json::Value {
     pgup_json(&[&["upgrade"], args, &["--yes"]].concat())
 }
 
+/// How a path test upgrades: what an operator picks on the command line.
+#[derive(Clone, Copy, PartialEq)]
+enum How {
+    /// The default: a full-copy backup, its first pass while the server serves.
+    Safe,
+    /// `--mode link --no-backup`: nothing copied, nothing to go back to.
+    LinkWithoutBackup,
+    /// `--mode clone` on an XFS with reflinks: a backup that copies no data block.
+    CloneOnXfs,
+}
+
+impl How {
+    fn args(self) -> &'static [&'static str] {
+        match self {
+            How::Safe => &[],
+            How::LinkWithoutBackup => &["--mode", "link", "--no-backup"],
+            How::CloneOnXfs => &["--mode", "clone"],
+        }
+    }
+
+    /// The steps the report lists.
+    fn steps(self) -> Vec<&'static str> {
+        let mut steps = vec!["preparing"];
+        if self == How::Safe {
+            steps.push("pre-copying");
+        }
+        steps.extend(["stopping", "checking"]);
+        if self != How::LinkWithoutBackup {
+            steps.push("backing-up");
+        }
+        steps.extend([
+            "upgrading",
+            "swapping-out",
+            "swapping-in",
+            "verifying",
+            "recreating",
+        ]);
+        steps
+    }
+}
+
 /// Upgrades a container of `from` to `to` with --new-image, and checks the data, the
 /// version, the settings kept and a password login over TCP.
 async fn path_with_new_image(from: &'static str, to: u32, user: &'static str) {
+    path_with(from, to, user, How::Safe).await;
+}
+
+async fn path_with(from: &'static str, to: u32, user: &'static str, how: How) {
     let mut spec = ServerSpec::new(from);
     spec.user = user;
+    if how == How::CloneOnXfs {
+        spec.storage = Storage::Xfs;
+    }
     let mut s = Server::start(spec).await;
     seed_rich(&s).await;
     let before = s.content().await;
     let checksums = s.setting("data_checksums").await;
     let attver = pg_attver_options(&s).await;
     let new_image = format!("pgup/postgres:{to}");
-    let report = upgrade(&[
-        "--container",
-        &s.name,
-        "--to",
-        &to.to_string(),
-        "--new-image",
-        &new_image,
-    ]);
+    let to_text = to.to_string();
+    let report = upgrade(
+        &[
+            [
+                "--container",
+                &s.name,
+                "--to",
+                &to_text,
+                "--new-image",
+                &new_image,
+            ]
+            .as_slice(),
+            how.args(),
+        ]
+        .concat(),
+    );
     assert_eq!(report["to"], to);
     // The downtime from the stop to the re-created container's answer, and each step's time.
     let downtime = report["downtime_s"].as_f64().unwrap_or_default();
@@ -80,38 +136,31 @@ async fn path_with_new_image(from: &'static str, to: u32, user: &'static str) {
         .map(|t| (t["step"].as_str().unwrap(), t["seconds"].as_f64().unwrap()))
         .collect();
     let names: Vec<&str> = steps.iter().map(|(s, _)| *s).collect();
-    assert_eq!(
-        names,
-        [
-            "preparing",
-            "pre-copying",
-            "stopping",
-            "checking",
-            "backing-up",
-            "upgrading",
-            "swapping-out",
-            "swapping-in",
-            "verifying",
-            "recreating"
-        ],
-        "{report}"
-    );
-    // The new cluster was made and the backup's first pass ran while the server served;
-    // the pass after the stop only compared what changed and kept the rest.
-    let while_down: f64 = steps[2..].iter().map(|(_, t)| t).sum();
+    assert_eq!(names, how.steps(), "{report}");
+    // The new cluster was made (and the backup's first pass ran) while the server served.
+    let stop = names.iter().position(|n| *n == "stopping").unwrap();
+    let while_down: f64 = steps[stop..].iter().map(|(_, t)| t).sum();
     assert!(
         downtime > 0.0 && while_down <= downtime + 0.1,
-        "the steps after the pre-copy fit in the downtime: {report}"
+        "the steps from the stop on fit in the downtime: {report}"
     );
+    let transfer = match (how, to) {
+        (How::LinkWithoutBackup, _) | (_, ..=17) => "link",
+        _ => "swap",
+    };
+    assert_eq!(report["transfer"], transfer, "{report}");
     let copy = &report["backup_copy"];
-    let bytes = |pass: &str, what: &str| copy[pass][what].as_u64().unwrap();
-    assert!(bytes("while_serving", "written") > 1 << 20, "{report}");
-    // (Nothing here is old enough to be kept unread: the cluster is seconds old.)
-    assert!(
-        bytes("while_stopped", "compared") > 0
-            && bytes("while_stopped", "written") < bytes("while_serving", "written") / 4,
-        "{report}"
-    );
+    if how == How::Safe {
+        // The pass after the stop only compared what changed and kept the rest.
+        let bytes = |pass: &str, what: &str| copy[pass][what].as_u64().unwrap();
+        assert!(bytes("while_serving", "written") > 1 << 20, "{report}");
+        // (Nothing here is old enough to be kept unread: the cluster is seconds old.)
+        assert!(
+            bytes("while_stopped", "compared") > 0
+                && bytes("while_stopped", "written") < bytes("while_serving", "written") / 4,
+            "{report}"
+        );
+    }
     assert_eq!(
         report["options_removed"], attver,
         "the pg_attver options Debian's 17 writes are all removed, and only they: {report}"
@@ -120,13 +169,22 @@ async fn path_with_new_image(from: &'static str, to: u32, user: &'static str) {
         report["server_version_num"].as_i64().unwrap() / 10000 == to as i64,
         "{report}"
     );
-    assert!(
-        report["backup"]
-            .as_str()
-            .unwrap()
-            .contains("upgrade_backup_"),
-        "{report}"
-    );
+    let backups = match how {
+        How::LinkWithoutBackup => {
+            assert!(report["backup"].is_null() && copy.is_null(), "{report}");
+            0
+        }
+        How::Safe | How::CloneOnXfs => {
+            assert!(
+                report["backup"]
+                    .as_str()
+                    .unwrap()
+                    .contains("upgrade_backup_"),
+                "{report}"
+            );
+            1
+        }
+    };
 
     s.refresh_port();
     assert_eq!(
@@ -192,7 +250,7 @@ async fn path_with_new_image(from: &'static str, to: u32, user: &'static str) {
     let status = pgup_json(&["status", "--container", &s.name]);
     assert_eq!(status["pg_version"], to.to_string());
     assert_eq!(status["image"], new_image.as_str());
-    assert_eq!(status["backups"].as_array().unwrap().len(), 1);
+    assert_eq!(status["backups"].as_array().unwrap().len(), backups);
 }
 
 #[tokio::test]
@@ -222,14 +280,14 @@ async fn upgrade_13_to_19() {
 }
 
 #[tokio::test]
-async fn upgrade_15_to_19() {
-    path_with_new_image("pgup/postgres:15", 19, "postgres").await;
+async fn upgrade_15_to_19_link_without_backup() {
+    path_with("pgup/postgres:15", 19, "postgres", How::LinkWithoutBackup).await;
 }
 
 /// Debian's 17 writes the pg_attver column options that 19 rejects too.
 #[tokio::test]
-async fn upgrade_17_to_19() {
-    path_with_new_image("pgup/postgres:17", 19, "owner").await;
+async fn upgrade_17_to_19_clone_on_xfs() {
+    path_with("pgup/postgres:17", 19, "owner", How::CloneOnXfs).await;
 }
 
 #[tokio::test]

@@ -77,6 +77,8 @@ pub enum Storage {
     Volume,
     /// A fresh host directory, bind-mounted.
     Bind,
+    /// A fresh host directory on its own loop-mounted XFS with reflinks, bind-mounted.
+    Xfs,
 }
 
 pub struct ServerSpec {
@@ -116,6 +118,8 @@ pub struct Server {
     pub bind_dir: Option<PathBuf>,
     pub user: String,
     pub port: u16,
+    /// Unmounted after the container and the directory are gone (fields drop after `drop`).
+    _xfs: Option<Xfs>,
 }
 
 /// The volume path the image declares (PGDATA up to 17; its parent from 18 on).
@@ -134,14 +138,18 @@ impl Server {
     pub async fn start(spec: ServerSpec) -> Self {
         let name = unique("db");
         let mount = mount_path(spec.image);
+        let xfs = matches!(spec.storage, Storage::Xfs).then(Xfs::mount);
         let (volume, bind_dir, source) = match spec.storage {
             Storage::Volume => {
                 let v = unique("vol");
                 docker(&["volume", "create", "--label", "org.pgup.test=1", &v]);
                 (Some(v.clone()), None, v)
             }
-            Storage::Bind => {
-                let dir = std::env::temp_dir().join(unique("bind"));
+            Storage::Bind | Storage::Xfs => {
+                let parent = xfs
+                    .as_ref()
+                    .map_or_else(std::env::temp_dir, |x| x.dir.clone());
+                let dir = parent.join(unique("bind"));
                 std::fs::create_dir_all(&dir).unwrap();
                 (None, Some(dir.clone()), dir.display().to_string())
             }
@@ -154,6 +162,7 @@ impl Server {
             bind_dir,
             user: spec.user.to_owned(),
             port: 0,
+            _xfs: xfs,
         };
         let user_env = format!("POSTGRES_USER={}", spec.user);
         let mut options = vec!["-e", &user_env, "-p", "127.0.0.1::5432"];
@@ -204,6 +213,7 @@ impl Server {
             bind_dir: self.bind_dir.clone(),
             user: self.user.clone(),
             port: 0,
+            _xfs: None,
         };
         s.refresh_port();
         s.client("postgres").await;
@@ -587,6 +597,52 @@ pub fn wait_ready(name: &str) {
         std::thread::sleep(Duration::from_millis(250));
     }
     panic!("{name} did not become ready");
+}
+
+/// A loop-mounted XFS of 1 GiB with reflinks (what `--mode clone` needs), unmounted and
+/// deleted on drop.
+pub struct Xfs {
+    pub dir: PathBuf,
+    image: PathBuf,
+}
+
+impl Xfs {
+    pub fn mount() -> Self {
+        let name = unique("xfs");
+        let tmp = std::env::temp_dir();
+        let xfs = Self {
+            dir: tmp.join(&name),
+            image: tmp.join(format!("{name}.img")),
+        };
+        std::fs::create_dir_all(&xfs.dir).unwrap();
+        std::fs::File::create(&xfs.image)
+            .unwrap()
+            .set_len(1 << 30)
+            .unwrap();
+        let ok = |cmd: &mut Command| cmd.status().is_ok_and(|s| s.success());
+        assert!(
+            ok(Command::new("mkfs.xfs")
+                .args(["-q", "-m", "reflink=1"])
+                .arg(&xfs.image)),
+            "mkfs.xfs (xfsprogs, which scripts/setup.sh installs) makes the test's filesystem"
+        );
+        assert!(
+            ok(Command::new("mount")
+                .args(["-o", "loop"])
+                .arg(&xfs.image)
+                .arg(&xfs.dir)),
+            "these tests run as root and loop-mount an XFS"
+        );
+        xfs
+    }
+}
+
+impl Drop for Xfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+        let _ = std::fs::remove_dir(&self.dir);
+        let _ = std::fs::remove_file(&self.image);
+    }
 }
 
 /// A server whose PGDATA is a tmpfs of `size` (e.g. "120m") on the host, bind-mounted: for
