@@ -180,8 +180,9 @@ fn save_errors_leave_nothing_behind() {
 }
 
 /// Assemble → save → remove → load (verified, memory measured) → an upgrade that uses the
-/// loaded toolbox rather than assembling another. The pair (13 → the pgvector 17 image) is
-/// this test's own, so removing its toolbox disturbs no other test.
+/// loaded toolbox rather than assembling another, into 19 (a sid image) from the 15 image
+/// whose server runs as uid 70. The pair is this test's own, so removing its toolbox disturbs
+/// no other test.
 #[tokio::test]
 async fn assemble_save_remove_load_then_an_upgrade() {
     let dir = tempfile::tempdir().unwrap();
@@ -190,8 +191,8 @@ async fn assemble_save_remove_load_then_an_upgrade() {
         unique("t").replace("pgup-test-", "")
     ));
     let assembled = assemble(
-        "pgup/postgres:13",
-        "pgup/pgvector:17",
+        "pgup/postgres:15-uid70",
+        "pgup/postgres:19",
         &["-t", &toolbox.0, "--json"],
     );
     assert_eq!(assembled.code, 0, "{}", assembled.stderr);
@@ -246,7 +247,7 @@ async fn assemble_save_remove_load_then_an_upgrade() {
     assert!(peak_kb > 0 && peak_kb < 64 * 1024, "peak RSS {peak_kb} kB");
     let loaded: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let upgrades = loaded["upgrades"][0][1].as_array().unwrap();
-    assert!(upgrades.contains(&serde_json::json!("13→17")), "{loaded}");
+    assert!(upgrades.contains(&serde_json::json!("15→19")), "{loaded}");
     assert_eq!(
         docker(&["image", "inspect", "--format", "{{.Id}}", &toolbox.0]),
         id
@@ -260,15 +261,14 @@ async fn assemble_save_remove_load_then_an_upgrade() {
     );
 
     // The loaded toolbox does the upgrade: found by the images it was assembled from.
-    let mut spec = ServerSpec::new("pgup/postgres:13");
-    spec.user = "postgres";
-    let mut s = Server::start(spec).await;
+    let mut s = Server::start(ServerSpec::new("pgup/postgres:15-uid70")).await;
     s.seed("postgres").await;
     let before = s.content().await;
-    let run = pgup(&upgrade_on(&s.name, "17", "pgup/pgvector:17"));
+    let run = pgup(&upgrade_on(&s.name, "19", "pgup/postgres:19"));
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(!run.stderr.contains("assembling"), "{}", run.stderr);
     s.refresh_port();
+    assert_eq!(&s.setting("server_version_num").await[..2], "19");
     assert_eq!(s.content().await, before);
 }
 

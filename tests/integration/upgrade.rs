@@ -251,6 +251,12 @@ async fn path_with(from: &'static str, to: u32, user: &'static str, how: How) {
     assert_eq!(status["pg_version"], to.to_string());
     assert_eq!(status["image"], new_image.as_str());
     assert_eq!(status["backups"].as_array().unwrap().len(), backups);
+
+    // The backup and the old container kept beside go with cleanup; the new major serves on.
+    let cleaned = pgup_json(&["cleanup", "--container", &s.name, "--yes"]);
+    let status = pgup_json(&["status", "--container", &s.name]);
+    assert_eq!(status["backups"], serde_json::json!([]), "{cleaned}");
+    assert_eq!(s.content().await, before, "the data after cleanup");
 }
 
 #[tokio::test]
