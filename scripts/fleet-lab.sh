@@ -1,0 +1,233 @@
+#!/usr/bin/env bash
+# A lab of hosts on this machine for the fleet rollout: lab1 … labN, each with its own network
+# namespace and address, its own Docker engine (own data root, exec root and socket), its own
+# sshd, its host name, and a mount namespace in which /var/run/docker.sock is that host's
+# engine and /opt/pgup its own directory. Ansible reaches them as it reaches real hosts: by
+# SSH, at an address each. No image is pulled or shared: each host gets PostgreSQL 13 as a
+# signed bundle it verifies and loads, then runs a container `db` with sample data.
+#
+# Usage: scripts/fleet-lab.sh up N        start N hosts (again: the lab is made anew);
+#                                         the last line printed is the inventory's path
+#        scripts/fleet-lab.sh exec HOST COMMAND...
+#                                         run a command on one host, over SSH
+#        scripts/fleet-lab.sh down        remove everything `up` made
+# Environment: PGUP_LAB_DIR (default /var/lib/pgup-lab; sshd wants its
+# parents writable by root only), PGUP_LAB_NET (the first three octets
+# of the lab's /24, default 10.77.0).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+lab=${PGUP_LAB_DIR:-/var/lib/pgup-lab}
+net=${PGUP_LAB_NET:-10.77.0}
+bridge=pgup-lab0
+key=$lab/controller_key
+
+log() { echo "fleet-lab: $*" >&2; }
+die() {
+	log "$*"
+	exit 1
+}
+usage() { die "usage: scripts/fleet-lab.sh up N | exec HOST COMMAND... | down"; }
+
+host_dir() { echo "$lab/hosts/$1"; }
+address() { echo "$net.$((10 + ${1#lab}))"; }
+ssh_opts=(-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o BatchMode=yes)
+on() {
+	local host=$1
+	shift
+	ssh "${ssh_opts[@]}" -i "$key" "root@$(address "$host")" "$@"
+}
+
+# The hosts `up` made, from their directories (down works after a half-done up too).
+hosts() {
+	[ -d "$lab/hosts" ] || return 0
+	find "$lab/hosts" -mindepth 1 -maxdepth 1 -name 'lab*' -printf '%f\n' | sort -V
+}
+
+down() {
+	for host in $(hosts); do
+		local dir
+		dir=$(host_dir "$host")
+		# The engine stops its containers as it shuts down; sshd and its sessions go first.
+		for pid_file in "$dir/run/sshd.pid" "$dir/run/docker.pid"; do
+			[ -s "$pid_file" ] || continue
+			local pid
+			pid=$(cat "$pid_file")
+			kill "$pid" 2>/dev/null || continue
+			for _ in $(seq 100); do
+				kill -0 "$pid" 2>/dev/null || break
+				sleep 0.2
+			done
+		done
+		# What still runs there: SSH sessions (Ansible keeps its connections open a while).
+		ip netns pids "pgup-$host" 2>/dev/null | xargs -r kill 2>/dev/null || true
+		ip netns del "pgup-$host" 2>/dev/null || true
+		ip link del "pgup-$host-h" 2>/dev/null || true
+		# What the engine left mounted under its data root (layers of killed containers).
+		grep -o " $dir/[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+	done
+	ip link del "$bridge" 2>/dev/null || true
+	rm -rf "$lab"
+	# The hosts' mount point, when nothing else put anything there.
+	rmdir /opt/pgup 2>/dev/null || true
+}
+
+# Starts HOST's engine in its network namespace and waits for its socket.
+start_engine() {
+	local host=$1 dir
+	dir=$(host_dir "$host")
+	mkdir -p "$dir"/{docker,exec,run,opt/bin,ssh}
+	# The storage driver this machine's engine uses is the one that works here.
+	printf '{"storage-driver": "%s"}\n' "$(docker info --format '{{.Driver}}')" >"$dir/daemon.json"
+	nohup nsenter --net="/var/run/netns/pgup-$host" dockerd \
+		--config-file "$dir/daemon.json" --data-root "$dir/docker" --exec-root "$dir/exec" \
+		--pidfile "$dir/run/docker.pid" -H "unix://$dir/run/docker.sock" \
+		--bridge none --iptables=false --ip6tables=false >"$dir/dockerd.log" 2>&1 &
+	for _ in $(seq 150); do
+		DOCKER_HOST=unix://$dir/run/docker.sock docker info >/dev/null 2>&1 && return 0
+		sleep 0.2
+	done
+	die "$host: its Docker engine did not start: $(tail -n 3 "$dir/dockerd.log")"
+}
+
+# Starts HOST's sshd in its network namespace and a mount namespace of its own.
+start_sshd() {
+	local host=$1 dir addr
+	dir=$(host_dir "$host")
+	addr=$(address "$host")
+	ssh-keygen -q -t ed25519 -N '' -f "$dir/ssh/host_key"
+	cp "$key.pub" "$dir/ssh/authorized_keys"
+	chmod 600 "$dir/ssh/authorized_keys"
+	cat >"$dir/ssh/sshd_config" <<-EOF
+		ListenAddress $addr
+		HostKey $dir/ssh/host_key
+		PidFile $dir/run/sshd.pid
+		AuthorizedKeysFile $dir/ssh/authorized_keys
+		PermitRootLogin prohibit-password
+		PasswordAuthentication no
+		KbdInteractiveAuthentication no
+		UsePAM no
+		SetEnv DOCKER_HOST=unix://$dir/run/docker.sock PATH=/opt/pgup/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+		Subsystem sftp internal-sftp
+	EOF
+	mkdir -p /run/sshd /opt/pgup
+	nsenter --net="/var/run/netns/pgup-$host" unshare --mount --uts --propagation private sh -c '
+		hostname "$2" &&
+		mount --bind "$1/run/docker.sock" /var/run/docker.sock &&
+		mount --bind "$1/opt" /opt/pgup &&
+		exec /usr/sbin/sshd -f "$1/ssh/sshd_config" -E "$1/sshd.log"' sh "$dir" "$host"
+	for _ in $(seq 50); do
+		on "$host" true 2>/dev/null && return 0
+		sleep 0.2
+	done
+	die "$host: sshd does not answer at $addr: $(tail -n 3 "$dir/sshd.log")"
+}
+
+# Gives HOST pgup, loads the signed 13 bundle and starts `db` with sample data.
+provision() {
+	local host=$1 dir
+	dir=$(host_dir "$host")
+	cp target/release/pgup "$dir/opt/bin/pgup"
+	on "$host" pgup image load "$lab/bundles/postgres-13.tar" --public-key "$lab/bundles/lab.pub" >/dev/null
+	# The password reaches docker through the environment, never a command line.
+	(umask 077 && head -c 18 /dev/urandom | base64 >"$dir/opt/db-password")
+	on "$host" 'POSTGRES_PASSWORD=$(cat /opt/pgup/db-password) docker run -d --name db --restart unless-stopped \
+		-e POSTGRES_PASSWORD -e POSTGRES_DB=shop -v db-data:/var/lib/postgresql/data pgup/postgres:13 >/dev/null'
+	on "$host" 'until docker exec db pg_isready -q -U postgres -h 127.0.0.1 2>/dev/null; do sleep 0.3; done'
+	on "$host" docker exec -i db psql -q -v ON_ERROR_STOP=1 -U postgres -d shop <<-SQL
+		CREATE TABLE customers (id serial PRIMARY KEY, name text NOT NULL, host text);
+		CREATE TABLE orders (id bigserial PRIMARY KEY, customer int REFERENCES customers, total numeric(10,2));
+		INSERT INTO customers (name, host) SELECT 'customer ' || g, '$host' FROM generate_series(1, 2000) g;
+		INSERT INTO orders (customer, total) SELECT 1 + g % 2000, (g % 500) + 0.99 FROM generate_series(1, 20000) g;
+	SQL
+}
+
+up() {
+	local n=$1
+	[[ $n =~ ^[1-9][0-9]?$ ]] && [ "$n" -le 50 ] || die "up N: N is a number of hosts from 1 to 50"
+	[ "$(id -u)" = 0 ] || die "the lab makes network namespaces and engines: run it as root"
+	command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || {
+		log "installing openssh-server"
+		apt-get update -q >/dev/null
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends openssh-server >/dev/null
+	}
+	down
+	bash scripts/setup.sh
+	cargo build --release --locked -q
+	mkdir -p "$lab/hosts" "$lab/bundles"
+	ssh-keygen -q -t ed25519 -N '' -f "$key"
+
+	# Images reach the hosts as the field's do: a bundle, signed, verified on each host.
+	log "bundles: PostgreSQL 13 for the hosts, 17 and the 13/17 upgrade image for a rollout"
+	minisign -G -W -p "$lab/bundles/lab.pub" -s "$lab/bundles/lab.key" >/dev/null
+	target/release/pgup image save pgup/postgres:13 -o "$lab/bundles/postgres-13.tar" >/dev/null
+	target/release/pgup image save pgup/postgres:17 pgup/upgrade:latest -o "$lab/bundles/upgrade-17.tar" >/dev/null
+	for b in postgres-13 upgrade-17; do
+		minisign -S -s "$lab/bundles/lab.key" -m "$lab/bundles/$b.tar" >/dev/null
+	done
+
+	ip link add "$bridge" type bridge
+	ip addr add "$net.1/24" dev "$bridge"
+	ip link set "$bridge" up
+	for i in $(seq "$n"); do
+		local host=lab$i
+		log "$host: $(address "$host")"
+		ip netns add "pgup-$host"
+		ip link add "pgup-$host-h" type veth peer name eth0 netns "pgup-$host"
+		ip link set "pgup-$host-h" master "$bridge" up
+		ip -n "pgup-$host" addr add "$(address "$host")/24" dev eth0
+		ip -n "pgup-$host" link set eth0 up
+		ip -n "pgup-$host" link set lo up
+		start_engine "$host"
+		start_sshd "$host"
+	done
+	# The hosts load their bundles and seed their databases side by side.
+	local pids=()
+	for i in $(seq "$n"); do
+		provision "lab$i" &
+		pids+=($!)
+	done
+	for pid in "${pids[@]}"; do wait "$pid" || die "a host could not be provisioned (see above)"; done
+
+	local inventory=$lab/inventory.ini
+	{
+		echo "[canary]"
+		echo "lab1 ansible_host=$(address lab1)"
+		echo
+		echo "[pgup_hosts]"
+		for i in $(seq "$n"); do echo "lab$i ansible_host=$(address "lab$i")"; done
+		echo
+		echo "[pgup_hosts:vars]"
+		echo "ansible_user=root"
+		echo "ansible_ssh_private_key_file=$key"
+		echo "ansible_ssh_common_args=${ssh_opts[*]}"
+		echo "ansible_python_interpreter=/usr/bin/python3"
+		echo "pgup_container=db"
+		echo "pgup_to=17"
+		echo "pgup_new_image=pgup/postgres:17"
+		echo "pgup_bundle=$lab/bundles/upgrade-17.tar"
+		echo "pgup_public_key=$lab/bundles/lab.pub"
+	} >"$inventory"
+	log "$n hosts up; each serves PostgreSQL 13 in container db"
+	echo "$inventory"
+}
+
+case "${1:-}" in
+up)
+	[ $# -eq 2 ] || usage
+	up "$2"
+	;;
+exec)
+	[ $# -ge 3 ] || usage
+	host=$2
+	shift 2
+	[ -d "$(host_dir "$host")" ] || die "no lab host $host (scripts/fleet-lab.sh up N makes lab1 … labN)"
+	on "$host" "$@"
+	;;
+down)
+	[ $# -eq 1 ] || usage
+	down
+	log "lab removed"
+	;;
+*) usage ;;
+esac
