@@ -1,0 +1,116 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Apache-2.0
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: bundle
+short_description: Load a signed image bundle on the managed host with pgup, unless its images are there
+description:
+  - Reads the bundle's manifest; when every image it holds is already in the host's engine
+    under the same id, nothing is done.
+  - Otherwise runs C(pgup image load --public-key), which verifies the bundle's checksum and
+    minisign signature before the engine sees a byte, and loads nothing from a bundle that
+    does not verify.
+  - Loading an image changes no data and no container, so it runs in check mode too (and is
+    reported).
+options:
+  path:
+    description: The bundle on the managed host (C(.tar) or C(.tar.gz)), with its C(.sha256)
+      and C(.minisig) beside it.
+    type: path
+    required: true
+  public_key:
+    description: The minisign public key on the managed host (a file, or the key itself).
+    type: str
+    required: true
+  pgup:
+    description: The pgup executable on the managed host.
+    type: str
+    default: pgup
+"""
+
+EXAMPLES = r"""
+- name: Load the upgrade images
+  pgup.fleet.bundle:
+    path: /var/lib/pgup/bundles/upgrade-17.tar
+    public_key: /etc/pgup/vendor.pub
+"""
+
+RETURN = r"""
+images:
+  description: The images the bundle holds.
+  type: list
+  elements: str
+  returned: always
+loaded:
+  description: Whether the bundle was loaded (false when its images were all here).
+  type: bool
+  returned: always
+report:
+  description: pgup's JSON document of the load.
+  type: dict
+  returned: when loaded
+"""
+
+import json
+import tarfile
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.pgup.fleet.plugins.module_utils import pgup
+
+
+def manifest(path):
+    """[(tags, image id)] of a `docker save` archive."""
+    with tarfile.open(path) as tar:
+        entries = json.load(tar.extractfile("manifest.json"))
+    out = []
+    for entry in entries:
+        config = entry["Config"]
+        digest = config.rsplit("/", 1)[-1].replace(".json", "")
+        out.append((entry.get("RepoTags") or [], "sha256:" + digest))
+    return out
+
+
+def present(module, images):
+    """Whether each tag names the image id the bundle holds, in the host's engine."""
+    docker = module.get_bin_path("docker")
+    if docker is None:
+        return False
+    for tags, image_id in images:
+        for tag in tags or [image_id]:
+            rc, out, _ = module.run_command([docker, "image", "inspect", "--format", "{{.Id}}", tag])
+            if rc != 0 or out.strip() != image_id:
+                return False
+    return True
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            path=dict(type="path", required=True),
+            public_key=dict(type="str", required=True, no_log=False),
+            pgup=pgup.PGUP_ARG,
+        ),
+        supports_check_mode=True,
+    )
+    path = module.params["path"]
+    try:
+        images = manifest(path)
+    except (OSError, KeyError, ValueError, tarfile.TarError) as e:
+        module.fail_json(msg="%s is not an image bundle (`pgup image save` makes one): %s" % (path, e),
+                         kind="error")
+    names = [t for tags, image_id in images for t in (tags or [image_id])]
+    if present(module, images):
+        module.exit_json(changed=False, loaded=False, images=names)
+    report = pgup.run_or_fail(
+        module, ["image", "load", path, "--public-key", module.params["public_key"]], images=names
+    )
+    module.exit_json(changed=True, loaded=True, images=names, report=report)
+
+
+if __name__ == "__main__":
+    main()
