@@ -27,10 +27,7 @@ options:
     description: The minisign public key on the managed host (a file, or the key itself).
     type: str
     required: true
-  pgup:
-    description: The pgup executable on the managed host.
-    type: str
-    default: pgup
+extends_documentation_fragment: [pgup.fleet.pgup]
 """
 
 EXAMPLES = r"""

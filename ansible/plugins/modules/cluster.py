@@ -68,10 +68,7 @@ options:
   older_than:
     description: With O(state=cleaned), only remove backups older than this (C(7d), C(12h)).
     type: str
-  pgup:
-    description: The pgup executable on the managed host.
-    type: str
-    default: pgup
+extends_documentation_fragment: [pgup.fleet.pgup]
 """
 
 EXAMPLES = r"""
