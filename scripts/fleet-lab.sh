@@ -8,6 +8,9 @@
 #
 # Usage: scripts/fleet-lab.sh up N        start N hosts (again: the lab is made anew);
 #                                         the last line printed is the inventory's path
+#        scripts/fleet-lab.sh rollout [ansible-playbook options]
+#                                         the rollout playbook on the lab, with the
+#                                         project's own Ansible (a virtual environment)
 #        scripts/fleet-lab.sh exec HOST COMMAND...
 #                                         run a command on one host, over SSH
 #        scripts/fleet-lab.sh down        remove everything `up` made
@@ -27,7 +30,7 @@ die() {
 	log "$*"
 	exit 1
 }
-usage() { die "usage: scripts/fleet-lab.sh up N | exec HOST COMMAND... | down"; }
+usage() { die "usage: scripts/fleet-lab.sh up N | rollout [ansible-playbook options] | exec HOST COMMAND... | down"; }
 
 host_dir() { echo "$lab/hosts/$1"; }
 address() { echo "$net.$((10 + ${1#lab}))"; }
@@ -207,15 +210,46 @@ up() {
 		echo "pgup_new_image=pgup/postgres:17"
 		echo "pgup_bundle=$lab/bundles/upgrade-17.tar"
 		echo "pgup_public_key=$lab/bundles/lab.pub"
+		# Each host's own directory (the lab's other paths are every host's).
+		echo "pgup_remote_dir=/opt/pgup/bundles"
 	} >"$inventory"
 	log "$n hosts up; each serves PostgreSQL 13 in container db"
 	echo "$inventory"
+}
+
+# ansible-core from PyPI in a virtual environment of the project's (target/ is not committed).
+venv=target/ansible-venv
+ansible_core='ansible-core>=2.17,<2.20'
+
+# The collection as a controller installs it: built, then installed from the tarball offline.
+collection() {
+	[ -x "$venv/bin/ansible-playbook" ] || {
+		log "installing $ansible_core into $venv"
+		python3 -m venv "$venv"
+		"$venv/bin/pip" install -q "$ansible_core"
+	}
+	rm -rf "$lab/collection"
+	"$venv/bin/ansible-galaxy" collection build ansible --output-path "$lab/collection" >/dev/null
+	"$venv/bin/ansible-galaxy" collection install --offline -p "$lab/collection/installed" \
+		"$lab"/collection/pgup-fleet-*.tar.gz >/dev/null 2>&1
+}
+
+rollout() {
+	[ -s "$lab/inventory.ini" ] || die "no lab here: scripts/fleet-lab.sh up N makes one"
+	collection
+	ANSIBLE_COLLECTIONS_PATH=$lab/collection/installed ANSIBLE_CALLBACKS_ENABLED=pgup.fleet.summary \
+		PGUP_SUMMARY=$lab/rollout-summary.json \
+		"$venv/bin/ansible-playbook" -i "$lab/inventory.ini" pgup.fleet.rollout "$@"
 }
 
 case "${1:-}" in
 up)
 	[ $# -eq 2 ] || usage
 	up "$2"
+	;;
+rollout)
+	shift
+	rollout "$@"
 	;;
 exec)
 	[ $# -ge 3 ] || usage

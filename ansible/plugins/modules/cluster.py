@@ -109,6 +109,18 @@ report:
   description: pgup's whole JSON document.
   type: dict
   returned: always
+state:
+  description: The state asked for.
+  type: str
+  returned: success
+check_mode:
+  description: Whether this was a check (nothing changed).
+  type: bool
+  returned: success
+target:
+  description: The target as pgup was given it (C(--container db)).
+  type: str
+  returned: success
 kind:
   description: On failure, pgup's kind of exit (C(error), C(usage), C(refused), C(interrupted)).
   type: str
@@ -204,7 +216,9 @@ def main():
     target = pgup.target_args(module.params)
     state = module.params["state"]
     act = dict(upgraded=upgraded, rolled_back=rolled_back, cleaned=cleaned)[state]
-    module.exit_json(**act(module, target))
+    # Said back, so that a summary tells a check from the change and names the target.
+    module.exit_json(state=state, check_mode=module.check_mode, target=" ".join(target),
+                     **act(module, target))
 
 
 if __name__ == "__main__":
