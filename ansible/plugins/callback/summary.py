@@ -55,10 +55,11 @@ class CallbackModule(CallbackBase):
         r = result._result
         host = result._host.get_name()
         if not task.action.endswith("pgup.fleet.cluster") and task.action != "cluster":
-            # Another step of a host's upgrade failed (the site's health command): the reason
-            # its rollback follows. The rollout's own stop (a `fail` task) says nothing new.
-            if failed and host in self.rows and not task.action.endswith("fail"):
-                self.rows[host]["result"] = "%s failed: %s" % (task.get_name(), r.get("msg"))
+            # Another step failed: staging or verifying the bundle, or the site's health
+            # command (the reason a rollback follows). The rollout's own stop (a `fail` task)
+            # says nothing new.
+            if failed and not task.action.endswith("fail"):
+                self._row(host)["result"] = "%s failed: %s" % (task.get_name(), r.get("msg"))
             return
         args = r.get("invocation", {}).get("module_args", {})
         state = r.get("state") or args.get("state") or "upgraded"

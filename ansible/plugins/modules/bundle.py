@@ -11,7 +11,8 @@ module: bundle
 short_description: Load a signed image bundle on the managed host with pgup, unless its images are there
 description:
   - Reads the bundle's manifest; when every image it holds is already in the host's engine
-    under the same id, nothing is done.
+    under the same id, it only verifies the bundle (C(pgup image verify)): a bundle that does
+    not verify fails the task even then.
   - Otherwise runs C(pgup image load --public-key), which verifies the bundle's checksum and
     minisign signature before the engine sees a byte, and loads nothing from a bundle that
     does not verify.
@@ -48,9 +49,9 @@ loaded:
   type: bool
   returned: always
 report:
-  description: pgup's JSON document of the load.
+  description: pgup's JSON document of the load, or of the verification.
   type: dict
-  returned: when loaded
+  returned: success
 """
 
 import json
@@ -101,11 +102,11 @@ def main():
         module.fail_json(msg="%s is not an image bundle (`pgup image save` makes one): %s" % (path, e),
                          kind="error")
     names = [t for tags, image_id in images for t in (tags or [image_id])]
+    key = ["--public-key", module.params["public_key"]]
     if present(module, images):
-        module.exit_json(changed=False, loaded=False, images=names)
-    report = pgup.run_or_fail(
-        module, ["image", "load", path, "--public-key", module.params["public_key"]], images=names
-    )
+        report = pgup.run_or_fail(module, ["image", "verify", path] + key, images=names)
+        module.exit_json(changed=False, loaded=False, images=names, report=report)
+    report = pgup.run_or_fail(module, ["image", "load", path] + key, images=names)
     module.exit_json(changed=True, loaded=True, images=names, report=report)
 
 
