@@ -8,9 +8,9 @@
 #
 # Usage: scripts/fleet-lab.sh up N        start N hosts (again: the lab is made anew);
 #                                         the last line printed is the inventory's path
-#        scripts/fleet-lab.sh rollout [ansible-playbook options]
-#                                         the rollout playbook on the lab, with the
-#                                         project's own Ansible (a virtual environment)
+#        scripts/fleet-lab.sh rollout|rollback|cleanup [ansible-playbook options]
+#                                         that playbook of the collection on the lab, with
+#                                         the project's own Ansible (a virtual environment)
 #        scripts/fleet-lab.sh exec HOST COMMAND...
 #                                         run a command on one host, over SSH
 #        scripts/fleet-lab.sh down        remove everything `up` made
@@ -30,7 +30,7 @@ die() {
 	log "$*"
 	exit 1
 }
-usage() { die "usage: scripts/fleet-lab.sh up N | rollout [ansible-playbook options] | exec HOST COMMAND... | down"; }
+usage() { die "usage: scripts/fleet-lab.sh up N | rollout|rollback|cleanup [ansible-playbook options] | exec HOST COMMAND... | down"; }
 
 host_dir() { echo "$lab/hosts/$1"; }
 address() { echo "$net.$((10 + ${1#lab}))"; }
@@ -234,12 +234,16 @@ collection() {
 		"$lab"/collection/pgup-fleet-*.tar.gz >/dev/null 2>&1
 }
 
-rollout() {
+# playbook NAME [options]: the collection's playbook NAME on the lab, its summary in
+# $lab/NAME-summary.json.
+playbook() {
+	local name=$1
+	shift
 	[ -s "$lab/inventory.ini" ] || die "no lab here: scripts/fleet-lab.sh up N makes one"
 	collection
 	ANSIBLE_COLLECTIONS_PATH=$lab/collection/installed ANSIBLE_CALLBACKS_ENABLED=pgup.fleet.summary \
-		PGUP_SUMMARY=$lab/rollout-summary.json \
-		"$venv/bin/ansible-playbook" -i "$lab/inventory.ini" pgup.fleet.rollout "$@"
+		PGUP_SUMMARY=$lab/$name-summary.json \
+		"$venv/bin/ansible-playbook" -i "$lab/inventory.ini" "pgup.fleet.$name" "$@"
 }
 
 case "${1:-}" in
@@ -247,9 +251,8 @@ up)
 	[ $# -eq 2 ] || usage
 	up "$2"
 	;;
-rollout)
-	shift
-	rollout "$@"
+rollout | rollback | cleanup)
+	playbook "$@"
 	;;
 exec)
 	[ $# -ge 3 ] || usage

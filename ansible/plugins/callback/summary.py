@@ -80,6 +80,8 @@ class CallbackModule(CallbackBase):
             row["result"] = "checked: would change" if r.get("changed") else "checked: nothing to do"
         elif state == "upgraded":
             row["result"] = "upgraded" if r.get("changed") else "unchanged: already upgraded"
+        elif state == "rolled_back" and not r.get("changed"):
+            row["result"] = "nothing to put back"
         elif state == "rolled_back":
             prior = row["result"]
             row["result"] = "rolled back" + (" after: " + prior if "failed" in prior else "")
