@@ -70,6 +70,8 @@ down() {
 		grep -o " $dir/[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
 	done
 	ip link del "$bridge" 2>/dev/null || true
+	# The toolbox up assembled on this machine's engine for the bundle.
+	docker rmi pgup/toolbox:lab-13-17 >/dev/null 2>&1 || true
 	rm -rf "$lab"
 	# The hosts' mount point, when nothing else put anything there.
 	rmdir /opt/pgup 2>/dev/null || true
@@ -161,10 +163,14 @@ up() {
 	ssh-keygen -q -t ed25519 -N '' -f "$key"
 
 	# Images reach the hosts as the field's do: a bundle, signed, verified on each host.
-	log "bundles: PostgreSQL 13 for the hosts, 17 and the 13/17 upgrade image for a rollout"
+	log "bundles: PostgreSQL 13 for the hosts, 17 and the 13/17 toolbox for a rollout"
 	minisign -G -W -p "$lab/bundles/lab.pub" -s "$lab/bundles/lab.key" >/dev/null
 	target/release/pgup image save pgup/postgres:13 -o "$lab/bundles/postgres-13.tar" >/dev/null
-	target/release/pgup image save pgup/postgres:17 pgup/upgrade:latest -o "$lab/bundles/upgrade-17.tar" >/dev/null
+	# The toolbox of the very pgup the hosts run, which finds it by its labels: no host
+	# assembles one.
+	target/release/pgup image assemble --old pgup/postgres:13 --new pgup/postgres:17 \
+		--tag pgup/toolbox:lab-13-17 >/dev/null
+	target/release/pgup image save pgup/postgres:17 pgup/toolbox:lab-13-17 -o "$lab/bundles/upgrade-17.tar" >/dev/null
 	for b in postgres-13 upgrade-17; do
 		minisign -S -s "$lab/bundles/lab.key" -m "$lab/bundles/$b.tar" >/dev/null
 	done
