@@ -62,28 +62,25 @@ from ansible_collections.pgup.fleet.plugins.module_utils import pgup
 
 
 def manifest(path):
-    """[(tags, image id)] of a `docker save` archive."""
+    """[(name, image id)] of a `docker save` archive: each tag, or the id of an untagged image."""
     with tarfile.open(path) as tar:
         entries = json.load(tar.extractfile("manifest.json"))
     out = []
     for entry in entries:
-        config = entry["Config"]
-        digest = config.rsplit("/", 1)[-1].replace(".json", "")
-        out.append((entry.get("RepoTags") or [], "sha256:" + digest))
+        digest = entry["Config"].rsplit("/", 1)[-1].replace(".json", "")
+        image_id = "sha256:" + digest
+        out += [(name, image_id) for name in entry.get("RepoTags") or [image_id]]
     return out
 
 
 def present(module, images):
-    """Whether each tag names the image id the bundle holds, in the host's engine."""
+    """Whether each name is the image the bundle holds, in the host's engine (one call)."""
     docker = module.get_bin_path("docker")
     if docker is None:
         return False
-    for tags, image_id in images:
-        for tag in tags or [image_id]:
-            rc, out, _ = module.run_command([docker, "image", "inspect", "--format", "{{.Id}}", tag])
-            if rc != 0 or out.strip() != image_id:
-                return False
-    return True
+    names = [name for name, _ in images]
+    rc, out, _ = module.run_command([docker, "image", "inspect", "--format", "{{.Id}}"] + names)
+    return rc == 0 and out.split() == [image_id for _, image_id in images]
 
 
 def main():
@@ -101,7 +98,7 @@ def main():
     except (OSError, KeyError, ValueError, tarfile.TarError) as e:
         module.fail_json(msg="%s is not an image bundle (`pgup image save` makes one): %s" % (path, e),
                          kind="error")
-    names = [t for tags, image_id in images for t in (tags or [image_id])]
+    names = [name for name, _ in images]
     key = ["--public-key", module.params["public_key"]]
     if present(module, images):
         report = pgup.run_or_fail(module, ["image", "verify", path] + key, images=names)
