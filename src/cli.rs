@@ -17,6 +17,7 @@ Examples:
   pgup check --container db --to 17
   pgup upgrade --container db --to 17 --new-image pgup/postgres:17
   pgup upgrade --container db --to 17 --new-image pgup/postgres:17 --precopy-rate 100M
+  pgup upgrade --container db --to 17 --new-image pgup/postgres:17 --hooks /etc/pgup/hooks
   pgup rollback --container db
   pgup cleanup --volume db_data --keep 1 --dry-run
 
@@ -291,15 +292,50 @@ pub struct UpgradeArgs {
     #[arg(long, value_enum, default_value_t = TransferArg::Auto)]
     pub transfer: TransferArg,
 
+    #[command(flatten)]
+    pub hooks: HookArgs,
+
+    /// When the post-upgrade hook fails, leave the new cluster serving instead of putting the
+    /// old one back.
+    #[arg(long, requires = "hooks")]
+    pub keep_on_hook_failure: bool,
+
     /// Do not ask for confirmation.
     #[arg(long, short = 'y')]
     pub yes: bool,
+}
+
+/// The site's hooks.
+#[derive(Debug, Args)]
+pub struct HookArgs {
+    /// A directory of executables named after phases (pre-check, pre-backup, post-backup,
+    /// pre-upgrade, post-upgrade, pre-rollback, post-rollback, end), run at those points;
+    /// see docs/hooks.md.
+    #[arg(long, value_name = "DIR", env = "PGUP_HOOKS_DIR")]
+    pub hooks: Option<PathBuf>,
+
+    /// How long a hook may run before it is killed and counts as failed (e.g. 30s, 10m).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10m", requires = "hooks")]
+    pub hook_timeout: Duration,
+}
+
+impl HookArgs {
+    fn spec(self, keep_on_failure: bool) -> Option<settings::HookSpec> {
+        self.hooks.map(|dir| settings::HookSpec {
+            dir,
+            timeout: self.hook_timeout,
+            keep_on_failure,
+        })
+    }
 }
 
 #[derive(Debug, Args)]
 pub struct RollbackArgs {
     #[command(flatten)]
     pub target: TargetArgs,
+
+    #[command(flatten)]
+    pub hooks: HookArgs,
 
     /// The backup to restore (default: the newest upgrade_backup_*).
     #[arg(long, value_name = "NAME")]
@@ -529,6 +565,7 @@ impl UpgradeArgs {
             no_precopy: self.no_precopy,
             precopy_rate: self.precopy_rate,
             transfer: self.transfer.into(),
+            hooks: self.hooks.spec(self.keep_on_hook_failure),
             yes: self.yes,
         })
     }
@@ -538,6 +575,7 @@ impl RollbackArgs {
     pub fn resolve(self) -> Result<settings::Rollback, UsageError> {
         Ok(settings::Rollback {
             target: self.target.resolve()?,
+            hooks: self.hooks.spec(false),
             backup: self.backup,
             discard_upgraded: self.discard_upgraded,
             stop_others: self.stop_others,

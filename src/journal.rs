@@ -131,6 +131,12 @@ pub struct Learned {
     /// holds the old cluster whole.
     #[serde(default)]
     pub swapping: bool,
+    /// The site's hooks (--hooks), and the phases whose hook has run to its end: a hook
+    /// killed midway runs again on resume, one that ended does not.
+    #[serde(default)]
+    pub hooks: Option<crate::hooks::Hooks>,
+    #[serde(default)]
+    pub hooks_ran: Vec<crate::hooks::Phase>,
 }
 
 impl Journal {
@@ -171,7 +177,12 @@ impl Journal {
             prepare: self.learned.prepares,
             precopy: self.learned.precopy.is_some(),
         };
-        plan::upgrade_steps(self.backup, recreate, serving)
+        let post_upgrade = self
+            .learned
+            .hooks
+            .as_ref()
+            .is_some_and(|h| h.has(crate::hooks::Phase::PostUpgrade));
+        plan::upgrade_steps(self.backup, recreate, serving, post_upgrade)
     }
 
     /// What this upgrade asks for, as the command line that started it did: the checks of a
@@ -189,6 +200,16 @@ impl Journal {
             stop_others: true,
             server_stopped: true,
             reindex: self.learned.reindex,
+        }
+    }
+
+    /// Adds the containers running on the data now to those a put-back stops first (and
+    /// starts again): a step after the hand-over may have started one that did not run.
+    pub fn stop_also(&mut self, now: Vec<String>) {
+        for name in now {
+            if !self.running.contains(&name) {
+                self.running.push(name);
+            }
         }
     }
 

@@ -238,6 +238,20 @@ impl Layout {
         }
     }
 
+    /// The log of the run at `stamp` where it is now: beside its backup, with the records of
+    /// backups put back, or with the failed runs' (moved there as the run ends); where it
+    /// will be written while none is.
+    pub fn run_log_now(&self, backup: Option<&str>, stamp: &str) -> PathBuf {
+        let moved = backup.map(|name| self.put_back_record(name, "log"));
+        backup
+            .map(|name| self.backup_log(name))
+            .into_iter()
+            .chain(moved)
+            .chain([self.failed_log(stamp)])
+            .find(|p| p.exists())
+            .unwrap_or_else(|| self.run_log(backup, stamp))
+    }
+
     /// Where what is kept of runs and backups that are gone lives (see [`WorkEntry::Logs`]).
     pub fn logs(&self) -> PathBuf {
         self.work().join(LOGS)

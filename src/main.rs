@@ -16,6 +16,7 @@ mod entrypoint;
 mod error;
 mod extension;
 mod failpoint;
+mod hooks;
 mod image;
 mod interrupt;
 mod journal;

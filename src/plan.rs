@@ -60,6 +60,8 @@ pub enum Step {
     SwappingIn,
     Verifying,
     Recreating,
+    /// The site's post-upgrade hook, once the new cluster is handed over.
+    PostUpgrade,
     // rollback
     SettingAside,
     Restoring,
@@ -89,6 +91,7 @@ impl Step {
             Step::SwappingOut | Step::SwappingIn => "putting the new cluster in place",
             Step::Verifying => "verifying the new cluster",
             Step::Recreating => "re-creating the container",
+            Step::PostUpgrade => "running the post-upgrade hook",
             Step::SettingAside => "setting the upgraded cluster aside",
             Step::Restoring => "restoring the backup",
             Step::Restarting => "restarting the container",
@@ -133,7 +136,12 @@ pub struct WhileServing {
 
 /// The steps an upgrade runs, in order. Keeping no backup skips recording one; the container
 /// is re-created only when there is one and a new image.
-pub fn upgrade_steps(backup: BackupKind, recreate: bool, serving: WhileServing) -> Vec<Step> {
+pub fn upgrade_steps(
+    backup: BackupKind,
+    recreate: bool,
+    serving: WhileServing,
+    post_upgrade: bool,
+) -> Vec<Step> {
     let mut steps = Vec::new();
     if serving.prepare {
         steps.push(Step::Preparing);
@@ -153,6 +161,9 @@ pub fn upgrade_steps(backup: BackupKind, recreate: bool, serving: WhileServing) 
     ]);
     if recreate {
         steps.push(Step::Recreating);
+    }
+    if post_upgrade {
+        steps.push(Step::PostUpgrade);
     }
     steps
 }
@@ -279,6 +290,16 @@ pub struct Plan {
     pub checked_live: bool,
     /// The backup's first pass runs while the server serves.
     pub precopy: Option<PreCopy>,
+    pub hooks: Option<HookPlan>,
+}
+
+/// The site's hooks, as the plan names them.
+#[derive(Debug, Clone, Serialize)]
+pub struct HookPlan {
+    pub dir: PathBuf,
+    /// The phases that have a hook, in their order.
+    pub phases: Vec<&'static str>,
+    pub keep_on_failure: bool,
 }
 
 impl Plan {
@@ -414,6 +435,20 @@ impl Plan {
                 "re-create the container on {} and start it; then gather statistics while it serves",
                 self.new_image.as_deref().unwrap_or_default()
             ),
+            Step::PostUpgrade => format!(
+                "run the post-upgrade hook against PostgreSQL {} as its clients see it; {}",
+                self.new_major,
+                match (
+                    self.backup,
+                    self.hooks.as_ref().is_some_and(|h| h.keep_on_failure)
+                ) {
+                    (_, true) => "if it fails, the new cluster stays (--keep-on-hook-failure)",
+                    (BackupKind::None, _) =>
+                        "if it fails, the new cluster stays: there is no backup",
+                    _ =>
+                        "if it fails, put the old cluster back (what was written since the hand-over is lost)",
+                }
+            ),
             Step::SettingAside | Step::Restoring | Step::Restarting | Step::Removing => {
                 return None;
             }
@@ -487,6 +522,14 @@ impl fmt::Display for Plan {
         }
         if let (Some(c), false) = (&self.container, self.steps.contains(&Step::Recreating)) {
             writeln!(f, "  Container {c} then stays stopped (no --new-image).")?;
+        }
+        if let Some(h) = &self.hooks {
+            writeln!(
+                f,
+                "Hooks in {}: {} (a hook killed midway runs again when the upgrade resumes).",
+                h.dir.display(),
+                h.phases.join(", ")
+            )?;
         }
         writeln!(
             f,
@@ -591,12 +634,12 @@ mod tests {
     #[test]
     fn step_lists() {
         use Step::*;
-        let full = upgrade_steps(BackupKind::Copy, true, WhileServing::default());
+        let full = upgrade_steps(BackupKind::Copy, true, WhileServing::default(), false);
         // Every upgrade step, once, in the enum's order (the journal compares steps by it).
         assert_eq!(full.len(), 8);
         assert!(full.windows(2).all(|w| w[0] < w[1]), "{full:?}");
         assert_eq!((full[0], full[7]), (Stopping, Recreating));
-        let bare = upgrade_steps(BackupKind::None, false, WhileServing::default());
+        let bare = upgrade_steps(BackupKind::None, false, WhileServing::default(), false);
         assert!(!bare.contains(&BackingUp) && !bare.contains(&Recreating));
         assert_eq!(next_step(&bare, Checking), Some(Upgrading));
         assert_eq!(next_step(&full, Checking), Some(BackingUp));
@@ -614,6 +657,7 @@ mod tests {
                 prepare: true,
                 precopy: true,
             },
+            false,
         );
         assert_eq!(
             early[..3],
@@ -648,7 +692,7 @@ mod tests {
             backup: BackupKind::Copy,
             backup_dir: Some("/v/_data/upgrade_backup_20261121T101530Z".into()),
             image: "pgup/toolbox:13-17-0123456789ab".into(),
-            steps: upgrade_steps(BackupKind::Copy, true, WhileServing::default()),
+            steps: upgrade_steps(BackupKind::Copy, true, WhileServing::default(), false),
             container: Some("db".into()),
             new_image: Some("pgup/postgres:17".into()),
             stop: vec!["db".into()],
@@ -661,6 +705,7 @@ mod tests {
             verify: Verify::Files,
             checked_live: false,
             precopy: None,
+            hooks: None,
         }
     }
 
@@ -685,7 +730,7 @@ mod tests {
         );
         assert!(!text.contains("count"), "{text}");
         plan.verify = Verify::Counts;
-        plan.steps = upgrade_steps(BackupKind::Copy, false, WhileServing::default());
+        plan.steps = upgrade_steps(BackupKind::Copy, false, WhileServing::default(), false);
         let text = plan.to_string();
         assert!(text.contains("relation files, count its rows"), "{text}");
         assert!(text.contains("the rows counted again), update extensions, gather statistics"));
@@ -701,6 +746,7 @@ mod tests {
                 prepare: false,
                 precopy: true,
             },
+            false,
         );
         plan.precopy = Some(PreCopy {
             rate: Some(50 << 20),
@@ -737,6 +783,7 @@ mod tests {
                 prepare: true,
                 precopy: false,
             },
+            false,
         );
         let text = plan.to_string();
         assert!(
@@ -776,7 +823,7 @@ mod tests {
         p.backup = BackupKind::None;
         p.backup_dir = None;
         p.new_image = None;
-        p.steps = upgrade_steps(p.backup, false, WhileServing::default());
+        p.steps = upgrade_steps(p.backup, false, WhileServing::default(), false);
         p.stop.clear();
         let text = p.to_string();
         assert!(text.contains("1. check the stopped cluster"), "{text}");

@@ -10,7 +10,8 @@ use anyhow::{Context, Result, bail};
 use crate::backup::{self, Record};
 use crate::cluster::{Cluster, ControlData};
 use crate::docker::Docker;
-use crate::error::{Refusal, Status};
+use crate::error::{Kind, Refusal, Status};
+use crate::hooks::{self, Hooks, Outcome, Phase, RunLog};
 use crate::interrupt;
 use crate::journal::{self, Journal, Lock};
 use crate::layout::{Layout, RootEntry};
@@ -48,7 +49,105 @@ impl fmt::Display for Summary<'_> {
     }
 }
 
+/// The site's hooks over one rollback, once it knows what it puts back.
+struct Site {
+    hooks: Hooks,
+    env: hooks::Env,
+    layout: Layout,
+    /// The backup put back, and the stamp of the run whose log the hooks write to.
+    backup: Option<String>,
+    stamp: String,
+    owner: (u32, u32),
+    /// The old cluster is back.
+    done: bool,
+}
+
+impl Site {
+    /// What the hooks of a rollback by `journal` are told.
+    fn new(hooks: Hooks, target: &Target, journal: &Journal) -> Result<Self> {
+        let layout = Layout::new(&target.mount_root);
+        Ok(Self {
+            env: hooks::Env {
+                target: target.label.clone(),
+                container: journal.container.clone(),
+                data_dir: target.data_dir.clone(),
+                backup_dir: journal.backup_name.as_ref().map(|n| layout.backup(n)),
+                from: journal.old_major,
+                to: journal.new_major,
+                result: None,
+            },
+            hooks,
+            layout,
+            backup: journal.backup_name.clone(),
+            stamp: journal.stamp.clone(),
+            owner: target::owner(&target.data_dir)?,
+            done: false,
+        })
+    }
+
+    /// The upgrade's log, which follows its backup's record.
+    fn log(&self) -> RunLog {
+        let path = self.layout.run_log_now(self.backup.as_deref(), &self.stamp);
+        if !path.parent().is_some_and(std::path::Path::exists) {
+            let _ = backup::logs_dir(&self.layout, self.owner.0, self.owner.1);
+        }
+        RunLog {
+            path,
+            uid: self.owner.0,
+            gid: self.owner.1,
+        }
+    }
+
+    async fn run(&self, phase: Phase, env: &hooks::Env, printer: &Printer) -> Result<()> {
+        self.hooks
+            .run(phase, env, printer, Some(&self.log()))
+            .await?;
+        Ok(())
+    }
+
+    /// pre-rollback: its failure stops the rollback before it changes anything.
+    async fn before(&self, printer: &Printer) -> Result<()> {
+        self.run(Phase::PreRollback, &self.env, printer)
+            .await
+            .map_err(|e| Refusal(format!("{e}; nothing was changed")).into())
+    }
+
+    /// post-rollback, once the old cluster is back.
+    async fn after(&mut self, printer: &Printer) -> Result<()> {
+        self.done = true;
+        self.run(Phase::PostRollback, &self.env, printer)
+            .await
+            .context("the old cluster is back, but the post-rollback hook failed")
+    }
+}
+
 pub async fn run(args: settings::Rollback, printer: &Printer) -> Result<Status> {
+    let hooks = Hooks::given(args.hooks.as_ref())?;
+    let mut site = None;
+    let result = roll_back(args, hooks, &mut site, printer).await;
+    if let Some(site) = site {
+        let outcome = match &result {
+            _ if site.done => Outcome::RolledBack,
+            Err(e) if Kind::of(e, false) == Kind::Refused => Outcome::Refused,
+            _ => Outcome::Failed,
+        };
+        let env = hooks::Env {
+            result: Some(outcome),
+            ..site.env.clone()
+        };
+        if let Err(e) = site.run(Phase::End, &env, printer).await {
+            printer.step(format!("warning: {e}"));
+        }
+    }
+    result
+}
+
+async fn roll_back(
+    args: settings::Rollback,
+    hooks: Option<Hooks>,
+    site: &mut Option<Site>,
+    printer: &Printer,
+) -> Result<Status> {
     let docker = Docker::connect_for(args.target.is_data_dir()).await?;
     let target = Target::resolve(&args.target, &docker).await?;
     let flags = args.target.flags();
@@ -56,7 +155,7 @@ pub async fn run(args: settings::Rollback, printer: &Printer) -> Result<Status> 
     let layout = Layout::new(&root);
     let (uid, gid) = target::owner(&target.data_dir)?;
 
-    if let Some(journal) = Journal::read(&root)? {
+    if let Some(mut journal) = Journal::read(&root)? {
         let _lock = Lock::take(&root, uid, gid)?;
         interrupt::journal_at(root.clone(), flags.clone());
         printer.step(format!("found: {}", journal.explain(&flags)));
@@ -71,8 +170,17 @@ pub async fn run(args: settings::Rollback, printer: &Printer) -> Result<Status> 
                 "the interrupted upgrade keeps no backup (--no-backup), so there is nothing to go back to; run `{}` to finish it",
                 journal.command
             ),
+            // The new cluster may serve: its server is stopped first.
+            (Operation::Upgrade, Step::PostUpgrade) => Some(Step::Stopping),
             (Operation::Upgrade, _) => Some(Step::SettingAside),
         };
+        if from == Some(Step::Stopping) {
+            journal.stop_also(docker.running_using(&target.data_dir).await?);
+        }
+        if let Some(hooks) = hooks {
+            let s = site.insert(Site::new(hooks, &target, &journal)?);
+            s.before(printer).await?;
+        }
         let report = match from {
             None => {
                 restore::undo_before_swap(&docker, printer, &target, &journal).await?;
@@ -93,6 +201,9 @@ pub async fn run(args: settings::Rollback, printer: &Printer) -> Result<Status> 
             }
             Some(from) => restore::from_backup(&docker, printer, &target, journal, from).await?,
         };
+        if let Some(s) = site {
+            s.after(printer).await?;
+        }
         // Again: a container the killed pgup asked for may appear only after the first sweep.
         docker
             .remove_strays(&target.data_dir, toolbox::pgup_alive)
@@ -216,11 +327,18 @@ pub async fn run(args: settings::Rollback, printer: &Printer) -> Result<Status> 
             journal::this_command(),
         )
     };
+    if let Some(hooks) = hooks {
+        let s = site.insert(Site::new(hooks, &target, &journal)?);
+        s.before(printer).await?;
+    }
     interrupt::journal_at(root.clone(), flags);
     let stamp = journal.stamp.clone();
     let mut report =
         restore::from_backup(&docker, printer, &target, journal, Step::Stopping).await?;
     drop(lock);
+    if let Some(s) = site {
+        s.after(printer).await?;
+    }
     if args.discard_upgraded {
         restore::remove_set_aside(report.set_aside.take(), &record.locations, &stamp)?;
     }

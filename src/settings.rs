@@ -139,12 +139,23 @@ pub struct Upgrade {
     /// --precopy-rate: bytes a second the copy while the server serves may read.
     pub precopy_rate: Option<u64>,
     pub transfer: Transfer,
+    pub hooks: Option<HookSpec>,
     pub yes: bool,
+}
+
+/// --hooks and what goes with it.
+#[derive(Debug, Clone)]
+pub struct HookSpec {
+    pub dir: PathBuf,
+    pub timeout: Duration,
+    /// --keep-on-hook-failure (an upgrade's only).
+    pub keep_on_failure: bool,
 }
 
 #[derive(Debug, Clone)]
 pub struct Rollback {
     pub target: TargetSpec,
+    pub hooks: Option<HookSpec>,
     /// The backup to restore; None: the newest.
     pub backup: Option<String>,
     pub discard_upgraded: bool,

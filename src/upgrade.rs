@@ -18,9 +18,10 @@ use crate::cluster::{ControlData, InitSettings};
 use crate::collation::{self, RebuildError, TextIndex};
 use crate::config;
 use crate::docker::Docker;
-use crate::error::{NotUndone, Refusal, Status};
+use crate::error::{Kind, NotUndone, Refusal, Status};
 use crate::extension::{self, Updated};
 use crate::failpoint;
+use crate::hooks::{self, Hooks, Outcome, Phase, Ran, RunLog};
 use crate::interrupt;
 use crate::journal::{self, Journal, Learned, Lock};
 use crate::layout::{self, Layout};
@@ -86,6 +87,8 @@ pub struct UpgradeReport {
     pub container: Option<String>,
     pub image: Option<String>,
     pub server_version_num: Option<i32>,
+    /// The site's hooks this run ran, each ended with exit status 0.
+    pub hooks: Vec<Ran>,
     pub next: Option<String>,
 }
 
@@ -293,6 +296,14 @@ impl std::fmt::Display for UpgradeReport {
                 self.transfer.flag()
             )?;
         }
+        if !self.hooks.is_empty() {
+            let ran: Vec<String> = self
+                .hooks
+                .iter()
+                .map(|r| format!("{} {:.1} s", r.phase.name(), r.seconds))
+                .collect();
+            writeln!(f, "Hooks: {}.", ran.join(", "))?;
+        }
         if let Some(next) = &self.next {
             writeln!(f, "{next}")?;
         }
@@ -301,6 +312,7 @@ impl std::fmt::Display for UpgradeReport {
 }
 
 pub async fn run(args: settings::Upgrade, printer: &Printer) -> Result<Status> {
+    let hooks = Hooks::given(args.hooks.as_ref())?;
     let docker = Docker::connect_for(args.target.is_data_dir()).await?;
     let target = Target::resolve(&args.target, &docker).await?;
     let flags = args.target.flags();
@@ -366,11 +378,64 @@ pub async fn run(args: settings::Upgrade, printer: &Printer) -> Result<Status> {
             }
         }
     }
+    let Some(hooks) = hooks else {
+        return start(args, &docker, target, None, printer)
+            .await?
+            .drive()
+            .await;
+    };
+    // Before anything is checked, the server still serving; then `end` closes whatever
+    // follows, here when the run stops before its journal, else as the upgrade ends.
+    let env = hooks::Env {
+        target: target.label.clone(),
+        container: target.container.as_ref().map(|c| c.name.clone()),
+        data_dir: target.data_dir.clone(),
+        from: crate::cluster::Cluster::open(&target.data_dir)?
+            .major
+            .parse()
+            .unwrap_or_default(),
+        to,
+        ..hooks::Env::default()
+    };
+    let started = match hooks.run(Phase::PreCheck, &env, printer, None).await {
+        Ok(ran) => start(args, &docker, target, Some((hooks.clone(), ran)), printer).await,
+        Err(e) => Err(Refusal(format!("{e}; nothing was changed")).into()),
+    };
+    match started {
+        Ok(up) => up.drive().await,
+        Err(e) => {
+            let outcome = match Kind::of(&e, false) {
+                Kind::Refused => Outcome::Refused,
+                _ => Outcome::Failed,
+            };
+            let env = hooks::Env {
+                result: Some(outcome),
+                ..env
+            };
+            if let Err(end) = hooks.run(Phase::End, &env, printer, None).await {
+                printer.step(format!("warning: {end}"));
+            }
+            Err(e)
+        }
+    }
+}
+
+/// A fresh upgrade up to its first journaled step: the checks, the plan and its confirmation.
+/// `hooks`: the site's, with what pre-check did.
+async fn start<'a>(
+    args: settings::Upgrade,
+    docker: &'a Docker,
+    target: Target,
+    hooks: Option<(Hooks, Option<Ran>)>,
+    printer: &'a Printer,
+) -> Result<Upgrade<'a>> {
+    let root = target.mount_root.clone();
+    let flags = args.target.flags();
     // A killed pgup's temporary containers (a `check`'s) would count as servers using the data.
     docker
         .remove_strays(&target.data_dir, toolbox::pgup_alive)
         .await?;
-    let mut pre = preflight::static_checks(&docker, target, &args.intent, printer).await?;
+    let mut pre = preflight::static_checks(docker, target, &args.intent, printer).await?;
     if pre.failed() {
         return Err(Refusal(format!("the upgrade cannot start: {}", pre.failures())).into());
     }
@@ -389,7 +454,7 @@ pub async fn run(args: settings::Upgrade, printer: &Printer) -> Result<Status> {
                 server.name
             ));
             let may_strip = kind != BackupKind::None || args.strip_unknown_options;
-            preflight::live_checks(&docker, &mut pre, &server, may_strip).await?
+            preflight::live_checks(docker, &mut pre, &server, may_strip).await?
         }
         _ => None,
     };
@@ -428,6 +493,7 @@ pub async fn run(args: settings::Upgrade, printer: &Printer) -> Result<Status> {
                 },
                 ..plan::PreCopy::default()
             }),
+            hooks: hooks.as_ref().map(|(h, _)| h.clone()),
             ..Learned::default()
         },
         ..Journal::begin(
@@ -467,6 +533,7 @@ pub async fn run(args: settings::Upgrade, printer: &Printer) -> Result<Status> {
                 .any()
                 .then(|| pair.describe_change())
         }),
+        hooks: journal.learned.hooks.as_ref().map(Hooks::plan),
     };
     if !args.yes && !printer.confirm(&plan, "Proceed?")? {
         bail!("nothing was changed: the upgrade was not confirmed");
@@ -477,12 +544,21 @@ pub async fn run(args: settings::Upgrade, printer: &Printer) -> Result<Status> {
     let lock = Lock::take(&root, pre.cluster.uid, pre.cluster.gid)?;
     // No journal: whatever an earlier, undone run left in the work directory is garbage.
     restore::remove_leftovers(&layout, &pre.locations);
-    let mut up = Upgrade::new(&docker, printer, pre.target.clone(), journal, lock)?;
+    let mut up = Upgrade::new(docker, printer, pre.target.clone(), journal, lock)?;
     up.preflight = Some(pre);
+    if let Some((_, Some(ran))) = hooks {
+        up.append_log(&hooks::log_entry(
+            ran.phase,
+            &ran.output,
+            &format!("exit 0 in {:.1} s", ran.seconds),
+        ));
+        up.journal.learned.hooks_ran.push(ran.phase);
+        up.hooks_ran.push(ran);
+    }
     let first = up.steps[0];
     up.advance(first)?;
     interrupt::journal_at(root, flags);
-    up.drive().await
+    Ok(up)
 }
 
 /// What the Verifying step did to the indexes on text.
@@ -530,6 +606,8 @@ pub struct Upgrade<'a> {
     copies: std::sync::Mutex<BackupCopies>,
     /// The digests of the pages this run's first pass wrote, for its second pass.
     digests: Option<Arc<PageDigests>>,
+    /// The site's hooks this run ran to their end.
+    hooks_ran: Vec<Ran>,
 }
 
 impl<'a> Upgrade<'a> {
@@ -560,6 +638,7 @@ impl<'a> Upgrade<'a> {
             statistics: None,
             copies: std::sync::Mutex::default(),
             digests: None,
+            hooks_ran: Vec::new(),
         })
     }
 
@@ -578,9 +657,70 @@ impl<'a> Upgrade<'a> {
             .map(|n| self.layout.backup(n))
     }
 
-    fn log_path(&self) -> PathBuf {
-        self.layout
-            .run_log(self.journal.backup_name.as_deref(), &self.journal.stamp)
+    /// The run's log, wherever the run's end has moved it.
+    fn log(&self) -> RunLog {
+        let path = self
+            .layout
+            .run_log_now(self.journal.backup_name.as_deref(), &self.journal.stamp);
+        if !path.parent().is_some_and(Path::exists) {
+            let _ = backup::logs_dir(&self.layout, self.uid, self.gid);
+        }
+        RunLog {
+            path,
+            uid: self.uid,
+            gid: self.gid,
+        }
+    }
+
+    /// What the site's hooks are told of this upgrade.
+    fn hook_env(&self, result: Option<Outcome>) -> hooks::Env {
+        hooks::Env {
+            target: self.target.label.clone(),
+            container: self.journal.container.clone(),
+            data_dir: self.data().to_owned(),
+            backup_dir: self.backup_dir(),
+            from: self.journal.old_major,
+            to: self.journal.new_major,
+            result,
+        }
+    }
+
+    /// Runs `phase`'s hook unless it already ran to its end in this upgrade (before a kill);
+    /// the journal records that it did.
+    async fn hook(&mut self, phase: Phase) -> Result<()> {
+        let Some(hooks) = self.journal.learned.hooks.clone() else {
+            return Ok(());
+        };
+        if self.journal.learned.hooks_ran.contains(&phase) {
+            return Ok(());
+        }
+        let log = self.log();
+        if let Some(ran) = hooks
+            .run(phase, &self.hook_env(None), self.printer, Some(&log))
+            .await?
+        {
+            self.hooks_ran.push(ran);
+            self.journal.learned.hooks_ran.push(phase);
+            let root = self.root().to_owned();
+            self.journal.save(&root)?;
+        }
+        Ok(())
+    }
+
+    /// Runs a hook whose failure changes nothing of what follows (end, and those of a put
+    /// back after a failure): it is said, and the run goes on.
+    async fn hook_told(&mut self, phase: Phase, result: Option<Outcome>) {
+        let Some(hooks) = self.journal.learned.hooks.clone() else {
+            return;
+        };
+        let log = self.log();
+        match hooks
+            .run(phase, &self.hook_env(result), self.printer, Some(&log))
+            .await
+        {
+            Ok(ran) => self.hooks_ran.extend(ran),
+            Err(e) => self.printer.step(format!("warning: {e}")),
+        }
     }
 
     fn advance(&mut self, step: Step) -> Result<()> {
@@ -601,20 +741,33 @@ impl<'a> Upgrade<'a> {
             .await;
         match done {
             Ok(mut report) => {
-                // The containers --stop-others stopped, on the new cluster now.
-                restore::restart(self.docker, self.printer, &self.journal.others()).await;
-                Journal::finish(self.root())?;
+                self.finish().await?;
                 // The upgrade is done and serves: what is left only makes plans better.
                 if let Some(gathered) =
                     finish_statistics(self.docker, self.printer, &self.layout).await
                 {
                     report.statistics = Some(gathered);
                 }
+                self.hook_told(Phase::End, Some(Outcome::Upgraded)).await;
+                report.hooks = std::mem::take(&mut self.hooks_ran);
                 self.printer.report(&report)?;
                 Ok(Status::Done)
             }
-            Err(e) => Err(self.recover(e).await),
+            Err(e) => {
+                let (e, outcome) = self.recover(e).await;
+                if !interrupt::interrupted() {
+                    self.hook_told(Phase::End, Some(outcome)).await;
+                }
+                Err(e)
+            }
         }
+    }
+
+    /// Ends the upgrade: the containers --stop-others stopped are started again, on the new
+    /// cluster, and the journal goes.
+    async fn finish(&self) -> Result<()> {
+        restore::restart(self.docker, self.printer, &self.journal.others()).await;
+        Ok(Journal::finish(self.root())?)
     }
 
     /// Runs the steps from the journal's on, each recorded before it acts, in the order of
@@ -623,10 +776,13 @@ impl<'a> Upgrade<'a> {
         let mut recreated = None;
         loop {
             let step = self.journal.step;
+            if !self.steps.contains(&step) {
+                bail!("the journal holds step {step:?}, which is not this upgrade's")
+            }
+            for phase in hooks::at_start(step, &self.steps) {
+                self.hook(*phase).await?;
+            }
             match step {
-                _ if !self.steps.contains(&step) => {
-                    bail!("the journal holds step {step:?}, which is not this upgrade's")
-                }
                 Step::Preparing => self.prepare().await?,
                 Step::PreCopying => self.precopy().await?,
                 Step::Stopping => {
@@ -672,11 +828,18 @@ impl<'a> Upgrade<'a> {
                 }
                 Step::Verifying => self.verify().await?,
                 Step::Recreating => recreated = Some(self.recreate().await?),
+                // Its hook is the step.
+                Step::PostUpgrade => {}
                 _ => unreachable!("an upgrade's list holds upgrade steps only"),
             }
             match plan::next_step(&self.steps, step) {
                 Some(next) => self.advance(next)?,
-                None => return Ok(recreated.unwrap_or_else(|| self.report(None))),
+                None => {
+                    let mut report = recreated.unwrap_or_else(|| self.report(None));
+                    // Made when the container served: the steps after it count too.
+                    report.steps = plan::step_times(&self.journal.timeline, chrono::Utc::now());
+                    return Ok(report);
+                }
             }
         }
     }
@@ -1537,16 +1700,7 @@ impl<'a> Upgrade<'a> {
     }
 
     fn append_log(&self, text: &str) {
-        let path = self.log_path();
-        if !path.parent().is_some_and(Path::exists) {
-            let _ = backup::logs_dir(&self.layout, self.uid, self.gid);
-        }
-        let mut all = std::fs::read_to_string(&path).unwrap_or_default();
-        all.push_str(text);
-        if let Err(e) = backup::private_file(&path, all.as_bytes(), self.uid, self.gid) {
-            self.printer
-                .step(format!("cannot write the log {}: {e}", path.display()));
-        }
+        self.log().append(text, self.printer);
     }
 
     /// Starts the new cluster privately, compares it with the record made before the upgrade
@@ -1851,16 +2005,18 @@ impl<'a> Upgrade<'a> {
             container: None,
             image: None,
             server_version_num: version,
+            hooks: Vec::new(),
             next,
         }
     }
 
     /// After a failure (not an interruption): before the swap, everything is undone and the
-    /// servers restarted; during the swap or verification, the backup is put back; after
-    /// verification, the journal stays for a retry.
-    async fn recover(self, e: anyhow::Error) -> anyhow::Error {
+    /// servers restarted; during the swap or verification, or when the post-upgrade hook
+    /// fails, the backup is put back; while re-creating the container, the journal stays for
+    /// a retry. What became of the old cluster, for `end`.
+    async fn recover(&mut self, e: anyhow::Error) -> (anyhow::Error, Outcome) {
         if interrupt::interrupted() {
-            return e;
+            return (e, Outcome::Failed);
         }
         // Programs killed by a full disk do not always say so: measured before the undo
         // frees this run's space.
@@ -1881,30 +2037,79 @@ impl<'a> Upgrade<'a> {
                 restore::undo_before_swap(self.docker, self.printer, &self.target, &self.journal)
                     .await;
             return match undone {
-                Ok(()) => e.context("nothing was changed: the old cluster is as it was"),
-                Err(u) => e.context(NotUndone(format!(
-                    "the upgrade failed and so did undoing it ({u:#}); run `pgup rollback` with the same target flags to restore the old cluster"
-                ))),
+                Ok(()) => (
+                    e.context("nothing was changed: the old cluster is as it was"),
+                    Outcome::Failed,
+                ),
+                Err(u) => (
+                    e.context(NotUndone(format!(
+                        "the upgrade failed and so did undoing it ({u:#}); run `pgup rollback` with the same target flags to restore the old cluster"
+                    ))),
+                    Outcome::Failed,
+                ),
             };
         }
-        if step == Step::Recreating || self.journal.backup == BackupKind::None {
-            return e;
+        let keep = self
+            .journal
+            .learned
+            .hooks
+            .as_ref()
+            .is_some_and(|h| h.keep_on_failure);
+        if step == Step::PostUpgrade && (keep || self.journal.backup == BackupKind::None) {
+            let why = if keep {
+                "the new cluster stays, as --keep-on-hook-failure asks (`pgup rollback` goes back)"
+            } else {
+                "the new cluster stays: no backup was kept to go back to"
+            };
+            if let Err(f) = self.finish().await {
+                return (e.context(f), Outcome::Failed);
+            }
+            finish_statistics(self.docker, self.printer, &self.layout).await;
+            return (e.context(why), Outcome::Failed);
         }
+        if step == Step::Recreating || self.journal.backup == BackupKind::None {
+            return (e, Outcome::Failed);
+        }
+        // Once the new cluster served, its server is stopped first; before, nothing runs.
+        let (from, lost) = match (step, self.journal.learned.stopped_at) {
+            (Step::PostUpgrade, _) if self.journal.container.is_some() => (
+                Step::Stopping,
+                format!(
+                    "; what was written to PostgreSQL {} since the hand-over is lost",
+                    self.journal.new_major
+                ),
+            ),
+            _ => (Step::SettingAside, String::new()),
+        };
+        self.hook_told(Phase::PreRollback, None).await;
         self.printer
             .step("putting the old cluster back from the backup");
-        let put_back = restore::from_backup(
-            self.docker,
-            self.printer,
-            &self.target,
-            self.journal.clone(),
-            Step::SettingAside,
-        )
-        .await;
+        let _ = std::fs::remove_file(self.layout.statistics_pending());
+        let mut journal = self.journal.clone();
+        if from == Step::Stopping {
+            match self.docker.running_using(self.data()).await {
+                Ok(now) => journal.stop_also(now),
+                Err(d) => return (e.context(d), Outcome::Failed),
+            }
+        }
+        let put_back =
+            restore::from_backup(self.docker, self.printer, &self.target, journal, from).await;
         match put_back {
-            Ok(_) => e.context("the old cluster was put back from the backup"),
-            Err(r) => e.context(NotUndone(format!(
-                "and putting the backup back failed too ({r:#}); run `pgup rollback` on this data"
-            ))),
+            Ok(_) => {
+                self.hook_told(Phase::PostRollback, None).await;
+                (
+                    e.context(format!(
+                        "the old cluster was put back from the backup{lost}"
+                    )),
+                    Outcome::RolledBack,
+                )
+            }
+            Err(r) => (
+                e.context(NotUndone(format!(
+                    "and putting the backup back failed too ({r:#}); run `pgup rollback` on this data"
+                ))),
+                Outcome::Failed,
+            ),
         }
     }
 }

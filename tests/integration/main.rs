@@ -6,6 +6,7 @@ mod common;
 mod compose;
 mod exit;
 mod extensions;
+mod hooks;
 mod image;
 mod in_container;
 mod layouts;

@@ -62,6 +62,22 @@ options:
   jobs:
     description: pg_upgrade's parallel jobs.
     type: int
+  hooks:
+    description:
+      - A directory on the host of executables named after pgup's phases (C(pre-check),
+        C(pre-backup), C(post-backup), C(pre-upgrade), C(post-upgrade), C(pre-rollback),
+        C(post-rollback), C(end)), run by pgup at those points (O(state=upgraded) and
+        O(state=rolled_back)).
+      - A failing C(post-upgrade) hook (the site's smoke test) puts the old cluster back unless
+        O(keep_on_hook_failure).
+    type: path
+  hook_timeout:
+    description: How long a hook may run before it is killed and fails (C(30s), C(10m)).
+    type: str
+  keep_on_hook_failure:
+    description: When the C(post-upgrade) hook fails, leave the new cluster serving.
+    type: bool
+    default: false
   keep:
     description: With O(state=cleaned), keep the newest N backups.
     type: int
@@ -105,6 +121,10 @@ verified:
   description: What the verification proved between the old and the new cluster.
   type: dict
   returned: after an upgrade
+hooks:
+  description: The site's hooks pgup ran, each with its phase and seconds.
+  type: list
+  returned: after an upgrade with O(hooks)
 report:
   description: pgup's whole JSON document.
   type: dict
@@ -140,6 +160,13 @@ def flag(params, name):
     return [option] if value is True else [option, str(value)]
 
 
+def hook_flags(params):
+    """--hooks and its timeout, when the task names a hook directory."""
+    if not params["hooks"]:
+        return []
+    return flag(params, "hooks") + flag(params, "hook_timeout")
+
+
 def upgraded(module, target):
     p = module.params
     if p["to"] is None:
@@ -162,11 +189,12 @@ def upgraded(module, target):
         return dict(changed=True, report=report, **{k: report.get(k) for k in ("from", "to")})
     args = ["upgrade"] + target + to + ["--yes"]
     for name in ("new_image", "old_image", "image", "mode", "no_backup", "transfer",
-                 "stop_others", "jobs"):
+                 "stop_others", "jobs", "keep_on_hook_failure"):
         args += flag(p, name)
+    args += hook_flags(p)
     report = pgup.run_or_fail(module, args)
     result = dict(changed=bool(report.get("changed")), report=report)
-    for key in ("from", "to", "backup", "downtime_s", "verified"):
+    for key in ("from", "to", "backup", "downtime_s", "verified", "hooks"):
         if key in report:
             result[key] = report[key]
     return result
@@ -179,6 +207,7 @@ def rolled_back(module, target):
         return dict(changed=bool(status.get("backups") or status.get("interrupted")),
                     report=status)
     args = ["rollback"] + target + ["--yes"] + flag(module.params, "stop_others")
+    args += hook_flags(module.params)
     report = pgup.run_or_fail(module, args)
     return dict(changed=bool(report.get("changed", True)), report=report)
 
@@ -204,6 +233,9 @@ def main():
             transfer=dict(type="str", choices=["auto", "link", "swap"]),
             stop_others=dict(type="bool", default=False),
             jobs=dict(type="int"),
+            hooks=dict(type="path"),
+            hook_timeout=dict(type="str"),
+            keep_on_hook_failure=dict(type="bool", default=False),
             keep=dict(type="int"),
             older_than=dict(type="str"),
             pgup=pgup.PGUP_ARG,
