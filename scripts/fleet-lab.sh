@@ -16,14 +16,22 @@
 #        scripts/fleet-lab.sh down        remove everything `up` made
 # Environment: PGUP_LAB_DIR (default /var/lib/pgup-lab; sshd wants its
 # parents writable by root only), PGUP_LAB_NET (the first three octets
-# of the lab's /24, default 10.77.0).
+# of the lab's /24, default 10.77.0), PGUP_LAB_TAG (what the names of its
+# namespaces, links and images start with, default pgup: two labs with
+# other directories, networks and tags run side by side), PGUP_LAB_PGUP (a
+# pgup to use, on a machine scripts/setup.sh has made ready; default: the
+# release build, after setup).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 lab=${PGUP_LAB_DIR:-/var/lib/pgup-lab}
 net=${PGUP_LAB_NET:-10.77.0}
-bridge=pgup-lab0
+tag=${PGUP_LAB_TAG:-pgup}
+bridge=$tag-lab0
+toolbox=pgup/toolbox:$tag-lab-13-17
 key=$lab/controller_key
+# The pgup of the controller and of every host.
+pgup=$lab/bin/pgup
 
 log() { echo "fleet-lab: $*" >&2; }
 die() {
@@ -63,15 +71,15 @@ down() {
 			done
 		done
 		# What still runs there: SSH sessions (Ansible keeps its connections open a while).
-		ip netns pids "pgup-$host" 2>/dev/null | xargs -r kill 2>/dev/null || true
-		ip netns del "pgup-$host" 2>/dev/null || true
-		ip link del "pgup-$host-h" 2>/dev/null || true
+		ip netns pids "$tag-$host" 2>/dev/null | xargs -r kill 2>/dev/null || true
+		ip netns del "$tag-$host" 2>/dev/null || true
+		ip link del "$tag-$host-h" 2>/dev/null || true
 		# What the engine left mounted under its data root (layers of killed containers).
 		grep -o " $dir/[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
 	done
 	ip link del "$bridge" 2>/dev/null || true
 	# The toolbox up assembled on this machine's engine for the bundle.
-	docker rmi pgup/toolbox:lab-13-17 >/dev/null 2>&1 || true
+	docker rmi "$toolbox" >/dev/null 2>&1 || true
 	rm -rf "$lab"
 	# The hosts' mount point, when nothing else put anything there.
 	rmdir /opt/pgup 2>/dev/null || true
@@ -84,7 +92,7 @@ start_engine() {
 	mkdir -p "$dir"/{docker,exec,run,opt/bin,ssh}
 	# The storage driver this machine's engine uses is the one that works here.
 	printf '{"storage-driver": "%s"}\n' "$(docker info --format '{{.Driver}}')" >"$dir/daemon.json"
-	nohup nsenter --net="/var/run/netns/pgup-$host" dockerd \
+	nohup nsenter --net="/var/run/netns/$tag-$host" dockerd \
 		--config-file "$dir/daemon.json" --data-root "$dir/docker" --exec-root "$dir/exec" \
 		--pidfile "$dir/run/docker.pid" -H "unix://$dir/run/docker.sock" \
 		--bridge none --iptables=false --ip6tables=false >"$dir/dockerd.log" 2>&1 &
@@ -116,7 +124,7 @@ start_sshd() {
 		Subsystem sftp internal-sftp
 	EOF
 	mkdir -p /run/sshd /opt/pgup
-	nsenter --net="/var/run/netns/pgup-$host" unshare --mount --uts --propagation private sh -c '
+	nsenter --net="/var/run/netns/$tag-$host" unshare --mount --uts --propagation private sh -c '
 		hostname "$2" &&
 		mount --bind "$1/run/docker.sock" /var/run/docker.sock &&
 		mount --bind "$1/opt" /opt/pgup &&
@@ -132,7 +140,7 @@ start_sshd() {
 provision() {
 	local host=$1 dir
 	dir=$(host_dir "$host")
-	cp target/release/pgup "$dir/opt/bin/pgup"
+	cp "$pgup" "$dir/opt/bin/pgup"
 	on "$host" pgup image load "$lab/bundles/postgres-13.tar" --public-key "$lab/bundles/lab.pub" >/dev/null
 	# The password reaches docker through the environment, never a command line.
 	(umask 077 && head -c 18 /dev/urandom | base64 >"$dir/opt/db-password")
@@ -157,20 +165,31 @@ up() {
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends openssh-server >/dev/null
 	}
 	down
-	bash scripts/setup.sh
-	cargo build --release --locked -q
-	mkdir -p "$lab/hosts" "$lab/bundles"
+	local built=target/release/pgup
+	if [ -n "${PGUP_LAB_PGUP:-}" ]; then
+		built=$PGUP_LAB_PGUP
+	else
+		bash scripts/setup.sh
+		cargo build --release --locked -q
+	fi
+	mkdir -p "$lab/hosts" "$lab/bundles" "$lab/bin"
+	cp "$built" "$pgup"
 	ssh-keygen -q -t ed25519 -N '' -f "$key"
 
 	# Images reach the hosts as the field's do: a bundle, signed, verified on each host.
-	log "bundles: PostgreSQL 13 for the hosts, 17 and the 13/17 toolbox for a rollout"
+	# The upgrade's carries the collection, which the controller installs from it once it
+	# verifies (Ansible checks no collection's signature).
+	log "bundles: PostgreSQL 13 for the hosts, 17, the 13/17 toolbox and the collection for a rollout"
 	minisign -G -W -p "$lab/bundles/lab.pub" -s "$lab/bundles/lab.key" >/dev/null
-	target/release/pgup image save pgup/postgres:13 -o "$lab/bundles/postgres-13.tar" >/dev/null
+	"$pgup" image save pgup/postgres:13 -o "$lab/bundles/postgres-13.tar" >/dev/null
 	# The toolbox of the very pgup the hosts run, which finds it by its labels: no host
 	# assembles one.
-	target/release/pgup image assemble --old pgup/postgres:13 --new pgup/postgres:17 \
-		--tag pgup/toolbox:lab-13-17 >/dev/null
-	target/release/pgup image save pgup/postgres:17 pgup/toolbox:lab-13-17 -o "$lab/bundles/upgrade-17.tar" >/dev/null
+	"$pgup" image assemble --old pgup/postgres:13 --new pgup/postgres:17 --tag "$toolbox" >/dev/null
+	ansible_venv
+	"$venv/bin/ansible-galaxy" collection build ansible --output-path "$lab/bundles" >/dev/null
+	"$pgup" image save pgup/postgres:17 "$toolbox" --include "$lab"/bundles/pgup-fleet-*.tar.gz \
+		-o "$lab/bundles/upgrade-17.tar" >/dev/null
+	rm "$lab"/bundles/pgup-fleet-*.tar.gz
 	for b in postgres-13 upgrade-17; do
 		minisign -S -s "$lab/bundles/lab.key" -m "$lab/bundles/$b.tar" >/dev/null
 	done
@@ -181,12 +200,12 @@ up() {
 	for i in $(seq "$n"); do
 		local host=lab$i
 		log "$host: $(address "$host")"
-		ip netns add "pgup-$host"
-		ip link add "pgup-$host-h" type veth peer name eth0 netns "pgup-$host"
-		ip link set "pgup-$host-h" master "$bridge" up
-		ip -n "pgup-$host" addr add "$(address "$host")/24" dev eth0
-		ip -n "pgup-$host" link set eth0 up
-		ip -n "pgup-$host" link set lo up
+		ip netns add "$tag-$host"
+		ip link add "$tag-$host-h" type veth peer name eth0 netns "$tag-$host"
+		ip link set "$tag-$host-h" master "$bridge" up
+		ip -n "$tag-$host" addr add "$(address "$host")/24" dev eth0
+		ip -n "$tag-$host" link set eth0 up
+		ip -n "$tag-$host" link set lo up
 		start_engine "$host"
 		start_sshd "$host"
 	done
@@ -227,15 +246,21 @@ up() {
 venv=target/ansible-venv
 ansible_core='ansible-core>=2.17,<2.20'
 
-# The collection as a controller installs it: built, then installed from the tarball offline.
-collection() {
+ansible_venv() {
 	[ -x "$venv/bin/ansible-playbook" ] || {
 		log "installing $ansible_core into $venv"
 		python3 -m venv "$venv"
 		"$venv/bin/pip" install -q "$ansible_core"
 	}
+}
+
+# The collection as a controller installs it: from the upgrade bundle, once it verifies, then
+# offline from its tarball.
+collection() {
+	ansible_venv
 	rm -rf "$lab/collection"
-	"$venv/bin/ansible-galaxy" collection build ansible --output-path "$lab/collection" >/dev/null
+	"$pgup" image verify "$lab/bundles/upgrade-17.tar" --public-key "$lab/bundles/lab.pub" \
+		--extract "$lab/collection" >/dev/null
 	"$venv/bin/ansible-galaxy" collection install --offline -p "$lab/collection/installed" \
 		"$lab"/collection/pgup-fleet-*.tar.gz >/dev/null 2>&1
 }

@@ -407,9 +407,23 @@ pub enum ImageCommand {
         /// A path that exists must be a regular file.
         #[arg(short = 'o', long, value_name = "FILE")]
         output: PathBuf,
+        /// A file to carry in the bundle beside the images (the fleet collection's tarball):
+        /// signed with it, and written out by `pgup image verify --extract` once it verifies.
+        #[arg(long, value_name = "FILE")]
+        include: Vec<PathBuf>,
     },
     /// Check a bundle's checksum and signature, loading nothing.
-    Verify(VerifyArgs),
+    #[command(
+        after_help = "Example:\n  pgup image verify upgrade-17.tar --public-key vendor.pub --extract ./fleet"
+    )]
+    Verify {
+        #[command(flatten)]
+        verify: VerifyArgs,
+        /// Once the bundle verifies, write the files it carries (pgup image save --include)
+        /// into DIR.
+        #[arg(long, value_name = "DIR")]
+        extract: Option<PathBuf>,
+    },
     /// Verify a bundle, then load it into Docker.
     Load {
         #[command(flatten)]

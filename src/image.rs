@@ -1,7 +1,8 @@
 //! Offline image bundles: `docker save` tarballs (plain or gzip-compressed) with a sha256sum
 //! file beside them and optionally a minisign signature, verified before anything is loaded;
-//! and the local upgrade images with the upgrades each can do. Bundles are streamed in 1 MiB
-//! chunks, so memory stays flat whatever their size.
+//! the files a bundle carries beside its images (the fleet collection), extracted only from a
+//! bundle that verifies; and the local upgrade images with the upgrades each can do. Bundles
+//! are streamed in 1 MiB chunks, so memory stays flat whatever their size.
 
 use std::fmt;
 use std::io::{Read, Write};
@@ -22,10 +23,13 @@ use crate::toolbox::{UpgradeImage, upgrade_images};
 use crate::ui::Printer;
 
 const CHUNK: usize = 1 << 20;
+/// Where in a bundle the files it carries beside its images are (`docker load` ignores them).
+const CARRIED: &str = "pgup-files";
 
-/// `pgup image verify`.
-pub fn check(bundle: &Bundle, printer: &Printer) -> Result<Status> {
-    let verified = verify(bundle, false, printer)?;
+/// `pgup image verify`; with `extract`, the files the bundle carries are written there once
+/// the bundle verifies.
+pub fn check(bundle: &Bundle, extract: Option<&Path>, printer: &Printer) -> Result<Status> {
+    let verified = verify(bundle, false, extract, printer)?;
     printer.report(&verified)?;
     Ok(Status::Done)
 }
@@ -88,7 +92,12 @@ impl fmt::Display for Saved {
 }
 
 /// `pgup image save`.
-pub async fn save(images: &[String], output: &Path, printer: &Printer) -> Result<Status> {
+pub async fn save(
+    images: &[String],
+    include: &[PathBuf],
+    output: &Path,
+    printer: &Printer,
+) -> Result<Status> {
     let docker = Docker::connect().await?;
     for image in images {
         if docker.image(image).await?.is_none() {
@@ -97,8 +106,24 @@ pub async fn save(images: &[String], output: &Path, printer: &Printer) -> Result
             );
         }
     }
+    let mut names = std::collections::BTreeSet::new();
+    for file in include {
+        let name = file.file_name().map(|n| n.to_string_lossy().into_owned());
+        if !std::fs::metadata(file).is_ok_and(|m| m.is_file()) {
+            bail!(
+                "{} is not a regular file; --include takes files to carry",
+                file.display()
+            );
+        }
+        if !name.is_some_and(|n| names.insert(n)) {
+            bail!(
+                "two files named {} to include; each is carried by its name",
+                file.display()
+            );
+        }
+    }
     if output == Path::new("-") {
-        return save_to_stdout(&docker, images, printer).await;
+        return save_to_stdout(&docker, images, include, printer).await;
     }
     // Written under a temporary name and renamed: a bundle with its final name is whole. The
     // names written are regular files or new: a device, directory or link named by mistake
@@ -132,7 +157,7 @@ pub async fn save(images: &[String], output: &Path, printer: &Printer) -> Result
         }
     };
     let gzip = output.extension().is_some_and(|e| e == "gz" || e == "tgz");
-    let (sha256, bytes) = match write_bundle(&docker, images, file, gzip, printer).await {
+    let (sha256, bytes) = match write_bundle(&docker, images, include, file, gzip, printer).await {
         Ok(done) => done,
         Err(e) => {
             let _ = std::fs::remove_file(&partial);
@@ -158,9 +183,14 @@ pub async fn save(images: &[String], output: &Path, printer: &Printer) -> Result
 }
 
 /// `-o -`: the bundle on standard output (uncompressed, for a pipe), its sha256 on stderr.
-async fn save_to_stdout(docker: &Docker, images: &[String], printer: &Printer) -> Result<Status> {
+async fn save_to_stdout(
+    docker: &Docker,
+    images: &[String],
+    include: &[PathBuf],
+    printer: &Printer,
+) -> Result<Status> {
     let stdout = std::fs::File::from(std::io::stdout().as_fd().try_clone_to_owned()?);
-    let (sha256, bytes) = write_bundle(docker, images, stdout, false, printer)
+    let (sha256, bytes) = write_bundle(docker, images, include, stdout, false, printer)
         .await
         .context("saving to standard output failed")?;
     printer.step(format!(
@@ -170,15 +200,20 @@ async fn save_to_stdout(docker: &Docker, images: &[String], printer: &Printer) -
     Ok(Status::Done)
 }
 
-/// `docker save` of `images` into `file`, gzip-compressed or not; its sha256 and size.
+/// `docker save` of `images` into `file`, gzip-compressed or not, with the files `include`
+/// first, under [`CARRIED`] (docker's archive ends the tar stream); its sha256 and size.
 async fn write_bundle(
     docker: &Docker,
     images: &[String],
+    include: &[PathBuf],
     file: std::fs::File,
     gzip: bool,
     printer: &Printer,
 ) -> Result<(String, u64)> {
     let mut sink = Sink::new(file, gzip);
+    for path in include {
+        carry(&mut sink, path).with_context(|| format!("cannot include {}", path.display()))?;
+    }
     let bar = printer.bytes_bar(0);
     let names: Vec<&str> = images.iter().map(String::as_str).collect();
     let mut tar = docker.export(&names);
@@ -262,6 +297,34 @@ impl Sink {
     }
 }
 
+/// Writes `path` as a tar entry under [`CARRIED`], with no end-of-archive after it.
+fn carry(sink: &mut Sink, path: &Path) -> std::io::Result<()> {
+    let mut file = std::fs::File::open(path)?;
+    let size = file.metadata()?.len();
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let mut header = tar::Header::new_ustar();
+    header.set_path(format!("{CARRIED}/{name}"))?;
+    header.set_size(size);
+    header.set_mode(0o644);
+    header.set_mtime(0);
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_cksum();
+    sink.write_all(header.as_bytes())?;
+    let mut buf = vec![0u8; CHUNK];
+    let mut left = size;
+    while left > 0 {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Err(std::io::Error::other("the file shrank while it was read"));
+        }
+        let n = n.min(left as usize);
+        sink.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    let pad = (512 - size % 512) % 512;
+    sink.write_all(&vec![0u8; pad as usize])
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -274,6 +337,8 @@ pub struct Verified {
     pub checked: Vec<&'static str>,
     /// The signature's trusted comment (who signed, when), when signed.
     pub trusted_comment: Option<String>,
+    /// The files the bundle carried, written out (--extract).
+    pub extracted: Vec<PathBuf>,
 }
 
 impl fmt::Display for Verified {
@@ -294,13 +359,23 @@ impl fmt::Display for Verified {
         if let Some(c) = &self.trusted_comment {
             writeln!(f, "Signed: {c}")?;
         }
+        for file in &self.extracted {
+            writeln!(f, "Extracted {}.", file.display())?;
+        }
         Ok(())
     }
 }
 
 /// Reads the bundle once, checking its sha256 and its minisign signature, whichever are
-/// given or found beside it. Without either, refuses unless `allow_unverified`.
-fn verify(args: &Bundle, allow_unverified: bool, printer: &Printer) -> Result<Verified> {
+/// given or found beside it. Without either, refuses unless `allow_unverified`. With
+/// `extract`, the files it carries are read in the same pass, and put in that directory
+/// only once the whole bundle verified.
+fn verify(
+    args: &Bundle,
+    allow_unverified: bool,
+    extract: Option<&Path>,
+    printer: &Printer,
+) -> Result<Verified> {
     let file = &args.file;
     let size = std::fs::metadata(file)
         .with_context(|| format!("cannot read {}", file.display()))?
@@ -335,6 +410,7 @@ fn verify(args: &Bundle, allow_unverified: bool, printer: &Printer) -> Result<Ve
                 sha256: String::new(),
                 checked: vec![],
                 trusted_comment: None,
+                extracted: vec![],
             });
         }
         bail!(
@@ -343,7 +419,7 @@ fn verify(args: &Bundle, allow_unverified: bool, printer: &Printer) -> Result<Ve
             sibling(file, ".sha256").display()
         );
     }
-    let mut stream = match (&key, &signature) {
+    let stream = match (&key, &signature) {
         (Some(k), Some(s)) => Some(k.verify_stream(s).map_err(|e| match e {
             minisign_verify::Error::UnexpectedKeyId => {
                 anyhow::anyhow!(
@@ -355,24 +431,26 @@ fn verify(args: &Bundle, allow_unverified: bool, printer: &Printer) -> Result<Ve
         })?),
         _ => None,
     };
-    let mut hasher = Sha256::new();
-    let mut reader =
+    let reader =
         std::fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?;
     let bar = printer.bytes_bar(size);
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        let n = reader.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        if let Some(s) = stream.as_mut() {
-            s.update(&buf[..n]);
-        }
-        bar.inc(n as u64);
-    }
+    let mut tee = Tee {
+        inner: reader,
+        hasher: Sha256::new(),
+        stream,
+        bar: &bar,
+    };
+    let staged = match extract {
+        Some(dir) => Some(
+            carried(&mut tee, file, dir)
+                .with_context(|| format!("cannot read the files {} carries", file.display()))?,
+        ),
+        None => None,
+    };
+    std::io::copy(&mut tee, &mut std::io::sink())?;
     bar.finish_and_clear();
-    let sha256 = hex(&hasher.finalize());
+    let sha256 = hex(&tee.hasher.finalize());
+    let stream = tee.stream;
     let mut checked = Vec::new();
     if let Some(expected) = expected {
         if sha256 != expected {
@@ -392,12 +470,105 @@ fn verify(args: &Bundle, allow_unverified: bool, printer: &Printer) -> Result<Ve
         })?;
         checked.push("signature");
     }
+    let extracted = match (staged, extract) {
+        (Some(staged), Some(dir)) => staged.put_in(dir)?,
+        _ => Vec::new(),
+    };
     Ok(Verified {
         file: file.clone(),
         sha256,
         checked,
         trusted_comment: signature.map(|s| s.trusted_comment().to_owned()),
+        extracted,
     })
+}
+
+/// The bundle as it is read: hashed, checked against its signature, counted on the bar.
+struct Tee<'a, 'k> {
+    inner: std::fs::File,
+    hasher: Sha256,
+    stream: Option<minisign_verify::StreamVerifier<'k>>,
+    bar: &'a indicatif::ProgressBar,
+}
+
+impl Read for Tee<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        if let Some(s) = self.stream.as_mut() {
+            s.update(&buf[..n]);
+        }
+        self.bar.inc(n as u64);
+        Ok(n)
+    }
+}
+
+/// The files a bundle carries, read into a directory of their own in the destination; put
+/// in place once the bundle verified, removed if it does not.
+struct Staged {
+    dir: tempfile::TempDir,
+    names: Vec<String>,
+}
+
+/// Reads the entries under [`CARRIED`] of the bundle `tee` reads (gzip-compressed or not), up
+/// to the end of its tar archive; the rest is left to read.
+fn carried(tee: &mut Tee<'_, '_>, file: &Path, dest: &Path) -> Result<Staged> {
+    std::fs::create_dir_all(dest).with_context(|| format!("cannot create {}", dest.display()))?;
+    let dir = tempfile::Builder::new()
+        .prefix(".pgup-extract-")
+        .tempdir_in(dest)
+        .with_context(|| format!("cannot write in {}", dest.display()))?;
+    let mut magic = [0u8; 2];
+    std::fs::File::open(file)?.read_exact(&mut magic)?;
+    let reader: Box<dyn Read + '_> = if magic == [0x1f, 0x8b] {
+        Box::new(flate2::read::GzDecoder::new(tee))
+    } else {
+        Box::new(tee)
+    };
+    let mut archive = tar::Archive::new(reader);
+    let mut names = Vec::new();
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let path = entry.path()?.into_owned();
+        let Ok(name) = path.strip_prefix(CARRIED) else {
+            continue;
+        };
+        let name = name.to_string_lossy().into_owned();
+        if !entry.header().entry_type().is_file() || !is_plain_name(&name) {
+            bail!(
+                "it holds {} under {CARRIED}, which is not a plain file name",
+                path.display()
+            );
+        }
+        let mut out = std::fs::File::create_new(dir.path().join(&name))?;
+        std::io::copy(&mut entry, &mut out)?;
+        names.push(name);
+    }
+    Ok(Staged { dir, names })
+}
+
+impl Staged {
+    /// Moves the files into `dest`, replacing regular files of the same name only.
+    fn put_in(self, dest: &Path) -> Result<Vec<PathBuf>> {
+        let mut put = Vec::new();
+        for name in &self.names {
+            let to = dest.join(name);
+            if std::fs::symlink_metadata(&to).is_ok_and(|m| !m.file_type().is_file()) {
+                bail!(
+                    "{} exists and is not a regular file; extract into another directory",
+                    to.display()
+                );
+            }
+            std::fs::rename(self.dir.path().join(name), &to)?;
+            put.push(to);
+        }
+        Ok(put)
+    }
+}
+
+/// A file name with no directory in it.
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty() && !name.contains('/') && name != "." && name != ".."
 }
 
 /// The expected digest: `--sha256` as hex or as a sha256sum file, else FILE.sha256 if present.
@@ -489,7 +660,7 @@ impl fmt::Display for Loaded {
 
 /// `pgup image load`: verified first, hashed again while it streams into Docker.
 pub async fn load(args: &Bundle, allow_unverified: bool, printer: &Printer) -> Result<Status> {
-    let verified = verify(args, allow_unverified, printer)?;
+    let verified = verify(args, allow_unverified, None, printer)?;
     if verified.checked.is_empty() {
         printer.step(format!(
             "loading {} WITHOUT verification (--allow-unverified)",

@@ -95,10 +95,14 @@ async fn dispatch(command: Command, printer: &Printer) -> anyhow::Result<Status>
         Command::Upgrade(args) => upgrade::run(args.resolve()?, printer).await,
         Command::Rollback(args) => rollback::run(args.resolve()?, printer).await,
         Command::Cleanup(args) => cleanup::run(args.resolve()?, printer).await,
-        Command::Image(ImageCommand::Save { images, output }) => {
-            image::save(&images, &output, printer).await
+        Command::Image(ImageCommand::Save {
+            images,
+            output,
+            include,
+        }) => image::save(&images, &include, &output, printer).await,
+        Command::Image(ImageCommand::Verify { verify, extract }) => {
+            image::check(&verify.into(), extract.as_deref(), printer)
         }
-        Command::Image(ImageCommand::Verify(args)) => image::check(&args.into(), printer),
         Command::Image(ImageCommand::Load {
             verify,
             allow_unverified,

@@ -158,6 +158,66 @@ fn tampered_bundles_load_nothing() {
 }
 
 #[test]
+fn a_bundle_carries_files_written_out_only_once_it_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let image = tiny_image();
+    let collection = d.join("pgup-fleet-1.0.0.tar.gz");
+    let content: Vec<u8> = (0..70_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&collection, &content).unwrap();
+    let s = |p: &Path| p.display().to_string();
+    let (public, secret) = keypair(d, "vendor");
+    for bundle in [d.join("carry.tar"), d.join("carry.tar.gz")] {
+        let b = s(&bundle);
+        let c = s(&collection);
+        pgup_json(&["image", "save", &image.0, "--include", &c, "-o", &b]);
+        sign(&secret, &bundle);
+        let out = d.join("out");
+        let verified = pgup_json(&[
+            "image",
+            "verify",
+            &b,
+            "--public-key",
+            &public,
+            "--extract",
+            &s(&out),
+        ]);
+        let written = out.join("pgup-fleet-1.0.0.tar.gz");
+        assert_eq!(verified["extracted"], serde_json::json!([s(&written)]));
+        assert_eq!(std::fs::read(&written).unwrap(), content, "{b}");
+        std::fs::remove_dir_all(&out).unwrap();
+
+        // One byte changed in the carried file: the bundle does not verify, nothing is written.
+        let mut bytes = std::fs::read(&bundle).unwrap();
+        if !b.ends_with(".gz") {
+            let at = bytes.windows(4).position(|w| w == &content[..4]).unwrap();
+            bytes[at + 100] ^= 0x01;
+        } else {
+            let middle = bytes.len() / 2;
+            bytes[middle] ^= 0x01;
+        }
+        let flipped = d.join("flipped.tar");
+        std::fs::write(&flipped, &bytes).unwrap();
+        std::fs::copy(format!("{b}.minisig"), d.join("flipped.tar.minisig")).unwrap();
+        let r = pgup(&[
+            "image",
+            "verify",
+            &s(&flipped),
+            "--public-key",
+            &public,
+            "--extract",
+            &s(&out),
+        ]);
+        assert_eq!(r.code, 1, "{}", r.stderr);
+        assert_eq!(names_in(&out), Vec::<String>::new(), "nothing written");
+        // The images load as from any bundle: docker ignores the carried files.
+        docker(&["rmi", &image.0]);
+        pgup_json(&["image", "load", &b, "--public-key", &public]);
+        assert!(present(&image.0));
+    }
+}
+
+#[test]
 fn save_errors_leave_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
     pgup(&[

@@ -6,6 +6,7 @@ mod common;
 mod compose;
 mod exit;
 mod extensions;
+mod fleet;
 mod hooks;
 mod image;
 mod in_container;
