@@ -350,3 +350,44 @@ fn a_hook_directory_that_would_not_run_as_meant_is_refused_before_anything() {
     let r = pgup(&[&upgrade("db")[..], &["--keep-on-hook-failure"]].concat());
     assert_eq!(r.code, 2, "{}", r.stderr);
 }
+
+#[tokio::test]
+async fn a_rollbacks_hooks_may_refuse_it_and_later_failures_are_said() {
+    let (mut s, before) = seeded().await;
+    // A failing end hook is said; the upgrade's exit status stays its own.
+    let site = Site::new(&["end"]);
+    let r = site.pgup(&upgrade(&s.name));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("warning: hook end failed (exit code 1): the site says no"),
+        "{}",
+        r.stderr
+    );
+    serves(&mut s, "17", NEW_IMAGE, &before).await;
+
+    // pre-rollback refuses: nothing changes.
+    let site = Site::new(&["pre-rollback"]);
+    let r = site.pgup(&["rollback", "--container", &s.name, "--yes"]);
+    r.assert_refused_after_steps(
+        "hook pre-rollback failed (exit code 1): the site says no; nothing was changed",
+    );
+    assert_eq!(
+        site.taken(),
+        [
+            "pre-rollback 13>17 result= backup=present",
+            "end 13>17 result=refused backup=present",
+        ]
+    );
+    serves(&mut s, "17", NEW_IMAGE, &before).await;
+
+    // post-rollback fails once the old cluster is back: said, with exit status 1.
+    let site = Site::new(&["post-rollback"]);
+    let r = site.pgup(&["rollback", "--container", &s.name, "--yes"]);
+    r.assert_failed_with("the old cluster is back, but the post-rollback hook failed: hook post-rollback failed (exit code 1): the site says no");
+    assert_eq!(
+        site.taken().last().map(String::as_str),
+        Some("end 13>17 result=rolled-back backup=absent")
+    );
+    serves(&mut s, "13", OLD_IMAGE, &before).await;
+}
