@@ -420,8 +420,8 @@ pub enum ImageCommand {
         #[command(flatten)]
         verify: VerifyArgs,
         /// Once the bundle verifies, write the files it carries (pgup image save --include)
-        /// into DIR.
-        #[arg(long, value_name = "DIR")]
+        /// into DIR. Only with --public-key: they are code to run (a collection).
+        #[arg(long, value_name = "DIR", requires = "public_key")]
         extract: Option<PathBuf>,
     },
     /// Verify a bundle, then load it into Docker.

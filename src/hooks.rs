@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 
+use crate::layout::Layout;
 use crate::plan::{HookPlan, Step};
 use crate::ui::Printer;
 
@@ -110,7 +111,7 @@ pub enum HookError {
     },
     #[error("{} is not an executable regular file; make it one (chmod 0755) or remove it from the hook directory", .0.display())]
     NotExecutable(PathBuf),
-    #[error("{} is writable by others than its owner, and pgup runs hooks as {}; chmod go-w it", .0.display(), if rustix::process::geteuid().is_root() { "root" } else { "you" })]
+    #[error("{} is writable by others than its owner, and pgup runs hooks as {} from it; chmod go-w it", .0.display(), if rustix::process::geteuid().is_root() { "root" } else { "you" })]
     Writable(PathBuf),
     #[error("{} is owned by uid {}, neither root nor the user running pgup; chown it", .0.display(), .1)]
     Owner(PathBuf, u32),
@@ -220,7 +221,7 @@ impl Hooks {
             let executable = meta.is_file() && meta.permissions().mode() & 0o111 != 0;
             match Phase::named(&name) {
                 Some(phase) if executable => {
-                    secure(&path, &meta)?;
+                    trusted(&path)?;
                     phases.push(phase);
                 }
                 Some(_) => return Err(HookError::NotExecutable(path)),
@@ -228,7 +229,7 @@ impl Hooks {
                 None => {}
             }
         }
-        secure(&dir, &std::fs::metadata(&dir).map_err(unreadable)?)?;
+        trusted(&dir)?;
         phases.sort();
         Ok(Self {
             dir,
@@ -288,13 +289,8 @@ impl Hooks {
     /// process group of its own (killed whole at the timeout, or when pgup is interrupted),
     /// sent SIGKILL if pgup dies.
     async fn execute(&self, phase: Phase, env: &Env) -> Result<Ran, HookError> {
-        let path = self.dir.join(phase.name());
         // Checked again as it runs: a resumed run finds the directory as it is now.
-        let meta = std::fs::metadata(&path).map_err(|source| HookError::Unreadable {
-            dir: self.dir.clone(),
-            source,
-        })?;
-        secure(&path, &meta)?;
+        let path = trusted(&self.dir.join(phase.name()))?;
         let spawn = |source| HookError::Spawn {
             phase: phase.name(),
             source,
@@ -403,6 +399,16 @@ pub struct RunLog {
 }
 
 impl RunLog {
+    /// The log of the run at `stamp` with backup `backup`, wherever the run's end has moved
+    /// it ([`Layout::run_log_now`]), its directory made when it is the failed runs'.
+    pub fn of(layout: &Layout, backup: Option<&str>, stamp: &str, uid: u32, gid: u32) -> Self {
+        let path = layout.run_log_now(backup, stamp);
+        if !path.parent().is_some_and(Path::exists) {
+            let _ = crate::backup::logs_dir(layout, uid, gid);
+        }
+        Self { path, uid, gid }
+    }
+
     /// Appends `text`; a log that cannot be written is said, not fatal.
     pub fn append(&self, text: &str, printer: &Printer) {
         let mut all = std::fs::read(&self.path).unwrap_or_default();
@@ -453,16 +459,28 @@ async fn read_kept(pipe: &mut tokio::net::unix::pipe::Receiver, kept: &mut Vec<u
     }
 }
 
-/// Root or this user may own a hook, and only its owner may write it.
-fn secure(path: &Path, meta: &std::fs::Metadata) -> Result<(), HookError> {
+/// `path` with its links resolved, once it and every directory above it are owned by root or
+/// this user and writable by their owner only (as sshd's StrictModes asks), except a
+/// directory with the sticky bit such as /tmp, where others cannot move what is not theirs:
+/// no one else can change what pgup will run.
+fn trusted(path: &Path) -> Result<PathBuf, HookError> {
+    let unreadable = |source| HookError::Unreadable {
+        dir: path.to_owned(),
+        source,
+    };
+    let real = std::fs::canonicalize(path).map_err(unreadable)?;
     let me = rustix::process::geteuid().as_raw();
-    if meta.uid() != 0 && meta.uid() != me {
-        return Err(HookError::Owner(path.to_owned(), meta.uid()));
+    for (i, p) in real.ancestors().enumerate() {
+        let meta = std::fs::metadata(p).map_err(unreadable)?;
+        if meta.uid() != 0 && meta.uid() != me {
+            return Err(HookError::Owner(p.to_owned(), meta.uid()));
+        }
+        let sticky = i > 0 && meta.permissions().mode() & 0o1000 != 0;
+        if meta.permissions().mode() & 0o022 != 0 && !sticky {
+            return Err(HookError::Writable(p.to_owned()));
+        }
     }
-    if meta.permissions().mode() & 0o022 != 0 {
-        return Err(HookError::Writable(path.to_owned()));
-    }
-    Ok(())
+    Ok(real)
 }
 
 /// The environment a hook finds, besides pgup's own.

@@ -275,13 +275,6 @@ impl Sink {
         }
     }
 
-    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        match self {
-            Sink::Plain(h) => h.write_all(buf),
-            Sink::Gzip(g) => g.write_all(buf),
-        }
-    }
-
     /// Finishes the file, syncs it, and returns its sha256 and size.
     fn finish(self) -> Result<(String, u64)> {
         let hashed = match self {
@@ -294,6 +287,21 @@ impl Sink {
             _ => {}
         }
         Ok((hex(&hashed.hasher.finalize()), hashed.bytes))
+    }
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Sink::Plain(h) => h.write(buf),
+            Sink::Gzip(g) => g.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Sink::Plain(h) => h.flush(),
+            Sink::Gzip(g) => g.flush(),
+        }
     }
 }
 
@@ -310,16 +318,8 @@ fn carry(sink: &mut Sink, path: &Path) -> std::io::Result<()> {
     header.set_entry_type(tar::EntryType::Regular);
     header.set_cksum();
     sink.write_all(header.as_bytes())?;
-    let mut buf = vec![0u8; CHUNK];
-    let mut left = size;
-    while left > 0 {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            return Err(std::io::Error::other("the file shrank while it was read"));
-        }
-        let n = n.min(left as usize);
-        sink.write_all(&buf[..n])?;
-        left -= n as u64;
+    if std::io::copy(&mut (&mut file).take(size), sink)? != size {
+        return Err(std::io::Error::other("the file shrank while it was read"));
     }
     let pad = (512 - size % 512) % 512;
     sink.write_all(&vec![0u8; pad as usize])
@@ -530,8 +530,9 @@ fn carried(tee: &mut Tee<'_, '_>, file: &Path, dest: &Path) -> Result<Staged> {
     for entry in archive.entries()? {
         let mut entry = entry?;
         let path = entry.path()?.into_owned();
+        // They come first (`write_bundle`): docker's entries follow.
         let Ok(name) = path.strip_prefix(CARRIED) else {
-            continue;
+            break;
         };
         let name = name.to_string_lossy().into_owned();
         if !entry.header().entry_type().is_file() || !is_plain_name(&name) {
@@ -543,6 +544,9 @@ fn carried(tee: &mut Tee<'_, '_>, file: &Path, dest: &Path) -> Result<Staged> {
         let mut out = std::fs::File::create_new(dir.path().join(&name))?;
         std::io::copy(&mut entry, &mut out)?;
         names.push(name);
+    }
+    if names.is_empty() {
+        bail!("it carries no files (pgup image save --include puts them in)");
     }
     Ok(Staged { dir, names })
 }

@@ -203,6 +203,16 @@ impl Journal {
         }
     }
 
+    /// Where putting the backup back starts for an upgrade stopped at its step: once the new
+    /// cluster may serve (the post-upgrade step), by stopping its server.
+    pub fn put_back_from(&self) -> Step {
+        if self.step == Step::PostUpgrade {
+            Step::Stopping
+        } else {
+            Step::SettingAside
+        }
+    }
+
     /// Adds the containers running on the data now to those a put-back stops first (and
     /// starts again): a step after the hand-over may have started one that did not run.
     pub fn stop_also(&mut self, now: Vec<String>) {

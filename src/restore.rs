@@ -94,6 +94,8 @@ pub async fn from_backup(
     let aside = layout.set_aside(&journal.stamp);
     journal.operation = Operation::Rollback;
     journal.advance(root, from)?;
+    // Statistics the new cluster still waits for are not the old one's.
+    let _ = std::fs::remove_file(layout.statistics_pending());
     let mut restored = None;
     loop {
         match journal.step {

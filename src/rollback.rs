@@ -87,15 +87,8 @@ impl Site {
 
     /// The upgrade's log, which follows its backup's record.
     fn log(&self) -> RunLog {
-        let path = self.layout.run_log_now(self.backup.as_deref(), &self.stamp);
-        if !path.parent().is_some_and(std::path::Path::exists) {
-            let _ = backup::logs_dir(&self.layout, self.owner.0, self.owner.1);
-        }
-        RunLog {
-            path,
-            uid: self.owner.0,
-            gid: self.owner.1,
-        }
+        let (uid, gid) = self.owner;
+        RunLog::of(&self.layout, self.backup.as_deref(), &self.stamp, uid, gid)
     }
 
     async fn run(&self, phase: Phase, env: &hooks::Env, printer: &Printer) -> Result<()> {
@@ -170,16 +163,15 @@ async fn roll_back(
                 "the interrupted upgrade keeps no backup (--no-backup), so there is nothing to go back to; run `{}` to finish it",
                 journal.command
             ),
-            // The new cluster may serve: its server is stopped first.
-            (Operation::Upgrade, Step::PostUpgrade) => Some(Step::Stopping),
-            (Operation::Upgrade, _) => Some(Step::SettingAside),
+            (Operation::Upgrade, _) => Some(journal.put_back_from()),
         };
-        if from == Some(Step::Stopping) {
-            journal.stop_also(docker.running_using(&target.data_dir).await?);
-        }
-        if let Some(hooks) = hooks {
+        // Without --hooks, those the interrupted upgrade was given.
+        if let Some(hooks) = hooks.or_else(|| journal.learned.hooks.clone()) {
             let s = site.insert(Site::new(hooks, &target, &journal)?);
             s.before(printer).await?;
+        }
+        if from == Some(Step::Stopping) {
+            journal.stop_also(docker.running_using(&target.data_dir).await?);
         }
         let report = match from {
             None => {
@@ -201,13 +193,13 @@ async fn roll_back(
             }
             Some(from) => restore::from_backup(&docker, printer, &target, journal, from).await?,
         };
-        if let Some(s) = site {
-            s.after(printer).await?;
-        }
         // Again: a container the killed pgup asked for may appear only after the first sweep.
         docker
             .remove_strays(&target.data_dir, toolbox::pgup_alive)
             .await?;
+        if let Some(s) = site {
+            s.after(printer).await?;
+        }
         printer.report(&report)?;
         return Ok(Status::Done);
     }
@@ -336,11 +328,11 @@ async fn roll_back(
     let mut report =
         restore::from_backup(&docker, printer, &target, journal, Step::Stopping).await?;
     drop(lock);
-    if let Some(s) = site {
-        s.after(printer).await?;
-    }
     if args.discard_upgraded {
         restore::remove_set_aside(report.set_aside.take(), &record.locations, &stamp)?;
+    }
+    if let Some(s) = site {
+        s.after(printer).await?;
     }
     printer.report(&report)?;
     Ok(Status::Done)

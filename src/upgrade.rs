@@ -18,7 +18,7 @@ use crate::cluster::{ControlData, InitSettings};
 use crate::collation::{self, RebuildError, TextIndex};
 use crate::config;
 use crate::docker::Docker;
-use crate::error::{Kind, NotUndone, Refusal, Status};
+use crate::error::{NotUndone, Refusal, Status};
 use crate::extension::{self, Updated};
 use crate::failpoint;
 use crate::hooks::{self, Hooks, Outcome, Phase, Ran, RunLog};
@@ -403,13 +403,10 @@ pub async fn run(args: settings::Upgrade, printer: &Printer) -> Result<Status> {
     };
     match started {
         Ok(up) => up.drive().await,
+        // Before its journal, a run has changed nothing.
         Err(e) => {
-            let outcome = match Kind::of(&e, false) {
-                Kind::Refused => Outcome::Refused,
-                _ => Outcome::Failed,
-            };
             let env = hooks::Env {
-                result: Some(outcome),
+                result: Some(Outcome::Refused),
                 ..env
             };
             if let Err(end) = hooks.run(Phase::End, &env, printer, None).await {
@@ -659,17 +656,14 @@ impl<'a> Upgrade<'a> {
 
     /// The run's log, wherever the run's end has moved it.
     fn log(&self) -> RunLog {
-        let path = self
-            .layout
-            .run_log_now(self.journal.backup_name.as_deref(), &self.journal.stamp);
-        if !path.parent().is_some_and(Path::exists) {
-            let _ = backup::logs_dir(&self.layout, self.uid, self.gid);
-        }
-        RunLog {
-            path,
-            uid: self.uid,
-            gid: self.gid,
-        }
+        let backup = self.journal.backup_name.as_deref();
+        RunLog::of(
+            &self.layout,
+            backup,
+            &self.journal.stamp,
+            self.uid,
+            self.gid,
+        )
     }
 
     /// What the site's hooks are told of this upgrade.
@@ -835,7 +829,12 @@ impl<'a> Upgrade<'a> {
             match plan::next_step(&self.steps, step) {
                 Some(next) => self.advance(next)?,
                 None => {
-                    let mut report = recreated.unwrap_or_else(|| self.report(None));
+                    let mut report = match recreated {
+                        Some(report) => report,
+                        // Re-created by a run before this one (killed in a later step).
+                        None if self.steps.contains(&Step::Recreating) => self.served().await?,
+                        None => self.report(None),
+                    };
                     // Made when the container served: the steps after it count too.
                     report.steps = plan::step_times(&self.journal.timeline, chrono::Utc::now());
                     return Ok(report);
@@ -1958,6 +1957,20 @@ impl<'a> Upgrade<'a> {
         Ok(report)
     }
 
+    /// The report of an upgrade whose container a run before this one re-created: what it
+    /// serves now (when it began to is that run's to say).
+    async fn served(&self) -> Result<UpgradeReport> {
+        let name = self.journal.container.clone().expect("re-created");
+        let settings = self.journal.learned.settings.as_ref();
+        let superuser = settings.context("the journal lacks the settings")?;
+        let version = recreate::server_version(self.docker, &name, &superuser.superuser).await?;
+        let mut report = self.report(Some(version));
+        report.image = Some(self.docker.container(&name).await?.image);
+        report.container = Some(name);
+        report.downtime_s = None;
+        Ok(report)
+    }
+
     fn report(&self, version: Option<i32>) -> UpgradeReport {
         let next = match (&self.journal.container, version) {
             (_, Some(_)) => None,
@@ -2070,30 +2083,26 @@ impl<'a> Upgrade<'a> {
         if step == Step::Recreating || self.journal.backup == BackupKind::None {
             return (e, Outcome::Failed);
         }
-        // Once the new cluster served, its server is stopped first; before, nothing runs.
-        let (from, lost) = match (step, self.journal.learned.stopped_at) {
-            (Step::PostUpgrade, _) if self.journal.container.is_some() => (
-                Step::Stopping,
-                format!(
-                    "; what was written to PostgreSQL {} since the hand-over is lost",
-                    self.journal.new_major
-                ),
-            ),
-            _ => (Step::SettingAside, String::new()),
+        let from = self.journal.put_back_from();
+        let lost = if from == Step::Stopping {
+            format!(
+                "; what was written to PostgreSQL {} since the hand-over is lost",
+                self.journal.new_major
+            )
+        } else {
+            String::new()
         };
         self.hook_told(Phase::PreRollback, None).await;
         self.printer
             .step("putting the old cluster back from the backup");
-        let _ = std::fs::remove_file(self.layout.statistics_pending());
         let mut journal = self.journal.clone();
-        if from == Step::Stopping {
-            match self.docker.running_using(self.data()).await {
-                Ok(now) => journal.stop_also(now),
-                Err(d) => return (e.context(d), Outcome::Failed),
+        let put_back = async {
+            if from == Step::Stopping {
+                journal.stop_also(self.docker.running_using(self.data()).await?);
             }
+            restore::from_backup(self.docker, self.printer, &self.target, journal, from).await
         }
-        let put_back =
-            restore::from_backup(self.docker, self.printer, &self.target, journal, from).await;
+        .await;
         match put_back {
             Ok(_) => {
                 self.hook_told(Phase::PostRollback, None).await;

@@ -297,44 +297,60 @@ async fn a_failing_smoke_test_after_the_hand_over_puts_the_old_cluster_back() {
 async fn a_hook_killed_midway_runs_again_when_the_upgrade_resumes() {
     let (mut s, before) = seeded().await;
     let site = Site::new(&[]);
-    // The first time, pre-upgrade kills pgup (its parent) as a crash would, then waits to
-    // be killed with it.
-    let marker = site.dir.path().join("killed-once");
-    let hook = site.hooks().join("pre-upgrade");
-    std::fs::write(
-        &hook,
-        format!(
-            "#!/bin/sh\necho \"pre-upgrade ran\" >> \"$HOOK_RECORD\"\nif [ ! -e {m} ]; then touch {m}; kill -9 $PPID; sleep 30; echo survived >> \"$HOOK_RECORD\"; fi\n",
-            m = marker.display()
-        ),
-    )
-    .unwrap();
+    // The first time each runs, pre-upgrade and post-upgrade kill pgup (their parent) as a
+    // crash would, then wait to be killed with it.
+    for phase in ["pre-upgrade", "post-upgrade"] {
+        let marker = site.dir.path().join(format!("{phase}-killed-once"));
+        std::fs::write(
+            site.hooks().join(phase),
+            format!(
+                "#!/bin/sh\necho \"$PGUP_PHASE ran\" >> \"$HOOK_RECORD\"\nif [ ! -e {m} ]; then touch {m}; kill -9 $PPID; sleep 30; echo survived >> \"$HOOK_RECORD\"; fi\n",
+                m = marker.display()
+            ),
+        )
+        .unwrap();
+    }
+    let killed_while = |doing: &str| {
+        let status = pgup_json(&["status", "--container", &s.name]);
+        let line = status["interrupted"].as_str().expect("interrupted");
+        assert!(
+            line.contains(&format!("interrupted while {doing}")),
+            "{line}"
+        );
+    };
     let r = site.pgup(&upgrade(&s.name));
     assert_eq!(r.code, -1, "pgup was killed: {}", r.stderr);
-    let status = pgup_json(&["status", "--container", &s.name]);
-    let line = status["interrupted"].as_str().expect("interrupted");
-    assert!(
-        line.contains("interrupted while running pg_upgrade"),
-        "{line}"
+    killed_while("running pg_upgrade");
+    assert_eq!(
+        site.taken().last().map(String::as_str),
+        Some("pre-upgrade ran")
     );
-    let record = site.taken();
-    assert_eq!(record.last().map(String::as_str), Some("pre-upgrade ran"));
     std::thread::sleep(std::time::Duration::from_secs(1));
 
-    // Resumed: the hooks that had ended do not run again, the one killed does.
+    // Resumed: the hooks that had ended do not run again, the one killed does; then the
+    // post-upgrade hook kills it, once the new server serves.
     let r = site.pgup(&upgrade(&s.name));
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.code, -1, "pgup was killed: {}", r.stderr);
     assert!(r.stderr.contains("resuming"), "{}", r.stderr);
+    assert_eq!(site.taken(), ["pre-upgrade ran", "post-upgrade ran"]);
+    killed_while("running the post-upgrade hook");
+    std::thread::sleep(std::time::Duration::from_secs(1));
+
+    // Resumed again: the smoke test runs again, and the report is the served container's.
+    let r = site.pgup(&[&upgrade(&s.name)[..], &["--json"]].concat());
+    assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(
         site.taken(),
         [
-            "pre-upgrade ran",
-            "post-upgrade 13>17 result= backup=present",
-            "served 17 5000",
-            "end 13>17 result=upgraded backup=present",
+            "post-upgrade ran",
+            "end 13>17 result=upgraded backup=present"
         ],
-        "killed with pgup, the hook did not go on"
+        "killed with pgup, the hooks did not go on"
     );
+    let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(report["image"], NEW_IMAGE, "{report}");
+    assert_eq!(report["server_version_num"].as_i64().unwrap() / 10000, 17);
+    assert_eq!(report["next"], serde_json::Value::Null, "{report}");
     serves(&mut s, "17", NEW_IMAGE, &before).await;
 }
 

@@ -215,6 +215,25 @@ fn a_bundle_carries_files_written_out_only_once_it_verifies() {
         pgup_json(&["image", "load", &b, "--public-key", &public]);
         assert!(present(&image.0));
     }
+    let out = s(&d.join("out"));
+    // What is carried is code to run: a checksum beside the bundle is not enough.
+    let carry = s(&d.join("carry.tar"));
+    let r = pgup(&["image", "verify", &carry, "--extract", &out]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    // A bundle that carries nothing says so.
+    let bare = d.join("bare.tar");
+    pgup_json(&["image", "save", &image.0, "-o", &s(&bare)]);
+    sign(&secret, &bare);
+    pgup(&[
+        "image",
+        "verify",
+        &s(&bare),
+        "--public-key",
+        &public,
+        "--extract",
+        &out,
+    ])
+    .assert_user_error("carries no files");
 }
 
 #[test]
