@@ -682,17 +682,10 @@ impl<'a> Upgrade<'a> {
     /// Runs `phase`'s hook unless it already ran to its end in this upgrade (before a kill);
     /// the journal records that it did.
     async fn hook(&mut self, phase: Phase) -> Result<()> {
-        let Some(hooks) = self.journal.learned.hooks.clone() else {
-            return Ok(());
-        };
         if self.journal.learned.hooks_ran.contains(&phase) {
             return Ok(());
         }
-        let log = self.log();
-        if let Some(ran) = hooks
-            .run(phase, &self.hook_env(None), self.printer, Some(&log))
-            .await?
-        {
+        if let Some(ran) = self.run_hook(phase, None).await? {
             self.hooks_ran.push(ran);
             self.journal.learned.hooks_ran.push(phase);
             let root = self.root().to_owned();
@@ -704,17 +697,25 @@ impl<'a> Upgrade<'a> {
     /// Runs a hook whose failure changes nothing of what follows (end, and those of a put
     /// back after a failure): it is said, and the run goes on.
     async fn hook_told(&mut self, phase: Phase, result: Option<Outcome>) {
-        let Some(hooks) = self.journal.learned.hooks.clone() else {
-            return;
-        };
-        let log = self.log();
-        match hooks
-            .run(phase, &self.hook_env(result), self.printer, Some(&log))
-            .await
-        {
+        match self.run_hook(phase, result).await {
             Ok(ran) => self.hooks_ran.extend(ran),
             Err(e) => self.printer.step(format!("warning: {e}")),
         }
+    }
+
+    /// `phase`'s hook, if this upgrade has one, told `result`, its output in the run's log.
+    async fn run_hook(
+        &self,
+        phase: Phase,
+        result: Option<Outcome>,
+    ) -> Result<Option<Ran>, hooks::HookError> {
+        let Some(hooks) = &self.journal.learned.hooks else {
+            return Ok(None);
+        };
+        let log = self.log();
+        hooks
+            .run(phase, &self.hook_env(result), self.printer, Some(&log))
+            .await
     }
 
     fn advance(&mut self, step: Step) -> Result<()> {
